@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Wait until the Dagster UI answers and the code location is loaded.
+
+Used by `make up` (waits, asking the webserver to retry a location that failed to
+load because the code server came up after it) and `make reload` (reloads the code
+location once and reports the result). Standard library only.
+"""
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+LOCATIONS = """
+query {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}"""
+
+RELOAD = """
+mutation ($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on PythonError { message }
+    ... on RepositoryLocationNotFound { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = json.load(response)
+    if payload.get("errors"):
+        raise RuntimeError(payload["errors"])
+    return payload["data"]
+
+
+def wait_for_server(url: str, deadline: float) -> dict:
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=5) as response:
+                return json.load(response)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last = exc
+        time.sleep(0.5)
+    raise TimeoutError(f"the webserver at {url} did not answer ({last})")
+
+
+def location_entry(url: str, name: str) -> dict | None:
+    workspace = graphql(url, LOCATIONS)["workspaceOrError"]
+    if workspace["__typename"] != "Workspace":
+        raise RuntimeError(workspace.get("message", workspace["__typename"]))
+    return next((e for e in workspace["locationEntries"] if e["name"] == name), None)
+
+
+def reload_location(url: str, name: str) -> None:
+    result = graphql(url, RELOAD, {"name": name})["reloadRepositoryLocation"]
+    if result["__typename"] != "WorkspaceLocationEntry":
+        raise RuntimeError(result.get("message", result["__typename"]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="the UI's base URL")
+    parser.add_argument("--location", required=True, help="code location name")
+    parser.add_argument("--timeout", type=float, default=180, help="seconds (default 180)")
+    parser.add_argument("--reload", action="store_true", help="reload the location once")
+    args = parser.parse_args()
+
+    start = time.monotonic()
+    deadline = start + args.timeout
+    try:
+        wait_for_server(args.url, deadline)
+        if args.reload:
+            reload_location(args.url, args.location)
+        retried = start
+        while True:
+            entry = location_entry(args.url, args.location)
+            if entry is None:
+                raise RuntimeError(f"no code location named {args.location!r} in the workspace")
+            kind = (entry["locationOrLoadError"] or {}).get("__typename")
+            if entry["loadStatus"] == "LOADED" and kind == "RepositoryLocation":
+                break
+            if entry["loadStatus"] == "LOADED" and kind == "PythonError":
+                error = entry["locationOrLoadError"]["message"].strip()
+                if args.reload or time.monotonic() >= deadline:
+                    raise RuntimeError(f"code location {args.location!r} failed to load:\n{error}")
+                if time.monotonic() - retried >= 5:
+                    # The code server may have started after the webserver: retry.
+                    reload_location(args.url, args.location)
+                    retried = time.monotonic()
+            if time.monotonic() >= deadline:
+                status = entry["loadStatus"]
+                raise TimeoutError(f"code location {args.location!r} is still {status}")
+            time.sleep(0.5)
+    except (RuntimeError, TimeoutError, urllib.error.URLError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.monotonic() - start
+    print(f"Dagster UI ready at {args.url} ({args.location!r} loaded after {seconds:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Load a rendered config/dagster.yaml with Dagster's own instance-config validation.
+
+Usage: python check_instance_config.py PATH/TO/dagster.yaml   (run in a Dagster venv)
+Validates the file against Dagster's instance schema, then each configurable class's
+config (run launcher, coordinator, compute logs, artifact storage) against that class's
+own schema, without connecting anywhere.
+"""
+
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+
+from dagster._config import process_config
+from dagster._core.instance.config import dagster_instance_config
+
+os.environ.update(
+    DAGSTER_PG_HOST="db.invalid",
+    DAGSTER_PG_PORT="5432",
+    DAGSTER_PG_USER="user",
+    DAGSTER_PG_PASSWORD="password",
+    DAGSTER_PG_DB="dagster",
+)
+with tempfile.TemporaryDirectory() as home:
+    shutil.copy(sys.argv[1], os.path.join(home, "dagster.yaml"))
+    config, _ = dagster_instance_config(home)
+
+for key in ("run_launcher", "run_coordinator", "compute_logs", "local_artifact_storage"):
+    section = config[key]
+    cls = getattr(importlib.import_module(section["module"]), section["class"])
+    result = process_config(cls.config_type(), section.get("config") or {})
+    if not result.success:
+        sys.exit(f"{key} ({section['class']}): {[error.message for error in result.errors]}")
+print("ok:", ", ".join(f"{k}={config[k]['class']}" for k in ("run_launcher", "run_coordinator")))

@@ -1,0 +1,89 @@
+"""Shared fixtures: a snapshot of the template, the rendered answer matrix, a summary."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import matrix  # noqa: E402
+
+ROOT = matrix.ROOT
+CACHE = Path(os.environ.get("LAUNCHPAD_CACHE", Path.home() / ".cache" / "dagster-launchpad"))
+
+# Figures printed at the end of the run: name -> count (or text).
+SUMMARY: dict[str, object] = {}
+SKIPS: dict[str, list[str]] = defaultdict(list)
+
+
+def note(name: str, value: object) -> None:
+    SUMMARY[name] = value
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not SUMMARY:
+        return
+    terminalreporter.section("Dagster Launchpad summary")
+    for name, value in SUMMARY.items():
+        terminalreporter.write_line(f"{name}: {value}")
+
+
+def snapshot_template(dest: Path) -> Path:
+    """The template as the working tree has it (tracked and untracked), without .git."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "copier.yml", dest / "copier.yml")
+    shutil.copytree(ROOT / "template", dest / "template", dirs_exist_ok=True)
+    return dest
+
+
+def _render(args: tuple[str, str, dict]) -> tuple[str, str | None]:
+    import copier
+
+    src, dst, answers = args
+    try:
+        copier.run_copy(src, dst, data=answers, defaults=True, quiet=True, unsafe=False)
+    except Exception as exc:  # reported per combination by the test
+        return dst, f"{type(exc).__name__}: {exc}"
+    return dst, None
+
+
+@pytest.fixture(scope="session")
+def template_snapshot(tmp_path_factory) -> Path:
+    return snapshot_template(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="session")
+def rendered_matrix(template_snapshot, tmp_path_factory) -> dict[str, tuple[dict, Path, str | None]]:
+    """Render every combination of copier.yml once, in parallel: id -> (answers, dir, error)."""
+    out = tmp_path_factory.mktemp("matrix")
+    jobs = {
+        matrix.combo_id(a): (str(template_snapshot), str(out / matrix.combo_id(a)), a)
+        for a in matrix.combinations()
+    }
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = dict(zip(jobs, pool.map(_render, jobs.values(), chunksize=8)))
+    note("combinations rendered", len(results))
+    return {
+        cid: (jobs[cid][2], Path(dst), error) for cid, (dst, error) in results.items()
+    }
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
+    """Run a command, returning the CompletedProcess (stdout and stderr merged)."""
+    return subprocess.run(
+        cmd,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )

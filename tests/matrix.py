@@ -1,0 +1,132 @@
+"""The answer matrix, derived from copier.yml itself.
+
+Every question with `choices` contributes each of its choices, in the order copier.yml
+asks them; a question whose `when` is false for the answers so far is skipped, and a
+choice whose own `validator` renders a message is a combination the template rejects.
+Free-text and numeric questions take their (rendered) defaults. Computed answers
+(`when: false`) are not questions and are left to Copier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+from jinja2.sandbox import SandboxedEnvironment
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIER_YML = ROOT / "copier.yml"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    answers: dict
+    question: str
+    reason: str
+
+
+@cache
+def questions() -> dict:
+    spec = yaml.safe_load(COPIER_YML.read_text())
+    return {k: v for k, v in spec.items() if not k.startswith("_")}
+
+
+def _env() -> SandboxedEnvironment:
+    # The filters Copier itself loads by default (regex_replace, regex_search, ...).
+    return SandboxedEnvironment(extensions=["jinja2_ansible_filters.AnsibleCoreFiltersExtension"])
+
+
+def _render(env: SandboxedEnvironment, text: object, context: dict) -> str:
+    if not isinstance(text, str):
+        return str(text)
+    return env.from_string(text).render(**context)
+
+
+def _is_computed(spec: dict) -> bool:
+    return spec.get("when") is False
+
+
+def _asked(env, spec: dict, context: dict) -> bool:
+    when = spec.get("when", True)
+    if isinstance(when, bool):
+        return when
+    return _render(env, when, context).strip().lower() in {"true", "1", "yes", "y", "on"}
+
+
+def _choices(env, spec: dict, context: dict) -> list[tuple[object, str]]:
+    """[(value, rejection reason or '')] of a choice question."""
+    raw = spec["choices"]
+    items = raw.items() if isinstance(raw, dict) else [(c, c) for c in raw]
+    out = []
+    for _label, value in items:
+        reason = ""
+        if isinstance(value, dict):
+            reason = _render(env, value.get("validator", ""), context).strip()
+            value = value["value"]
+        out.append((value, reason))
+    return out
+
+
+def _constants(env) -> dict:
+    """Computed answers that do not depend on any question (validator constants)."""
+    context: dict = {}
+    for name, spec in questions().items():
+        if _is_computed(spec) and "{{" not in str(spec.get("default", "")):
+            context[name] = spec["default"]
+    return context
+
+
+def _expand(env, names: list[str], context: dict, answers: dict):
+    """Yield (answers, rejection) for every path through the remaining questions."""
+    if not names:
+        yield dict(answers), None
+        return
+    name, rest = names[0], names[1:]
+    spec = questions()[name]
+    if _is_computed(spec) or not _asked(env, spec, context):
+        yield from _expand(env, rest, context, answers)
+        return
+    if "choices" not in spec:
+        value = spec.get("default")
+        if isinstance(value, str):
+            value = _render(env, value, context)
+            if spec.get("type") == "int":
+                value = int(value)
+        yield from _expand(env, rest, {**context, name: value}, answers)
+        return
+    for value, reason in _choices(env, spec, context):
+        chosen = {**answers, name: value}
+        if reason:
+            yield chosen, Rejected(chosen, name, reason)
+            continue
+        yield from _expand(env, rest, {**context, name: value}, chosen)
+
+
+@cache
+def _all() -> tuple[list[dict], list[Rejected]]:
+    env = _env()
+    valid, rejected = [], []
+    for answers, rejection in _expand(env, list(questions()), _constants(env), {}):
+        (rejected if rejection else valid).append(rejection or answers)
+    return valid, rejected
+
+
+def combinations() -> list[dict]:
+    """Every accepted combination of choice answers (other answers take defaults)."""
+    return _all()[0]
+
+
+def rejected_combinations() -> list[Rejected]:
+    """Combinations a per-choice validator in copier.yml rejects, with the reason."""
+    return _all()[1]
+
+
+def choice_questions() -> list[str]:
+    return [n for n, s in questions().items() if "choices" in s and not _is_computed(s)]
+
+
+def combo_id(answers: dict) -> str:
+    return "-".join(str(answers[k]) for k in choice_questions() if k in answers)
+

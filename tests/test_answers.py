@@ -1,0 +1,102 @@
+"""Answers: defaults render through pytest-copie, and invalid answers fail loudly.
+
+Each invalid answer must be refused by the question's own validator, with a message
+that names the question and says why, and nothing may be rendered.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import copier
+import pytest
+import yaml
+
+from conftest import ROOT, run
+
+INVALID = [
+    # (answers, question, words the message must contain)
+    ({"project_name": "   "}, "project_name", "must not be empty"),
+    ({"project_name": 'Team "A"'}, "project_name", "quotes"),
+    ({"project_name": "x" * 61}, "project_name", "at most 60"),
+    ({"project_slug": "My-Project"}, "project_slug", "DNS label"),
+    ({"project_slug": "9lives"}, "project_slug", "DNS label"),
+    ({"project_slug": "team--a"}, "project_slug", "'--'"),
+    ({"project_slug": "a" * 41}, "project_slug", "at most 40"),
+    ({"package_name": "1pipes"}, "package_name", "Python identifier"),
+    ({"package_name": "my-pipes"}, "package_name", "Python identifier"),
+    ({"package_name": "class"}, "package_name", "keyword"),
+    ({"package_name": "dagster"}, "package_name", "shadow the dagster package"),
+    ({"package_name": "dagster_postgres"}, "package_name", "shadow the dagster package"),
+    ({"package_name": "json"}, "package_name", "shadows a standard-library"),
+    ({"container_engine": "lxc"}, "container_engine", "not in"),
+    ({"base_image": "custom", "custom_base_image": "python:3.13-slim"}, "custom_base_image", "not fully qualified"),
+    ({"base_image": "custom", "custom_base_image": "ubuntu"}, "custom_base_image", "not fully qualified"),
+    ({"base_image": "custom", "custom_base_image": "registry.example.com/Team/python:3.13"}, "custom_base_image", "not a valid image reference"),
+    ({"base_image": "custom", "custom_base_image": "registry.example.com/python:bad tag"}, "custom_base_image", "not a valid image reference"),
+    ({"base_image": "custom", "custom_package_manager": "yum"}, "custom_package_manager", "not in"),
+    ({"base_image": "ubi", "python_version": "3.13"}, "python_version", "UBI 9 offers Python 3.11 and 3.12 only"),
+    ({"python_version": "3.10"}, "python_version", "not in"),
+    ({"system_packages": "curl; rm -rf /"}, "system_packages", "package names"),
+    ({"code_delivery": "git"}, "code_delivery", "not in"),
+    ({"storage": "mysql"}, "storage", "not in"),
+    ({"run_launcher": "k8s"}, "run_launcher", "not in"),
+    ({"max_concurrent_runs": 0}, "max_concurrent_runs", "between 1 and 100"),
+    ({"dagster_version": "1.13.29"}, "dagster_version", "not in"),
+    ({"ui_port": 80}, "ui_port", "between 1024 and 65535"),
+    ({"ui_port": 70000}, "ui_port", "between 1024 and 65535"),
+    ({"ui_bind_address": "localhost"}, "ui_bind_address", "IPv4 address"),
+    ({"ui_bind_address": "10.0.0.256"}, "ui_bind_address", "IPv4 address"),
+]
+
+
+@pytest.mark.parametrize(("answers", "question", "words"), INVALID, ids=[f"{q}-{i}" for i, (_, q, _) in enumerate(INVALID)])
+def test_invalid_answer_is_refused_with_the_validators_message(answers, question, words, template_snapshot, tmp_path):
+    with pytest.raises(ValueError) as caught:
+        copier.run_copy(str(template_snapshot), tmp_path / "out", data=answers, defaults=True, quiet=True)
+    message = str(caught.value)
+    assert f"'{question}'" in message, message
+    assert words in message, message
+    assert not (tmp_path / "out" / "compose.yaml").exists()
+
+
+def test_cli_prints_the_reason_and_fails(template_snapshot, tmp_path):
+    copier_cli = [sys.executable, "-m", "copier"]
+    result = run([*copier_cli, "copy", "--defaults", "--data", "ui_port=80", str(template_snapshot), str(tmp_path / "out")])
+    assert result.returncode != 0
+    assert "ui_port" in result.stdout and "between 1024 and 65535" in result.stdout
+    assert not (tmp_path / "out" / "compose.yaml").exists()
+
+
+def test_boundary_answers_are_accepted(template_snapshot, tmp_path):
+    answers = {
+        "project_name": "Ünïcode & Co. Data Platform (EU)",
+        "project_slug": "a" * 40,
+        "package_name": "_" + "a" * 39,
+        "ui_port": 65535,
+        "ui_bind_address": "0.0.0.0",
+        "max_concurrent_runs": 100,
+        "base_image": "custom",
+        "custom_base_image": "localhost:5000/team/python-base:3.13@sha256:" + "a" * 64,
+        "custom_package_manager": "microdnf",
+        "system_packages": "libpq5 unixodbc-dev",
+    }
+    copier.run_copy(str(template_snapshot), tmp_path / "out", data=answers, defaults=True, quiet=True)
+    recorded = yaml.safe_load((tmp_path / "out/.copier-answers.yml").read_text())
+    assert {k: recorded[k] for k in answers} == answers
+    pipes = (tmp_path / "out/pipes/Containerfile").read_text()
+    assert "microdnf install -y --nodocs libpq5 unixodbc-dev" in pipes
+    assert f"ARG BASE_IMAGE={answers['custom_base_image']}" in pipes
+
+
+def test_defaults_render_with_pytest_copie_from_git(copie):
+    """The default answers, through pytest-copie (a real `copier copy` of this checkout)."""
+    result = copie.copy()
+    assert result.exception is None, result.exception
+    assert result.exit_code == 0
+    recorded = yaml.safe_load((result.project_dir / ".copier-answers.yml").read_text())
+    assert recorded["_src_path"] and recorded["_commit"]
+    assert recorded["container_engine"] == "podman" and recorded["storage"] == "postgres"
+    assert (result.project_dir / "pipes/Containerfile").is_file()
+    assert "DAGSTER_PG_PASSWORD" not in (result.project_dir / ".copier-answers.yml").read_text()
+    assert ROOT.joinpath("copier.yml").is_file()

@@ -1,0 +1,173 @@
+"""Render tier, expensive checks: linters, compose validation, the generated code's tests.
+
+Each check runs once per distinct file (or set of files) across the whole rendered
+matrix, so every distinct file is checked while identical ones are not checked twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CACHE, note, run
+from tools import require_tool
+
+BIN = Path(sys.executable).parent
+
+
+def distinct(rendered: dict, select: Callable[[dict, Path], Iterable[Path]]) -> dict[str, tuple[Path, list[str]]]:
+    """Group rendered projects by the content of the files `select` picks.
+
+    Returns digest -> (project dir of the first combination with that content, ids).
+    """
+    groups: dict[str, tuple[Path, list[str]]] = {}
+    for cid, (answers, root, error) in sorted(rendered.items()):
+        assert error is None, f"{cid}: {error}"
+        digest = hashlib.sha256()
+        for path in select(answers, root):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        key = digest.hexdigest()
+        groups.setdefault(key, (root, []))[1].append(cid)
+    return groups
+
+
+def image_files(answers: dict, root: Path) -> list[Path]:
+    cf = "Containerfile" if answers["container_engine"] == "podman" else "Dockerfile"
+    return [root / f"platform/webserver/{cf}", root / f"platform/daemon/{cf}", root / f"pipes/{cf}"]
+
+
+def parallel(fn, items) -> list:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(fn, items))
+
+
+def test_containerfiles_pass_hadolint(rendered_matrix):
+    hadolint = require_tool("hadolint", BIN)
+    files: dict[str, Path] = {}
+    for answers, root, _ in rendered_matrix.values():
+        for path in image_files(answers, root):
+            files.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
+    results = parallel(lambda p: (p, run([hadolint, "--no-color", str(p)])), files.values())
+    failures = [f"{p}:\n{r.stdout}" for p, r in results if r.returncode != 0 or r.stdout.strip()]
+    note("distinct Containerfiles/Dockerfiles linted (hadolint)", len(files))
+    assert not failures, "\n".join(failures)
+
+
+def python_files(answers: dict, root: Path) -> list[Path]:
+    return sorted(root.rglob("*.py")) + [root / "ruff.toml"]
+
+
+def test_python_passes_ruff(rendered_matrix):
+    ruff = require_tool("ruff", BIN)
+    groups = distinct(rendered_matrix, python_files)
+
+    def check(root: Path) -> list[str]:
+        problems = []
+        for cmd in ([ruff, "check", "--no-cache", "."], [ruff, "format", "--check", "--no-cache", "."]):
+            result = run(cmd, cwd=root)
+            if result.returncode != 0:
+                problems.append(f"{root}: {' '.join(cmd[1:])}\n{result.stdout}")
+        return problems
+
+    problems = [p for ps in parallel(check, [root for root, _ in groups.values()]) for p in ps]
+    note("distinct Python file sets checked (ruff check + ruff format --check)", len(groups))
+    assert not problems, "\n".join(problems)
+
+
+def compose_files(answers: dict, root: Path) -> list[Path]:
+    return [root / "compose.yaml", root / ".env.example"]
+
+
+@pytest.mark.parametrize("tool", ["docker compose", "podman-compose"])
+def test_compose_file_passes_the_tools_own_validation(tool, rendered_matrix, tmp_path):
+    if tool == "docker compose":
+        docker = require_tool("docker", BIN)
+        probe = run([docker, "compose", "version"])
+        if probe.returncode != 0:
+            require_tool("docker-compose-plugin", reason=f"`docker compose` is not installed: {probe.stdout.strip()}")
+        cmd = [docker, "compose", "-f", "compose.yaml", "config", "--quiet"]
+    else:
+        require_tool("podman", reason="podman-compose needs the podman binary (no engine is started)")
+        cmd = [require_tool("podman-compose", BIN), "-f", "compose.yaml", "config"]
+    groups = distinct(rendered_matrix, compose_files)
+
+    def check(item) -> str | None:
+        index, root = item
+        work = tmp_path / str(index)
+        shutil.copytree(root, work)
+        shutil.copy(work / ".env.example", work / ".env")
+        result = run(cmd, cwd=work)
+        if result.returncode != 0:
+            return f"{root}:\n{result.stdout}"
+        if tool == "podman-compose":
+            # What podman-compose resolved must still be the same stack.
+            resolved = yaml.safe_load(result.stdout.split("\n", 1)[-1] if result.stdout.startswith("WARN") else result.stdout)
+            if set(resolved["services"]) != set(yaml.safe_load((root / "compose.yaml").read_text())["services"]):
+                return f"{root}: podman-compose resolved other services"
+        return None
+
+    failures = [f for f in parallel(check, enumerate(root for root, _ in groups.values())) if f]
+    note(f"distinct compose files validated ({tool} config)", len(groups))
+    assert not failures, "\n".join(failures)
+
+
+def pipes_files(answers: dict, root: Path) -> list[Path]:
+    pipes = root / "pipes"
+    return sorted(p for p in pipes.rglob("*") if p.is_file()) + [root / "config/dagster.yaml"]
+
+
+def dagster_venv(root: Path) -> Path:
+    """A virtualenv with the project's pinned Dagster set and dev tools, cached by content."""
+    pyproject = (root / "pipes/pyproject.toml").read_text()
+    import tomllib
+
+    dev = [d for d in tomllib.loads(pyproject)["project"]["optional-dependencies"]["dev"] if d.startswith(("pytest", "dagster"))]
+    reqs = [line for line in (root / "pipes/requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    version = next(r.split("==")[1] for r in reqs if r.startswith("dagster=="))
+    libs = "0.{}.{}".format(int(version.split(".")[1]) + 16, version.split(".")[2])
+    # One environment per Dagster version, with every optional library, serves every variant.
+    wanted = sorted(set(reqs) | set(dev) | {f"dagster-postgres=={libs}", f"dagster-docker=={libs}"})
+    key = hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:12]
+    venv = CACHE / "venvs" / f"dagster-{version}-{key}"
+    if not (venv / ".complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        assert run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
+        result = run([str(venv / "bin/python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", *wanted], timeout=900)
+        assert result.returncode == 0, result.stdout
+        (venv / ".complete").write_text("\n".join(wanted))
+    return venv
+
+
+def test_generated_code_loads_and_its_tests_pass(rendered_matrix):
+    groups = distinct(rendered_matrix, pipes_files)
+    roots = [root for root, _ in groups.values()]
+    venvs = {root: dagster_venv(root) for root in roots}  # sequential: pip installs
+
+    def check(root: Path) -> list[str]:
+        venv = venvs[root]
+        package = yaml.safe_load((root / ".copier-answers.yml").read_text())["package_name"]
+        env = {"PYTHONPATH": str(root / "pipes/src"), "DAGSTER_HOME": "", "PYTEST_ADDOPTS": "-p no:cacheprovider"}
+        problems = []
+        validate = run([str(venv / "bin/dagster"), "definitions", "validate", "-m", f"{package}.definitions"], cwd=root / "pipes", env=env)
+        if validate.returncode != 0 or "Validation successful" not in validate.stdout:
+            problems.append(f"{root}: dagster definitions validate\n{validate.stdout}")
+        tests = run([str(venv / "bin/python"), "-m", "pytest", "-q", "tests"], cwd=root / "pipes", env=env)
+        if tests.returncode != 0 or " passed" not in tests.stdout:
+            problems.append(f"{root}: pipes tests\n{tests.stdout}")
+        instance = run([str(venv / "bin/python"), str(Path(__file__).parent / "check_instance_config.py"), str(root / "config/dagster.yaml")], env=env)
+        if instance.returncode != 0:
+            problems.append(f"{root}: config/dagster.yaml\n{instance.stdout}")
+        return problems
+
+    problems = [p for ps in parallel(check, roots) for p in ps]
+    note("distinct code locations validated, tested and instance configs loaded", len(groups))
+    note("Dagster versions tested", ", ".join(sorted({v.name.split("-")[1] for v in venvs.values()})))
+    assert not problems, "\n\n".join(problems)
