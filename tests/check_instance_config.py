@@ -1,6 +1,6 @@
 """Load a rendered config/dagster.yaml with Dagster's own instance-config validation.
 
-Usage: python check_instance_config.py PATH/TO/dagster.yaml   (run in a Dagster venv)
+Usage: python check_instance_config.py DAGSTER_YAML...   (run in a Dagster venv)
 Validates the file against Dagster's instance schema, then each configurable class's
 config (run launcher, coordinator, compute logs, artifact storage) against that class's
 own schema, without connecting anywhere.
@@ -22,14 +22,23 @@ os.environ.update(
     DAGSTER_PG_PASSWORD="password",
     DAGSTER_PG_DB="dagster",
 )
-with tempfile.TemporaryDirectory() as home:
-    shutil.copy(sys.argv[1], os.path.join(home, "dagster.yaml"))
-    config, _ = dagster_instance_config(home)
 
-for key in ("run_launcher", "run_coordinator", "compute_logs", "local_artifact_storage"):
-    section = config[key]
-    cls = getattr(importlib.import_module(section["module"]), section["class"])
-    result = process_config(cls.config_type(), section.get("config") or {})
-    if not result.success:
-        sys.exit(f"{key} ({section['class']}): {[error.message for error in result.errors]}")
-print("ok:", ", ".join(f"{k}={config[k]['class']}" for k in ("run_launcher", "run_coordinator")))
+
+def check(path: str) -> str | None:
+    with tempfile.TemporaryDirectory() as home:
+        shutil.copy(path, os.path.join(home, "dagster.yaml"))
+        config, _ = dagster_instance_config(home)
+    for key in ("run_launcher", "run_coordinator", "compute_logs", "local_artifact_storage"):
+        section = config[key]
+        cls = getattr(importlib.import_module(section["module"]), section["class"])
+        result = process_config(cls.config_type(), section.get("config") or {})
+        if not result.success:
+            return f"{key} ({section['class']}): {[error.message for error in result.errors]}"
+    print(
+        f"ok: {path}: " + ", ".join(f"{k}={config[k]['class']}" for k in ("run_launcher", "run_coordinator"))
+    )
+    return None
+
+
+failures = [f"{path}: {error}" for path in sys.argv[1:] if (error := check(path))]
+sys.exit("\n".join(failures) if failures else 0)

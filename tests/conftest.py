@@ -69,11 +69,9 @@ def rendered_matrix(template_snapshot, tmp_path_factory) -> dict[str, tuple[dict
         for a in matrix.combinations()
     }
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = dict(zip(jobs, pool.map(_render, jobs.values(), chunksize=8)))
+        results = dict(zip(jobs, pool.map(_render, jobs.values(), chunksize=8), strict=True))
     note("combinations rendered", len(results))
-    return {
-        cid: (jobs[cid][2], Path(dst), error) for cid, (dst, error) in results.items()
-    }
+    return {cid: (jobs[cid][2], Path(dst), error) for cid, (dst, error) in results.items()}
 
 
 def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None, timeout: float = 600):

@@ -130,3 +130,47 @@ def choice_questions() -> list[str]:
 def combo_id(answers: dict) -> str:
     return "-".join(str(answers[k]) for k in choice_questions() if k in answers)
 
+
+# The answers that change what an image contains (the build tier builds one image set per
+# distinct value of these; test_static checks that they partition the rendered images
+# exactly as the images' build inputs do).
+IMAGE_KEYS = (
+    "container_engine",
+    "base_image",
+    "custom_package_manager",
+    "python_version",
+    "code_delivery",
+    "dagster_version",
+)
+
+
+def image_key(answers: dict) -> tuple:
+    return tuple(answers.get(k) for k in IMAGE_KEYS)
+
+
+def image_sets() -> list[dict]:
+    """One representative combination per distinct image set."""
+    sets: dict[tuple, dict] = {}
+    for answers in combinations():
+        sets.setdefault(image_key(answers), answers)
+    return list(sets.values())
+
+
+def covering_set(candidates: list[dict], factors: list[str]) -> list[dict]:
+    """A small set of `candidates` in which every pair of values of `factors` appears.
+
+    Greedy all-pairs: repeatedly take the candidate that covers the most pairs not yet
+    covered (ties: the earlier candidate, so the default-most combinations come first).
+    """
+    import itertools
+
+    def pairs(a: dict) -> set:
+        return {((f, a[f]), (g, a[g])) for f, g in itertools.combinations(factors, 2)}
+
+    wanted = set().union(*(pairs(a) for a in candidates))
+    chosen: list[dict] = []
+    while wanted:
+        best = max(candidates, key=lambda a: len(pairs(a) & wanted))
+        chosen.append(best)
+        wanted -= pairs(best)
+    return chosen

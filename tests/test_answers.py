@@ -30,12 +30,28 @@ INVALID = [
     ({"package_name": "dagster_postgres"}, "package_name", "shadow the dagster package"),
     ({"package_name": "json"}, "package_name", "shadows a standard-library"),
     ({"container_engine": "lxc"}, "container_engine", "not in"),
-    ({"base_image": "custom", "custom_base_image": "python:3.13-slim"}, "custom_base_image", "not fully qualified"),
+    (
+        {"base_image": "custom", "custom_base_image": "python:3.13-slim"},
+        "custom_base_image",
+        "not fully qualified",
+    ),
     ({"base_image": "custom", "custom_base_image": "ubuntu"}, "custom_base_image", "not fully qualified"),
-    ({"base_image": "custom", "custom_base_image": "registry.example.com/Team/python:3.13"}, "custom_base_image", "not a valid image reference"),
-    ({"base_image": "custom", "custom_base_image": "registry.example.com/python:bad tag"}, "custom_base_image", "not a valid image reference"),
+    (
+        {"base_image": "custom", "custom_base_image": "registry.example.com/Team/python:3.13"},
+        "custom_base_image",
+        "not a valid image reference",
+    ),
+    (
+        {"base_image": "custom", "custom_base_image": "registry.example.com/python:bad tag"},
+        "custom_base_image",
+        "not a valid image reference",
+    ),
     ({"base_image": "custom", "custom_package_manager": "yum"}, "custom_package_manager", "not in"),
-    ({"base_image": "ubi", "python_version": "3.13"}, "python_version", "UBI 9 offers Python 3.11 and 3.12 only"),
+    (
+        {"base_image": "ubi", "python_version": "3.13"},
+        "python_version",
+        "UBI 9 offers Python 3.11 and 3.12 only",
+    ),
     ({"python_version": "3.10"}, "python_version", "not in"),
     ({"system_packages": "curl; rm -rf /"}, "system_packages", "package names"),
     ({"code_delivery": "git"}, "code_delivery", "not in"),
@@ -50,8 +66,12 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(("answers", "question", "words"), INVALID, ids=[f"{q}-{i}" for i, (_, q, _) in enumerate(INVALID)])
-def test_invalid_answer_is_refused_with_the_validators_message(answers, question, words, template_snapshot, tmp_path):
+@pytest.mark.parametrize(
+    ("answers", "question", "words"), INVALID, ids=[f"{q}-{i}" for i, (_, q, _) in enumerate(INVALID)]
+)
+def test_invalid_answer_is_refused_with_the_validators_message(
+    answers, question, words, template_snapshot, tmp_path
+):
     with pytest.raises(ValueError) as caught:
         copier.run_copy(str(template_snapshot), tmp_path / "out", data=answers, defaults=True, quiet=True)
     message = str(caught.value)
@@ -62,7 +82,17 @@ def test_invalid_answer_is_refused_with_the_validators_message(answers, question
 
 def test_cli_prints_the_reason_and_fails(template_snapshot, tmp_path):
     copier_cli = [sys.executable, "-m", "copier"]
-    result = run([*copier_cli, "copy", "--defaults", "--data", "ui_port=80", str(template_snapshot), str(tmp_path / "out")])
+    result = run(
+        [
+            *copier_cli,
+            "copy",
+            "--defaults",
+            "--data",
+            "ui_port=80",
+            str(template_snapshot),
+            str(tmp_path / "out"),
+        ]
+    )
     assert result.returncode != 0
     assert "ui_port" in result.stdout and "between 1024 and 65535" in result.stdout
     assert not (tmp_path / "out" / "compose.yaml").exists()

@@ -119,6 +119,8 @@ def check_images(answers: dict, root: Path, package: str) -> None:
         assert f'io.dagster.launchpad.component="{image}"' in text
         assert f'io.dagster.version="{answers["dagster_version"]}"' in text
         assert "chmod 777" not in text
+        # No configuration in any image: it is mounted at run time.
+        assert not re.search(r"^COPY .*config/", text, re.M)
     pipes = (root / f"pipes/{cf}").read_text()
     bakes_code = f"COPY pipes/src/{package}/ /opt/dagster/app/{package}/" in pipes
     assert bakes_code == (answers["code_delivery"] == "image")
@@ -126,15 +128,14 @@ def check_images(answers: dict, root: Path, package: str) -> None:
     libs = "0.{}.{}".format(
         int(answers["dagster_version"].split(".")[1]) + 16, answers["dagster_version"].split(".")[2]
     )
+    # Every storage and launcher library is in both sets: one image serves every config.
     for req in ("platform/requirements.txt", "pipes/requirements.txt"):
         lines = set((root / req).read_text().splitlines())
         assert f"dagster=={answers['dagster_version']}" in lines
-        assert "sqlalchemy<2.1" in lines
-        uses_pg = answers["storage"] != "sqlite"
-        assert (f"dagster-postgres=={libs}" in lines) == uses_pg
-        assert (f"dagster-docker=={libs}" in lines) == (answers["run_launcher"] == "container")
+        assert {f"dagster-postgres=={libs}", f"dagster-docker=={libs}", "sqlalchemy<2.1"} <= lines
     platform = (root / "platform/requirements.txt").read_text()
     assert f"dagster-webserver=={answers['dagster_version']}" in platform
+    assert f"dagster-graphql=={answers['dagster_version']}" in platform
     assert "dagster-webserver" not in (root / "pipes/requirements.txt").read_text()
 
 
@@ -155,12 +156,19 @@ def check_instance(answers: dict, root: Path) -> None:
 def check_compose(answers: dict, root: Path, package: str) -> None:
     compose = yaml.safe_load((root / "compose.yaml").read_text())
     services = compose["services"]
-    expected = {"webserver", "daemon", "pipes"} | ({"postgres"} if answers["storage"] == "postgres" else set())
+    expected = {"webserver", "daemon", "pipes"} | (
+        {"postgres"} if answers["storage"] == "postgres" else set()
+    )
     assert set(services) == expected
     for name in ("webserver", "daemon", "pipes"):
         assert services[name]["restart"] == "unless-stopped"
         assert "healthcheck" in services[name]
         assert "dagster-data:/var/lib/dagster" in services[name]["volumes"]
+        assert "./config/dagster.yaml:/opt/dagster/home/dagster.yaml:ro,z" in services[name]["volumes"]
+        has_workspace = (
+            "./config/workspace.yaml:/opt/dagster/home/workspace.yaml:ro,z" in services[name]["volumes"]
+        )
+        assert has_workspace == (name != "pipes")
     # The UI is published on the chosen address only; nothing else is published.
     assert services["webserver"]["ports"] == ["${DAGSTER_UI_BIND:-127.0.0.1}:${DAGSTER_UI_PORT:-3000}:3000"]
     assert all("ports" not in s for n, s in services.items() if n != "webserver")
@@ -183,8 +191,11 @@ def test_rejected_combination_fails_with_its_reason(rejection, template_snapshot
 
     with pytest.raises(ValueError) as caught:
         copier.run_copy(
-            str(template_snapshot), tmp_path / "out", data=rejection.answers,
-            defaults=True, quiet=True,
+            str(template_snapshot),
+            tmp_path / "out",
+            data=rejection.answers,
+            defaults=True,
+            quiet=True,
         )
     assert rejection.question in str(caught.value)
     assert rejection.reason in str(caught.value)
@@ -195,7 +206,9 @@ def test_matrix_uses_every_choice():
     """Each choice of each question appears in some accepted combination."""
     for name in matrix.choice_questions():
         raw = matrix.questions()[name]["choices"]
-        values = [v["value"] if isinstance(v, dict) else v for v in (raw.values() if isinstance(raw, dict) else raw)]
+        values = [
+            v["value"] if isinstance(v, dict) else v for v in (raw.values() if isinstance(raw, dict) else raw)
+        ]
         seen = {a.get(name) for a in COMBINATIONS}
         assert set(values) <= seen, f"{name}: {set(values) - seen} never rendered"
     assert len(matrix.rejected_combinations()) >= 1

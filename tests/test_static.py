@@ -22,7 +22,9 @@ from tools import require_tool
 BIN = Path(sys.executable).parent
 
 
-def distinct(rendered: dict, select: Callable[[dict, Path], Iterable[Path]]) -> dict[str, tuple[Path, list[str]]]:
+def distinct(
+    rendered: dict, select: Callable[[dict, Path], Iterable[Path]]
+) -> dict[str, tuple[Path, list[str]]]:
     """Group rendered projects by the content of the files `select` picks.
 
     Returns digest -> (project dir of the first combination with that content, ids).
@@ -91,7 +93,9 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_matrix, tmp
         docker = require_tool("docker", BIN)
         probe = run([docker, "compose", "version"])
         if probe.returncode != 0:
-            require_tool("docker-compose-plugin", reason=f"`docker compose` is not installed: {probe.stdout.strip()}")
+            require_tool(
+                "docker-compose-plugin", reason=f"`docker compose` is not installed: {probe.stdout.strip()}"
+            )
         cmd = [docker, "compose", "-f", "compose.yaml", "config", "--quiet"]
     else:
         require_tool("podman", reason="podman-compose needs the podman binary (no engine is started)")
@@ -108,8 +112,12 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_matrix, tmp
             return f"{root}:\n{result.stdout}"
         if tool == "podman-compose":
             # What podman-compose resolved must still be the same stack.
-            resolved = yaml.safe_load(result.stdout.split("\n", 1)[-1] if result.stdout.startswith("WARN") else result.stdout)
-            if set(resolved["services"]) != set(yaml.safe_load((root / "compose.yaml").read_text())["services"]):
+            resolved = yaml.safe_load(
+                result.stdout.split("\n", 1)[-1] if result.stdout.startswith("WARN") else result.stdout
+            )
+            if set(resolved["services"]) != set(
+                yaml.safe_load((root / "compose.yaml").read_text())["services"]
+            ):
                 return f"{root}: podman-compose resolved other services"
         return None
 
@@ -118,9 +126,15 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_matrix, tmp
     assert not failures, "\n".join(failures)
 
 
-def pipes_files(answers: dict, root: Path) -> list[Path]:
+def code_files(answers: dict, root: Path) -> list[Path]:
+    """What the code location's own checks depend on: the package, its tests, its pins."""
     pipes = root / "pipes"
-    return sorted(p for p in pipes.rglob("*") if p.is_file()) + [root / "config/dagster.yaml"]
+    code = [p for d in ("src", "tests") for p in (pipes / d).rglob("*") if p.is_file()]
+    return sorted(code) + [pipes / "requirements.txt", pipes / "pyproject.toml"]
+
+
+def instance_files(answers: dict, root: Path) -> list[Path]:
+    return [root / "config/dagster.yaml", root / "pipes/requirements.txt"]
 
 
 def dagster_venv(root: Path) -> Path:
@@ -128,8 +142,16 @@ def dagster_venv(root: Path) -> Path:
     pyproject = (root / "pipes/pyproject.toml").read_text()
     import tomllib
 
-    dev = [d for d in tomllib.loads(pyproject)["project"]["optional-dependencies"]["dev"] if d.startswith(("pytest", "dagster"))]
-    reqs = [line for line in (root / "pipes/requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    dev = [
+        d
+        for d in tomllib.loads(pyproject)["project"]["optional-dependencies"]["dev"]
+        if d.startswith(("pytest", "dagster"))
+    ]
+    reqs = [
+        line
+        for line in (root / "pipes/requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     version = next(r.split("==")[1] for r in reqs if r.startswith("dagster=="))
     libs = "0.{}.{}".format(int(version.split(".")[1]) + 16, version.split(".")[2])
     # One environment per Dagster version, with every optional library, serves every variant.
@@ -140,34 +162,57 @@ def dagster_venv(root: Path) -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
         assert run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
-        result = run([str(venv / "bin/python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", *wanted], timeout=900)
+        result = run(
+            [str(venv / "bin/python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", *wanted],
+            timeout=900,
+        )
         assert result.returncode == 0, result.stdout
         (venv / ".complete").write_text("\n".join(wanted))
     return venv
 
 
 def test_generated_code_loads_and_its_tests_pass(rendered_matrix):
-    groups = distinct(rendered_matrix, pipes_files)
+    groups = distinct(rendered_matrix, code_files)
     roots = [root for root, _ in groups.values()]
     venvs = {root: dagster_venv(root) for root in roots}  # sequential: pip installs
 
     def check(root: Path) -> list[str]:
         venv = venvs[root]
         package = yaml.safe_load((root / ".copier-answers.yml").read_text())["package_name"]
-        env = {"PYTHONPATH": str(root / "pipes/src"), "DAGSTER_HOME": "", "PYTEST_ADDOPTS": "-p no:cacheprovider"}
+        env = {
+            "PYTHONPATH": str(root / "pipes/src"),
+            "DAGSTER_HOME": "",
+            "PYTEST_ADDOPTS": "-p no:cacheprovider",
+        }
         problems = []
-        validate = run([str(venv / "bin/dagster"), "definitions", "validate", "-m", f"{package}.definitions"], cwd=root / "pipes", env=env)
+        dagster = str(venv / "bin/dagster")
+        validate = run(
+            [dagster, "definitions", "validate", "-m", f"{package}.definitions"], cwd=root / "pipes", env=env
+        )
         if validate.returncode != 0 or "Validation successful" not in validate.stdout:
             problems.append(f"{root}: dagster definitions validate\n{validate.stdout}")
         tests = run([str(venv / "bin/python"), "-m", "pytest", "-q", "tests"], cwd=root / "pipes", env=env)
         if tests.returncode != 0 or " passed" not in tests.stdout:
             problems.append(f"{root}: pipes tests\n{tests.stdout}")
-        instance = run([str(venv / "bin/python"), str(Path(__file__).parent / "check_instance_config.py"), str(root / "config/dagster.yaml")], env=env)
-        if instance.returncode != 0:
-            problems.append(f"{root}: config/dagster.yaml\n{instance.stdout}")
         return problems
 
     problems = [p for ps in parallel(check, roots) for p in ps]
-    note("distinct code locations validated, tested and instance configs loaded", len(groups))
+    note("distinct code locations validated and tested (dagster definitions validate + pytest)", len(groups))
     note("Dagster versions tested", ", ".join(sorted({v.name.split("-")[1] for v in venvs.values()})))
+    assert not problems, "\n\n".join(problems)
+
+
+def test_instance_configs_pass_dagsters_validation(rendered_matrix):
+    """Each distinct config/dagster.yaml, with the Dagster version its project pins."""
+    groups = distinct(rendered_matrix, instance_files)
+    by_venv: dict[Path, list[Path]] = {}
+    for root, _ in groups.values():
+        by_venv.setdefault(dagster_venv(root), []).append(root / "config/dagster.yaml")
+    checker = Path(__file__).parent / "check_instance_config.py"
+    problems = []
+    for venv, configs in by_venv.items():
+        result = run([str(venv / "bin/python"), str(checker), *map(str, configs)])
+        if result.returncode != 0 or result.stdout.count("ok:") != len(configs):
+            problems.append(f"{venv.name}:\n{result.stdout}")
+    note("distinct instance configs validated by Dagster", len(groups))
     assert not problems, "\n\n".join(problems)

@@ -1,0 +1,109 @@
+"""Talking to a running stack from the host, with Dagster's own GraphQL client."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+REPOSITORY = """query ($loc: String!) { repositoryOrError(repositorySelector:
+  {repositoryLocationName: $loc, repositoryName: "__repository__"}) {
+  __typename ... on Repository { jobs { name } schedules { name } sensors { name }
+  assetNodes { assetKey { path } } } ... on PythonError { message } } }"""
+RUN = """query ($id: ID!) { runOrError(runId: $id) { __typename ... on Run { runId status
+  tags { key value } stats { __typename ... on RunStatsSnapshot { materializations } } } } }"""
+RUNS = """{ runsOrError { ... on Runs { results { runId status } } } }"""
+DAEMONS = """{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"""
+START_SENSOR = """mutation ($loc: String!, $name: String!) { startSensor(sensorSelector:
+  {repositoryLocationName: $loc, repositoryName: "__repository__", sensorName: $name}) {
+  __typename ... on PythonError { message } } }"""
+SENSOR_TICKS = """query ($loc: String!, $name: String!) { sensorOrError(sensorSelector:
+  {repositoryLocationName: $loc, repositoryName: "__repository__", sensorName: $name}) {
+  ... on Sensor { sensorState { status ticks(limit: 10) { status runIds skipReason
+  error { message } } } } } }"""
+
+
+class Stack:
+    """One running stack's UI, as seen from the host."""
+
+    def __init__(self, port: int, location: str):
+        self.url = f"http://127.0.0.1:{port}"
+        self.location = location
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+
+    def gql(self, query: str, **variables) -> dict:
+        response = requests.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=60
+        )
+        response.raise_for_status()
+        body = response.json()
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+    def wait_loaded(self, timeout: float = 180) -> float:
+        """Poll real readiness (the location's load status), not container health."""
+        started = time.monotonic()
+        last = None
+        while time.monotonic() - started < timeout:
+            try:
+                entries = self.gql(LOCATIONS)["workspaceOrError"]["locationEntries"]
+                last = next(e for e in entries if e["name"] == self.location)
+                if (
+                    last["loadStatus"] == "LOADED"
+                    and last["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                ):
+                    return time.monotonic() - started
+            except (requests.RequestException, StopIteration, KeyError, TypeError) as exc:
+                last = repr(exc)
+            time.sleep(0.5)
+        raise AssertionError(f"code location {self.location} not loaded: {last}")
+
+    def repository(self) -> dict:
+        repo = self.gql(REPOSITORY, loc=self.location)["repositoryOrError"]
+        assert repo["__typename"] == "Repository", repo
+        return repo
+
+    def asset_keys(self) -> set[str]:
+        return {"/".join(n["assetKey"]["path"]) for n in self.repository()["assetNodes"]}
+
+    def launch(self, job: str = "example_job") -> str:
+        return self.client.submit_job_execution(job, repository_location_name=self.location)
+
+    def wait_run(self, run_id: str, timeout: float = 300, on_poll=None) -> DagsterRunStatus:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            status = self.client.get_run_status(run_id)
+            if status in FINISHED:
+                return status
+            if on_poll:
+                on_poll()
+            time.sleep(0.2)
+        raise AssertionError(f"run {run_id} did not finish within {timeout} s (last: {status})")
+
+    def run(self, run_id: str) -> dict:
+        run = self.gql(RUN, id=run_id)["runOrError"]
+        assert run["__typename"] == "Run", run
+        return run
+
+    def run_ids(self) -> set[str]:
+        return {r["runId"] for r in self.gql(RUNS)["runsOrError"]["results"]}
+
+    def daemons(self) -> dict[str, bool]:
+        statuses = self.gql(DAEMONS)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        return {d["daemonType"]: d["healthy"] for d in statuses if d["required"]}
+
+    def start_sensor(self, name: str) -> None:
+        result = self.gql(START_SENSOR, loc=self.location, name=name)["startSensor"]
+        assert result["__typename"] == "Sensor", result
+
+    def sensor_ticks(self, name: str) -> list[dict]:
+        return self.gql(SENSOR_TICKS, loc=self.location, name=name)["sensorOrError"]["sensorState"]["ticks"]
+
+    def reload(self) -> None:
+        self.client.reload_repository_location(self.location)

@@ -1,0 +1,122 @@
+"""The container engines as the tests find them, and how to drive a generated project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from tools import STRICT
+
+VENV_BIN = Path(sys.executable).parent
+
+# Bases that cannot be made here from Debian packages, and why (these are always skipped).
+UNBUILDABLE = {
+    "ubi": "UBI images come only from registry.access.redhat.com (unreachable here) and cannot be "
+    "made honestly from Debian packages",
+    "alpine": "Alpine (musl) images cannot be made honestly from Debian packages",
+    "custom": "a custom base is a placeholder for the user's own registry image",
+}
+# Python versions a Debian stand-in can honestly carry: bookworm has 3.11, trixie 3.13.
+DEBIAN_PYTHONS = {"3.11", "3.13"}
+
+
+def unbuildable_reason(answers: dict) -> str | None:
+    if answers["base_image"] in UNBUILDABLE:
+        return UNBUILDABLE[answers["base_image"]]
+    if answers["python_version"] not in DEBIAN_PYTHONS:
+        return (
+            f"no Debian release ships Python {answers['python_version']}, so no honest stand-in "
+            f"for python:{answers['python_version']}-slim exists here"
+        )
+    return None
+
+
+def missing(reason: str):
+    """Skip, or in CI (LAUNCHPAD_STRICT=1) fail: something that must be here is not."""
+    if STRICT:
+        pytest.fail(f"LAUNCHPAD_STRICT=1 and {reason}")
+    pytest.skip(reason)
+
+
+def tool_env() -> dict:
+    """Environment for a generated project's make targets: the test venv's tools on PATH."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("DOCKER_HOST", None)
+    return env
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str  # "podman" or "docker"
+
+    @property
+    def compose(self) -> list[str]:
+        if self.name == "podman":
+            return [shutil.which("podman-compose", path=tool_env()["PATH"]) or "podman-compose"]
+        return ["docker", "compose"]
+
+    def run(self, *args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [self.name, *args], capture_output=True, text=True, timeout=timeout, env=tool_env()
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{self.name} {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result
+
+    @cache  # noqa: B019 - one answer per engine per session
+    def problem(self) -> str | None:
+        """Why this engine cannot be used here, or None."""
+        if not shutil.which(self.name):
+            return f"{self.name} is not installed (bash .ci/run installs it)"
+        info = self.run("info", timeout=60)
+        if info.returncode != 0:
+            return f"`{self.name} info` fails: {(info.stderr or info.stdout).strip()[-300:]}"
+        probe = subprocess.run(
+            [*self.compose, "version"], capture_output=True, text=True, env=tool_env(), timeout=60
+        )
+        if probe.returncode != 0:
+            return f"{' '.join(self.compose)} is not available: {(probe.stderr or probe.stdout).strip()}"
+        return None
+
+    def require(self) -> Engine:
+        if (reason := self.problem()) is not None:
+            missing(reason)
+        return self
+
+    def has_image(self, ref: str) -> bool:
+        return self.run("image", "inspect", ref, timeout=60).returncode == 0
+
+    def inspect(self, ref: str) -> dict:
+        return json.loads(self.run("image", "inspect", ref, check=True).stdout)[0]
+
+    def containers(self, project: str) -> list[str]:
+        """Names of every container (running or not) of a compose project."""
+        result = self.run("ps", "-a", "--format", "{{.Names}}", check=True)
+        return [
+            n for n in result.stdout.split() if n.startswith(f"{project}-") or n.startswith(f"{project}_")
+        ]
+
+    def networks(self) -> list[str]:
+        return self.run("network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
+
+
+ENGINES = {name: Engine(name) for name in ("podman", "docker")}
+
+
+def make(root: Path, *targets: str, timeout: float = 1200, extra_env: dict | None = None):
+    """Run the generated project's own make targets; returns the CompletedProcess."""
+    return subprocess.run(
+        ["make", "-C", str(root), *targets],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**tool_env(), **(extra_env or {})},
+    )

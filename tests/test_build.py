@@ -1,0 +1,128 @@
+"""Build tier: every distinct image set of the answer matrix builds, on its own engine.
+
+An image set is what `matrix.IMAGE_KEYS` select (engine, base, package manager, Python,
+code delivery, Dagster version); test_static checks that exactly these answers change the
+images. Each buildable set is rendered with Copier and built with the generated project's
+own `make build`; bases that cannot exist here are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from pathlib import Path
+
+import copier
+import pytest
+from engines import ENGINES, make, missing, unbuildable_reason
+
+import matrix
+from conftest import note
+
+IMAGE_SETS = matrix.image_sets()
+SERVICE_USER = "10001:10001"
+FIGURES: dict[str, dict] = {}
+
+
+def env_value(root: Path, name: str) -> str:
+    match = re.search(rf"^{name}=(.*)$", (root / ".env.example").read_text(), re.M)
+    assert match, f"{name} not in .env.example"
+    return match.group(1)
+
+
+def render(template: Path, dest: Path, answers: dict) -> Path:
+    copier.run_copy(str(template), dest, data=answers, defaults=True, quiet=True)
+    return dest
+
+
+def shared_prefix(a: list, b: list) -> int:
+    return sum(1 for _ in itertools.takewhile(lambda pair: pair[0] == pair[1], zip(a, b, strict=False)))
+
+
+def check_image(engine, ref: str, image: str, slug: str, answers: dict) -> dict:
+    info = engine.inspect(ref)
+    config = info["Config"]
+    assert config.get("User") == SERVICE_USER, f"{ref} runs as {config.get('User')!r}"
+    # Docker keeps it in Config.Healthcheck, Podman's JSON at the top level.
+    health = config.get("Healthcheck") or info.get("Healthcheck") or {}
+    assert health.get("Test"), f"{ref} lost its HEALTHCHECK"
+    labels = config.get("Labels") or {}
+    assert labels.get("org.opencontainers.image.title") == f"{slug}-{image}"
+    assert labels.get("io.dagster.version") == answers["dagster_version"]
+    assert labels.get("org.opencontainers.image.base.name")
+    out = engine.run("run", "--rm", "--entrypoint", "sh", ref, "-c", "id -u; dagster --version", check=True)
+    uid, version = out.stdout.split("\n", 1)
+    assert uid.strip() == "10001", f"{ref} runs as uid {uid!r}"
+    assert f"version {answers['dagster_version']}" in version, version
+    return info
+
+
+def test_image_set_builds_and_is_sound(answers, template_snapshot, tmp_path_factory):
+    if reason := unbuildable_reason(answers):
+        pytest.skip(reason)
+    engine = ENGINES[answers["container_engine"]].require()
+    index = IMAGE_SETS.index(answers)
+    slug = f"lp-build-{index}"
+    root = render(
+        template_snapshot, tmp_path_factory.mktemp("build") / slug, {**answers, "project_slug": slug}
+    )
+    package = slug.replace("-", "_")
+    base = env_value(root, "BASE_IMAGE")
+    if not engine.has_image(base):
+        missing(f"the stand-in {base} is not in {engine.name}'s store (run tests/standins/make-standins.sh)")
+
+    started = time.monotonic()
+    built = make(root, "build")
+    build_s = time.monotonic() - started
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+
+    tag = env_value(root, "IMAGE_TAG")
+    infos = {
+        image: check_image(engine, f"localhost/{slug}-{image}:{tag}", image, slug, answers)
+        for image in ("webserver", "daemon", "pipes")
+    }
+    # webserver and daemon share every layer up to and including the virtualenv.
+    web, daemon = infos["webserver"]["RootFS"]["Layers"], infos["daemon"]["RootFS"]["Layers"]
+    base_layers = len(engine.inspect(base)["RootFS"]["Layers"])
+    assert shared_prefix(web, daemon) >= base_layers + 2, "webserver and daemon share too few layers"
+
+    pipes = f"localhost/{slug}-pipes:{tag}"
+    probe = engine.run(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python3",
+        pipes,
+        "-c",
+        f"import sys\ntry:\n    import {package}.definitions\nexcept ModuleNotFoundError:\n    sys.exit(3)",
+    )
+    if answers["code_delivery"] == "image":
+        assert probe.returncode == 0, f"{pipes} does not contain {package}: {probe.stderr}"
+    else:
+        assert probe.returncode == 3, f"{pipes} (dependencies only) contains {package}: {probe.stderr}"
+
+    figures = FIGURES.setdefault(engine.name, {"sets built": 0})
+    figures["sets built"] += 1
+    if "first build" not in figures:
+        figures["first build"] = f"{build_s:.0f} s ({matrix.combo_id(answers)}, build cache as found)"
+        sizes = {i: infos[i]["Size"] for i in infos}
+        figures["image sizes"] = ", ".join(f"{i} {s / 1e6:.0f} MB" for i, s in sizes.items())
+    if answers["code_delivery"] == "image" and "rebuild after a one-line code change" not in figures:
+        assets = root / "pipes/src" / package / "assets.py"
+        assets.write_text(assets.read_text().replace("range(1, 11)", "range(1, 12)"))
+        started = time.monotonic()
+        rebuilt = make(root, "build")
+        assert rebuilt.returncode == 0, rebuilt.stdout[-2000:]
+        baked = engine.run(
+            "run", "--rm", "--entrypoint", "cat", pipes, f"/opt/dagster/app/{package}/assets.py"
+        )
+        assert "range(1, 12)" in baked.stdout, "the rebuilt pipes image does not have the change"
+        figures["rebuild after a one-line code change"] = f"{time.monotonic() - started:.1f} s (make build)"
+    note(f"build tier, {engine.name}", "; ".join(f"{k}: {v}" for k, v in figures.items()))
+
+
+def pytest_generate_tests(metafunc):
+    if "answers" in metafunc.fixturenames:
+        ids = ["-".join(str(v) for v in matrix.image_key(a) if v is not None) for a in IMAGE_SETS]
+        metafunc.parametrize("answers", IMAGE_SETS, ids=ids)

@@ -1,0 +1,245 @@
+"""Run tier: a covering set of combinations, started and used end to end.
+
+Each combination is rendered with Copier, started with the generated project's own
+`make up`, and driven from the host with Dagster's GraphQL client: the code location
+loads, the example job succeeds and records materializations, the daemon is alive and the
+sensor requests a run, code changes reload (volume delivery), runs get their own container
+(container launcher), and history survives `make down` / `make up`. Readiness is polled for
+real (UI and location status), never inferred from container health.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import copier
+import pytest
+from dagster_api import Stack
+from engines import ENGINES, make, missing, unbuildable_reason
+
+import matrix
+from conftest import note
+
+FACTORS = [
+    "container_engine",
+    "python_version",
+    "code_delivery",
+    "storage",
+    "run_launcher",
+    "dagster_version",
+]
+CANDIDATES = [a for a in matrix.combinations() if unbuildable_reason(a) is None]
+RUN_SET = matrix.covering_set(CANDIDATES, FACTORS)
+FIGURES: dict[str, list[str]] = {}
+
+# A PostgreSQL that the stack reaches only through DAGSTER_PG_HOST, as it would a server of
+# its own; compose loads compose.override.yaml by itself (both tools).
+EXTERNAL_DB = """\
+services:
+  extdb:
+    image: docker.io/library/postgres:17-trixie
+    environment:
+      POSTGRES_USER: ext_user
+      POSTGRES_PASSWORD: ext-secret
+      POSTGRES_DB: ext_db
+    volumes: [extdb-data:/var/lib/postgresql/data]
+    networks: [dagster]
+volumes:
+  extdb-data: {}
+"""
+EXTERNAL_ENV = {
+    "DAGSTER_PG_HOST": "extdb",
+    "DAGSTER_PG_USER": "ext_user",
+    "DAGSTER_PG_PASSWORD": "ext-secret",
+    "DAGSTER_PG_DB": "ext_db",
+}
+
+RELOAD_ASSET = '''
+
+@dg.asset(group_name="example")
+def reload_check(order_summary: dict) -> int:
+    """Added while the stack runs, to prove that reload picks up new code."""
+    return order_summary["orders"]
+
+
+defs = dg.Definitions(
+    assets=[raw_orders, order_summary, reload_check],
+    jobs=[example_job],
+    schedules=[example_schedule],
+    sensors=[inbox_sensor],
+)
+'''
+
+
+def set_env(root: Path, values: dict[str, str]) -> None:
+    """Write .env from .env.example with some values replaced (as a user would edit it)."""
+    text = (root / ".env.example").read_text()
+    for key, value in values.items():
+        text, count = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
+        assert count == 1, key
+    (root / ".env").write_text(text)
+
+
+def started_at(engine, names: list[str]) -> dict[str, str]:
+    return {
+        n: engine.run("inspect", "--format", "{{.Id}} {{.State.StartedAt}}", n, check=True).stdout.strip()
+        for n in names
+    }
+
+
+def up(root: Path, port: int) -> float:
+    started = time.monotonic()
+    result = make(root, "up")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert f"Dagster UI ready at http://127.0.0.1:{port}" in result.stdout, result.stdout[-2000:]
+    return time.monotonic() - started
+
+
+def down_and_check(engine, root: Path, slug: str) -> None:
+    result = make(root, "down")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert engine.containers(slug) == [], f"containers left after make down: {engine.containers(slug)}"
+    assert f"{slug}_dagster" not in engine.networks(), "make down left the network behind"
+
+
+def exercise(engine, root: Path, answers: dict, port: int, slug: str, figures: list[str]) -> None:
+    package = slug.replace("-", "_")
+    stack = Stack(port, package)
+    stack.wait_loaded(timeout=60)
+    repo = stack.repository()
+    assert {j["name"] for j in repo["jobs"]} >= {"example_job"}
+    assert {s["name"] for s in repo["schedules"]} == {"example_schedule"}
+    assert {s["name"] for s in repo["sensors"]} == {"inbox_sensor"}
+    assert stack.asset_keys() >= {"raw_orders", "order_summary"}
+
+    # The example job succeeds and records both materializations.
+    seen_run_containers: set[str] = set()
+
+    def watch_run_containers():
+        if answers["run_launcher"] == "container":
+            ps = engine.run("ps", "-a", "--filter", "label=dagster/run_id", "--format", "{{.Image}}")
+            seen_run_containers.update(ps.stdout.split())
+
+    started = time.monotonic()
+    run_id = stack.launch()
+    status = stack.wait_run(run_id, on_poll=watch_run_containers)
+    launch_s = time.monotonic() - started
+    run = stack.run(run_id)
+    assert status.value == "SUCCESS", run
+    assert run["stats"]["materializations"] == 2, run["stats"]
+    figures.append(f"launch->SUCCESS {launch_s:.1f} s")
+
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    if answers["run_launcher"] == "container":
+        pipes_image = f"localhost/{slug}-pipes:latest"
+        assert tags.get("docker/image") == pipes_image, tags
+        container = tags["docker/container_id"]
+        assert engine.run("inspect", container).returncode != 0, "finished run container was not removed"
+        assert seen_run_containers <= {pipes_image}, seen_run_containers
+    else:
+        assert "docker/container_id" not in tags
+
+    # The daemon is alive, by its own check and by the instance's account.
+    assert engine.run("exec", f"{slug}-daemon", "dagster-daemon", "liveness-check").returncode == 0
+    daemons = stack.daemons()
+    assert all(daemons.get(d) for d in ("SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR")), daemons
+
+    # The sensor, switched on, sees a file in its inbox and requests a run that succeeds.
+    engine.run(
+        "exec",
+        f"{slug}-pipes",
+        "sh",
+        "-c",
+        "mkdir -p /var/lib/dagster/inbox && echo id > /var/lib/dagster/inbox/orders-1.csv",
+        check=True,
+    )
+    stack.start_sensor("inbox_sensor")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ticks = [t for t in stack.sensor_ticks("inbox_sensor") if t["runIds"]]
+        if ticks:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"the sensor requested no run: {stack.sensor_ticks('inbox_sensor')}")
+    sensor_run = ticks[0]["runIds"][0]
+    assert stack.wait_run(sensor_run).value == "SUCCESS"
+
+    # Volume delivery: new code appears on reload, and no container restarts.
+    if answers["code_delivery"] == "volume":
+        names = [f"{slug}-{s}" for s in ("pipes", "webserver", "daemon")]
+        before = started_at(engine, names)
+        definitions = root / "pipes/src" / package / "definitions.py"
+        definitions.write_text(definitions.read_text() + RELOAD_ASSET)
+        started = time.monotonic()
+        reloaded = make(root, "reload")
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+        assert "reload_check" in stack.asset_keys()
+        figures.append(f"reload {time.monotonic() - started:.1f} s")
+        assert started_at(engine, names) == before, "a container restarted during reload"
+
+    # History survives make down / make up, on PostgreSQL and SQLite alike.
+    down_and_check(engine, root, slug)
+    up(root, port)
+    stack.wait_loaded(timeout=60)
+    assert {run_id, sensor_run} <= stack.run_ids()
+    assert stack.run(run_id)["stats"]["materializations"] == 2
+
+
+@pytest.mark.parametrize("answers", RUN_SET, ids=[matrix.combo_id(a) for a in RUN_SET])
+def test_stack_runs_end_to_end(answers, template_snapshot, tmp_path_factory):
+    engine = ENGINES[answers["container_engine"]].require()
+    index = RUN_SET.index(answers)
+    slug, port = f"lp-run-{index}", 3101 + index
+    root = tmp_path_factory.mktemp("run") / slug
+    copier.run_copy(
+        str(template_snapshot),
+        root,
+        data={**answers, "project_slug": slug, "ui_port": port},
+        defaults=True,
+        quiet=True,
+    )
+    for image in ("BASE_IMAGE", "POSTGRES_IMAGE"):
+        match = re.search(rf"^{image}=(.*)$", (root / ".env.example").read_text(), re.M)
+        if match and not engine.has_image(match.group(1)):
+            missing(f"the stand-in {match.group(1)} is not in {engine.name}'s store")
+    if answers["storage"] == "external-postgres":
+        (root / "compose.override.yaml").write_text(EXTERNAL_DB)
+        set_env(root, EXTERNAL_ENV)
+        if not engine.has_image("docker.io/library/postgres:17-trixie"):
+            missing(f"the PostgreSQL stand-in is not in {engine.name}'s store")
+    if answers["run_launcher"] == "container":
+        socket = "/run/podman/podman.sock" if engine.name == "podman" else "/var/run/docker.sock"
+        if not Path(socket).is_socket():
+            missing(f"the {engine.name} API socket {socket} is not there (.ci/install-engines.sh starts it)")
+
+    figures = [matrix.combo_id(answers)]
+    try:
+        figures.append(f"make up {up(root, port):.0f} s")
+        exercise(engine, root, answers, port, slug, figures)
+        down_and_check(engine, root, slug)
+    finally:
+        make(root, "clean", extra_env={"CONFIRM": "yes"}, timeout=300)
+        if engine.name == "podman":
+            engine.run("pod", "rm", "-f", f"pod_{slug}")
+    FIGURES.setdefault(engine.name, []).append(", ".join(figures))
+    note(f"run tier, {engine.name}", " | ".join(FIGURES[engine.name]))
+
+
+def test_covering_set_covers_every_value_on_both_engines():
+    for factor in FACTORS:
+        values = {a[factor] for a in CANDIDATES}
+        assert values == {a[factor] for a in RUN_SET}, factor
+    assert {a["container_engine"] for a in RUN_SET} == {"podman", "docker"}
+    note("run tier combinations", f"{len(RUN_SET)} (all pairs of {', '.join(FACTORS)})")
+
+
+def test_no_stray_run_containers_left():
+    for name in ("podman", "docker"):
+        engine = ENGINES[name]
+        if engine.problem():
+            continue
+        left = engine.run("ps", "-a", "--filter", "label=dagster/run_id", "--format", "{{.Names}}")
+        assert left.stdout.strip() == "", f"{name}: {left.stdout}"
