@@ -144,6 +144,7 @@ podman_api_answers() {
 start_podman_service() {
   if podman_api_answers; then
     log "podman API service already answers on $PODMAN_SOCKET"
+    socket_mode
     return
   fi
   mkdir -p "$ENGINE_LOG_DIR" "$(dirname "$PODMAN_SOCKET")"
@@ -161,6 +162,14 @@ start_podman_service() {
     tail -n 20 "$ENGINE_LOG_DIR/podman-service.log" >&2 || true
     die "podman API service did not answer on $PODMAN_SOCKET within ${ENGINE_WAIT_SECONDS}s"
   }
+  socket_mode
+}
+
+# Give the socket the mode systemd's podman.socket gives it (SocketMode=0660, group root),
+# which is what users get from `systemctl enable --now podman.socket`: the generated
+# project's container run launcher reaches it through the socket's group.
+socket_mode() {
+  chmod 0660 "$PODMAN_SOCKET"
 }
 
 install_compose_plugin() {

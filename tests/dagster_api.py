@@ -19,6 +19,8 @@ REPOSITORY = """query ($loc: String!) { repositoryOrError(repositorySelector:
 RUN = """query ($id: ID!) { runOrError(runId: $id) { __typename ... on Run { runId status
   tags { key value } stats { __typename ... on RunStatsSnapshot { materializations } } } } }"""
 RUNS = """{ runsOrError { ... on Runs { results { runId status } } } }"""
+RUN_LOGS = """query ($id: ID!) { logsForRun(runId: $id) { __typename ... on EventConnection {
+  events { __typename ... on MessageEvent { message level } } } } }"""
 DAEMONS = """{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"""
 START_SENSOR = """mutation ($loc: String!, $name: String!) { startSensor(sensorSelector:
   {repositoryLocationName: $loc, repositoryName: "__repository__", sensorName: $name}) {
@@ -90,6 +92,12 @@ class Stack:
         run = self.gql(RUN, id=run_id)["runOrError"]
         assert run["__typename"] == "Run", run
         return run
+
+    def errors(self, run_id: str) -> list[str]:
+        """The run's ERROR and CRITICAL event messages (to explain a failure)."""
+        logs = self.gql(RUN_LOGS, id=run_id)["logsForRun"]
+        events = logs.get("events", [])
+        return [e["message"] for e in events if e.get("level") in ("ERROR", "CRITICAL")]
 
     def run_ids(self) -> set[str]:
         return {r["runId"] for r in self.gql(RUNS)["runsOrError"]["results"]}

@@ -1,0 +1,64 @@
+"""The Dagster UI in a real browser: Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from engines import missing
+
+CHROMIUM = "/usr/bin/chromium"
+# As root, in a sandbox with no network but loopback: no sandbox, no background traffic.
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def dismiss_first_visit_dialog(page) -> bool:
+    """The UI asks new visitors to join the community: click Skip if it is there."""
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(timeout=5000)
+    except Exception:  # noqa: BLE001 - no dialog this time
+        return False
+    skip.click()
+    skip.wait_for(state="hidden", timeout=10000)
+    return True
+
+
+def capture_ui(url: str, location: str, group: str, assets: list[str], run_id: str, out: Path) -> dict:
+    """Open the asset graph and the run page; screenshot both; return what was seen."""
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        missing("Debian's chromium is not installed (bash .ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    seen: dict = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{url}/locations/{location}/asset-groups/{group}", wait_until="domcontentloaded")
+            for asset in assets:
+                page.get_by_text(asset, exact=True).first.wait_for(timeout=60000)
+            seen["dialog dismissed"] = dismiss_first_visit_dialog(page)
+            page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=30000)
+            page.wait_for_timeout(1000)  # let the graph layout settle
+            seen["asset graph"] = [a for a in assets if page.get_by_text(a, exact=True).count() > 0]
+            page.screenshot(path=str(out / "ui-asset-graph.png"))
+
+            page.goto(f"{url}/runs/{run_id}", wait_until="domcontentloaded")
+            page.get_by_text("Success", exact=True).first.wait_for(timeout=60000)
+            seen["run page"] = page.get_by_text(run_id[:8]).count() > 0
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(out / "ui-run.png"))
+        finally:
+            browser.close()
+    return seen

@@ -1,0 +1,77 @@
+"""The README's main command, exactly as written, on this machine: render the defaults
+and start the stack. Then a real browser looks at the result."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from browser import capture_ui
+from dagster_api import Stack
+from engines import ENGINES, make, missing, tool_env
+
+from conftest import ROOT, note
+
+ARTIFACTS = Path(os.environ.get("LAUNCHPAD_ARTIFACTS", ROOT / "test-artifacts"))
+DEFAULT_IMAGES = ["docker.io/library/python:3.13-slim-trixie", "docker.io/library/postgres:17-trixie"]
+
+
+def readme_main_command() -> str:
+    text = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^(\.venv/bin/copier copy --defaults .*)$", text, re.M)
+    assert len(commands) == 1, commands
+    return commands[0]
+
+
+def test_readme_main_command_starts_the_default_stack(tmp_path):
+    engine = ENGINES["podman"].require()  # the default engine
+    for image in DEFAULT_IMAGES:
+        if not engine.has_image(image):
+            missing(f"the stand-in {image} is not in podman's store (run tests/standins/make-standins.sh)")
+    if not (ROOT / ".venv/bin/copier").exists():
+        missing("the README's command runs .venv/bin/copier: run `bash .ci/run` (or create .venv) first")
+    project = tmp_path / "data-platform"
+    command = readme_main_command()
+    assert command.count("~/data-platform") == 2
+    command = command.replace("~/data-platform", str(project))
+
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=1800
+    )
+    try:
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        assert "Dagster UI ready at http://127.0.0.1:3000" in result.stdout
+        stack = Stack(3000, "data_platform")
+        stack.wait_loaded(timeout=60)
+        run_id = stack.launch()
+        assert stack.wait_run(run_id).value == "SUCCESS", stack.errors(run_id)
+
+        seen = capture_ui(
+            stack.url, "data_platform", "example", ["raw_orders", "order_summary"], run_id, ARTIFACTS
+        )
+        assert seen["asset graph"] == ["raw_orders", "order_summary"], seen
+        assert seen["run page"], seen
+        note("browser screenshots", f"{ARTIFACTS / 'ui-asset-graph.png'}, {ARTIFACTS / 'ui-run.png'}")
+    finally:
+        if (project / "Makefile").exists():
+            make(project, "clean", extra_env={"CONFIRM": "yes"}, timeout=300)
+            engine.run("pod", "rm", "-f", "pod_data-platform")
+
+
+def test_missing_base_image_is_explained_not_a_raw_pull_error(tmp_path):
+    """Offline, `make build` says which image is missing and where to read about it."""
+    engine = ENGINES["podman"].require()
+    import copier
+
+    project = tmp_path / "offline"
+    copier.run_copy(
+        str(ROOT), project, data={"project_slug": "offline"}, defaults=True, quiet=True, vcs_ref="HEAD"
+    )
+    absent = "registry.invalid/launchpad/python:3.13-absent"
+    assert not engine.has_image(absent)
+    result = make(project, "build", f"BASE_IMAGE={absent}", timeout=300)
+    assert result.returncode != 0
+    assert f"the image {absent} is not in the local podman image store" in result.stderr, result.stderr
+    assert "README.md" in result.stderr and "mirror" in result.stderr
