@@ -41,7 +41,12 @@ def test_readme_main_command_starts_the_default_stack(tmp_path):
         ["bash", "-c", command], cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=1800
     )
     try:
-        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        if result.returncode != 0:
+            logs = {
+                s: engine.run("logs", "--tail", "40", f"data-platform-{s}") for s in ("webserver", "postgres")
+            }
+            details = "\n".join(f"--- {s}:\n{r.stdout[-2500:]}{r.stderr[-2500:]}" for s, r in logs.items())
+            raise AssertionError(f"{result.stdout[-3000:]}{result.stderr[-3000:]}\n{details}")
         assert "Dagster UI ready at http://127.0.0.1:3000" in result.stdout
         stack = Stack(3000, "data_platform")
         stack.wait_loaded(timeout=60)
