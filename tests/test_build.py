@@ -72,9 +72,16 @@ def test_image_set_builds_and_is_sound(answers, template_snapshot, tmp_path_fact
     if not engine.has_image(base):
         missing(f"the stand-in {base} is not in {engine.name}'s store (run tests/standins/make-standins.sh)")
 
-    started = time.monotonic()
+    figures = FIGURES.setdefault(engine.name, {"sets built": 0})
+    if "cold build" not in figures:
+        # The cold-build figure: the same set under another name, built with no build cache
+        # (webserver and daemon then share nothing, so the checks below use the real build).
+        cold = render(template_snapshot, root.parent / "cold", {**answers, "project_slug": f"{slug}-cold"})
+        started = time.monotonic()
+        result = make(cold, "build", "BUILD_FLAGS=--no-cache")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        figures["cold build"] = f"{time.monotonic() - started:.0f} s (three images, no build cache)"
     built = make(root, "build")
-    build_s = time.monotonic() - started
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
 
     tag = env_value(root, "IMAGE_TAG")
@@ -102,10 +109,8 @@ def test_image_set_builds_and_is_sound(answers, template_snapshot, tmp_path_fact
     else:
         assert probe.returncode == 3, f"{pipes} (dependencies only) contains {package}: {probe.stderr}"
 
-    figures = FIGURES.setdefault(engine.name, {"sets built": 0})
     figures["sets built"] += 1
-    if "first build" not in figures:
-        figures["first build"] = f"{build_s:.0f} s ({matrix.combo_id(answers)}, build cache as found)"
+    if "image sizes" not in figures:
         sizes = {i: infos[i]["Size"] for i in infos}
         figures["image sizes"] = ", ".join(f"{i} {s / 1e6:.0f} MB" for i, s in sizes.items())
     if answers["code_delivery"] == "image" and "rebuild after a one-line code change" not in figures:

@@ -150,6 +150,14 @@ def exercise(engine, root: Path, answers: dict, port: int, slug: str, figures: l
     else:
         assert "docker/container_id" not in tags
 
+    # The project's own status and log targets show the stack.
+    ps = make(root, "ps")
+    assert ps.returncode == 0 and all(f"{slug}-{s}" in ps.stdout for s in ("pipes", "webserver", "daemon")), (
+        ps
+    )
+    logs = make(root, "logs", "SERVICE=webserver", "LOGS_FLAGS=--tail=100", timeout=60)
+    assert logs.returncode == 0 and "Serving dagster-webserver" in logs.stdout + logs.stderr, logs
+
     # The daemon is alive, by its own check and by the instance's account.
     assert engine.run("exec", f"{slug}-daemon", "dagster-daemon", "liveness-check").returncode == 0
     daemons = stack.daemons()
@@ -191,7 +199,7 @@ def exercise(engine, root: Path, answers: dict, port: int, slug: str, figures: l
 
     # History survives make down / make up, on PostgreSQL and SQLite alike.
     down_and_check(engine, root, slug)
-    up(root, port)
+    figures.append(f"up->LOADED {up(root, port):.1f} s (images built, volumes kept)")
     stack.wait_loaded(timeout=60)
     assert {run_id, sensor_run} <= stack.run_ids()
     assert stack.run(run_id)["stats"]["materializations"] == 2
@@ -226,7 +234,7 @@ def test_stack_runs_end_to_end(answers, template_snapshot, tmp_path_factory):
 
     figures = [matrix.combo_id(answers)]
     try:
-        figures.append(f"make up {up(root, port):.0f} s")
+        figures.append(f"first make up {up(root, port):.0f} s (build included)")
         exercise(engine, root, answers, port, slug, figures)
         down_and_check(engine, root, slug)
     finally:
