@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,20 @@ class Engine:
 
 
 ENGINES = {name: Engine(name) for name in ("podman", "docker")}
+
+
+def render(template: Path, dest: Path, answers: dict) -> Path:
+    """A real `copier copy` of the template with these answers (no --trust needed)."""
+    import copier
+
+    copier.run_copy(str(template), dest, data=answers, defaults=True, quiet=True)
+    return dest
+
+
+def env_value(root: Path, name: str) -> str | None:
+    """A setting's default in a generated project's .env.example (None if absent)."""
+    match = re.search(rf"^{name}=(.*)$", (root / ".env.example").read_text(), re.M)
+    return match.group(1) if match else None
 
 
 def make(root: Path, *targets: str, timeout: float = 1200, extra_env: dict | None = None):

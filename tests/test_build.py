@@ -9,31 +9,17 @@ own `make build`; bases that cannot exist here are skipped with the reason.
 from __future__ import annotations
 
 import itertools
-import re
 import time
-from pathlib import Path
 
-import copier
 import pytest
-from engines import ENGINES, make, missing, unbuildable_reason
 
 import matrix
 from conftest import note
+from engines import ENGINES, env_value, make, missing, render, unbuildable_reason
 
 IMAGE_SETS = matrix.image_sets()
 SERVICE_USER = "10001:10001"
 FIGURES: dict[str, dict] = {}
-
-
-def env_value(root: Path, name: str) -> str:
-    match = re.search(rf"^{name}=(.*)$", (root / ".env.example").read_text(), re.M)
-    assert match, f"{name} not in .env.example"
-    return match.group(1)
-
-
-def render(template: Path, dest: Path, answers: dict) -> Path:
-    copier.run_copy(str(template), dest, data=answers, defaults=True, quiet=True)
-    return dest
 
 
 def shared_prefix(a: list, b: list) -> int:

@@ -9,10 +9,9 @@ import subprocess
 from pathlib import Path
 
 from browser import capture_ui
+from conftest import ROOT, note
 from dagster_api import Stack
 from engines import ENGINES, make, missing, tool_env
-
-from conftest import ROOT, note
 
 ARTIFACTS = Path(os.environ.get("LAUNCHPAD_ARTIFACTS", ROOT / "test-artifacts"))
 DEFAULT_IMAGES = ["docker.io/library/python:3.13-slim-trixie", "docker.io/library/postgres:17-trixie"]

@@ -14,13 +14,12 @@ import re
 import time
 from pathlib import Path
 
-import copier
 import pytest
-from dagster_api import Stack
-from engines import ENGINES, make, missing, unbuildable_reason
 
 import matrix
 from conftest import note
+from dagster_api import Stack
+from engines import ENGINES, env_value, make, missing, render, unbuildable_reason
 
 FACTORS = [
     "container_engine",
@@ -211,17 +210,11 @@ def test_stack_runs_end_to_end(answers, template_snapshot, tmp_path_factory):
     index = RUN_SET.index(answers)
     slug, port = f"lp-run-{index}", 3101 + index
     root = tmp_path_factory.mktemp("run") / slug
-    copier.run_copy(
-        str(template_snapshot),
-        root,
-        data={**answers, "project_slug": slug, "ui_port": port},
-        defaults=True,
-        quiet=True,
-    )
-    for image in ("BASE_IMAGE", "POSTGRES_IMAGE"):
-        match = re.search(rf"^{image}=(.*)$", (root / ".env.example").read_text(), re.M)
-        if match and not engine.has_image(match.group(1)):
-            missing(f"the stand-in {match.group(1)} is not in {engine.name}'s store")
+    render(template_snapshot, root, {**answers, "project_slug": slug, "ui_port": port})
+    for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
+        image = env_value(root, setting)
+        if image and not engine.has_image(image):
+            missing(f"the stand-in {image} is not in {engine.name}'s store")
     if answers["storage"] == "external-postgres":
         (root / "compose.override.yaml").write_text(EXTERNAL_DB)
         set_env(root, EXTERNAL_ENV)

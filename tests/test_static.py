@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sys
+import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,8 +141,6 @@ def instance_files(answers: dict, root: Path) -> list[Path]:
 def dagster_venv(root: Path) -> Path:
     """A virtualenv with the project's pinned Dagster set and dev tools, cached by content."""
     pyproject = (root / "pipes/pyproject.toml").read_text()
-    import tomllib
-
     dev = [
         d
         for d in tomllib.loads(pyproject)["project"]["optional-dependencies"]["dev"]
