@@ -53,7 +53,7 @@ INVALID = [
         "UBI 9 offers Python 3.11 and 3.12 only",
     ),
     ({"python_version": "3.10"}, "python_version", "not in"),
-    ({"system_packages": "curl; rm -rf /"}, "system_packages", "package names"),
+    ({"pipes_system_packages": "curl; rm -rf /"}, "pipes_system_packages", "package names"),
     ({"code_delivery": "git"}, "code_delivery", "not in"),
     ({"storage": "mysql"}, "storage", "not in"),
     ({"run_launcher": "k8s"}, "run_launcher", "not in"),
@@ -109,7 +109,7 @@ def test_boundary_answers_are_accepted(template_snapshot, tmp_path):
         "base_image": "custom",
         "custom_base_image": "localhost:5000/team/python-base:3.13@sha256:" + "a" * 64,
         "custom_package_manager": "microdnf",
-        "system_packages": "libpq5 unixodbc-dev",
+        "pipes_system_packages": "libpq5 unixodbc-dev",
     }
     copier.run_copy(str(template_snapshot), tmp_path / "out", data=answers, defaults=True, quiet=True)
     recorded = yaml.safe_load((tmp_path / "out/.copier-answers.yml").read_text())

@@ -30,6 +30,8 @@ def expected_files(answers: dict, package: str) -> set[str]:
         ".copier-answers.yml",
         ".env.example",
         ".gitignore",
+        ".pre-commit-config.yaml",
+        "docs/update.md",
         ".github/workflows/ci.yml",
         ignore,
         "Makefile",
@@ -88,10 +90,14 @@ def test_combination(project):
     # Exactly the expected files: nothing missing, no other engine's files, no partials.
     assert files_of(root) == expected_files(answers, package)
 
-    # No Jinja left in any file; every structured file parses.
+    # No Jinja left in any file; every structured file parses; the project's own pre-commit
+    # hooks (end-of-file-fixer, trailing-whitespace, check-merge-conflict) would pass.
     for rel in files_of(root):
         text = (root / rel).read_text()
         assert not JINJA_LEFTOVER.search(text), f"leftover Jinja in {rel}"
+        assert text.endswith("\n") and not text.endswith("\n\n"), f"{rel} must end with one newline"
+        assert not re.search(r"[ \t]$", text, re.M), f"trailing whitespace in {rel}"
+        assert not re.search(r"^(<<<<<<< |=======$|>>>>>>> )", text, re.M), f"conflict marker in {rel}"
         if rel.endswith((".yml", ".yaml")):
             yaml.safe_load(text)
         elif rel.endswith(".toml"):

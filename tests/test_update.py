@@ -1,0 +1,228 @@
+"""`copier update` between real releases of this template.
+
+The releases are the CHANGELOG's "## vX.Y.Z (...) commit SHA" lines. A temporary clone of
+this repository gets a tag on each recorded commit, and the topmost, unreleased version is
+tagged on the current state (the working tree, committed in the clone). So every test goes
+from a real older template state to the current one, whatever tags this clone happens to have.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import copier
+import pytest
+import yaml
+
+from conftest import ROOT, snapshot_template
+
+RELEASE = re.compile(r"^## (v\d+\.\d+\.\d+)\b[^\n]*?(?:commit ([0-9a-f]{40}))?$", re.M)
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Launchpad Tests",
+    "GIT_AUTHOR_EMAIL": "tests@launchpad.invalid",
+    "GIT_COMMITTER_NAME": "Launchpad Tests",
+    "GIT_COMMITTER_EMAIL": "tests@launchpad.invalid",
+}
+CONFLICT = re.compile(r"^(<<<<<<<|>>>>>>>)", re.M)
+
+
+def git(*args: str, cwd: Path) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
+    return result.stdout.strip()
+
+
+def releases() -> list[tuple[str, str | None]]:
+    """[(version, commit or None if unreleased)], newest first, from CHANGELOG.md."""
+    found = RELEASE.findall((ROOT / "CHANGELOG.md").read_text())
+    return [(version, sha or None) for version, sha in found]
+
+
+@pytest.fixture(autouse=True)
+def git_identity(monkeypatch):
+    for key, value in GIT_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(scope="module")
+def template_repo(tmp_path_factory) -> dict:
+    """A clone of this repository with the releases tagged."""
+    env = {**os.environ, **GIT_ENV}
+    clone = tmp_path_factory.mktemp("template-repo") / "launchpad"
+    subprocess.run(["git", "clone", "--quiet", "--no-local", str(ROOT), str(clone)], check=True)
+    # The current state is the working tree (the tests also run before a commit).
+    shutil.rmtree(clone / "template")
+    snapshot_template(clone)
+    subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
+    subprocess.run(
+        ["git", "commit", "--quiet", "--allow-empty", "-m", "current"], cwd=clone, check=True, env=env
+    )
+    for version, sha in releases():
+        subprocess.run(["git", "tag", "--force", version, sha or "HEAD"], cwd=clone, check=True, env=env)
+    ordered = [version for version, _ in releases()]
+    assert len(ordered) >= 2, "CHANGELOG.md must record a release older than the current one"
+    return {"path": clone, "newest": ordered[0], "previous": ordered[1]}
+
+
+def copy(repo: dict, dest: Path, ref: str, answers: dict) -> Path:
+    copier.run_copy(str(repo["path"]), dest, vcs_ref=ref, data=answers, defaults=True, quiet=True)
+    git("init", "--quiet", cwd=dest)
+    git("add", "-A", cwd=dest)
+    git("commit", "--quiet", "-m", f"generated at {ref}", cwd=dest)
+    return dest
+
+
+def update(project: Path, ref: str, **data) -> None:
+    copier.run_update(
+        str(project),
+        vcs_ref=ref,
+        data=data,
+        defaults=True,
+        overwrite=True,
+        quiet=True,
+        unsafe=True,  # the v0.2.0 migration is a command: copier update --trust
+        conflict="inline",
+    )
+
+
+def tree(root: Path) -> dict[str, str]:
+    files = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not rel.startswith(".git/"):
+            text = path.read_text()
+            if rel == ".copier-answers.yml":
+                text = re.sub(r"^_commit: .*\n", "", text, flags=re.M)
+            files[rel] = text
+    return files
+
+
+def answers_of(project: Path) -> dict:
+    return yaml.safe_load((project / ".copier-answers.yml").read_text())
+
+
+# Non-default answers, as v0.1.0 named them.
+OLD_ANSWERS = {
+    "project_name": "Update Test",
+    "container_engine": "docker",
+    "storage": "sqlite",
+    "max_concurrent_runs": 7,
+    "system_packages": "libpq5",
+}
+NEW_ANSWERS = {
+    **{k: v for k, v in OLD_ANSWERS.items() if k != "system_packages"},
+    "pipes_system_packages": "libpq5",
+}
+
+
+def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_path):
+    project = copy(template_repo, tmp_path / "project", template_repo["previous"], OLD_ANSWERS)
+    # Typical user edits: a new asset module, a compose setting, a dependency.
+    module = project / "pipes/src/update_test/more_assets.py"
+    module.write_text("import dagster as dg\n\n\n@dg.asset\ndef extra() -> int:\n    return 1\n")
+    compose = project / "compose.yaml"
+    compose.write_text(
+        compose.read_text().replace(
+            "    container_name: update-test-webserver\n",
+            "    container_name: update-test-webserver\n    mem_limit: 2g\n",
+        )
+    )
+    requirements = project / "pipes/requirements.txt"
+    requirements.write_text(requirements.read_text() + "pyarrow==18.1.0\n")
+    git("commit", "--quiet", "-am", "user edits", cwd=project)
+    git("add", "-A", cwd=project)
+    git("commit", "--quiet", "--allow-empty", "-m", "user module", cwd=project)
+
+    update(project, template_repo["newest"])
+
+    files = tree(project)
+    assert not [f for f, text in files.items() if CONFLICT.search(text)], (
+        "conflict markers after a clean update"
+    )
+    assert not [f for f in files if f.endswith(".rej")]
+    assert "def extra() -> int" in files["pipes/src/update_test/more_assets.py"]
+    assert "    mem_limit: 2g\n" in files["compose.yaml"]
+    assert "pyarrow==18.1.0" in files["pipes/requirements.txt"]
+    # New boilerplate arrived.
+    assert "check-merge-conflict" in files[".pre-commit-config.yaml"]
+    assert "copier check-update" in files["docs/update.md"]
+    assert "template-update:" in files[".github/workflows/ci.yml"]
+    # The migration renamed the answer, so the value survived the rename.
+    recorded = answers_of(project)
+    assert recorded["pipes_system_packages"] == "libpq5" and "system_packages" not in recorded
+    assert recorded["_commit"] == template_repo["newest"]
+    assert "apt-get install -y --no-install-recommends libpq5" in files["pipes/Dockerfile"]
+    assert recorded["max_concurrent_runs"] == 7 and recorded["container_engine"] == "docker"
+
+
+def test_untouched_project_updates_to_exactly_a_fresh_copy(template_repo, tmp_path):
+    project = copy(template_repo, tmp_path / "project", template_repo["previous"], OLD_ANSWERS)
+    update(project, template_repo["newest"])
+    fresh = tmp_path / "fresh"
+    copier.run_copy(
+        str(template_repo["path"]),
+        fresh,
+        vcs_ref=template_repo["newest"],
+        data=NEW_ANSWERS,
+        defaults=True,
+        quiet=True,
+    )
+    updated, expected = tree(project), tree(fresh)
+    assert set(updated) == set(expected)
+    different = [f for f in expected if updated[f] != expected[f]]
+    assert not different, different
+
+
+def test_conflicting_edit_is_shown_inline_never_lost(template_repo, tmp_path):
+    project = copy(template_repo, tmp_path / "project", template_repo["previous"], OLD_ANSWERS)
+    readme = project / "README.md"
+    old_line = "`copier update` pulls template improvements into it while keeping your changes."
+    assert old_line in readme.read_text(), "the v0.1.0 README no longer has the line this test edits"
+    mine = "Template updates: ask the platform team in #data-platform first."
+    readme.write_text(readme.read_text().replace(old_line, mine))
+    git("commit", "--quiet", "-am", "user edit that the template also changes", cwd=project)
+
+    update(project, template_repo["newest"])
+
+    text = readme.read_text()
+    assert CONFLICT.search(text), "the conflicting edit was not marked"
+    assert mine in text, "the user's line was lost"
+    assert "see [docs/update.md](docs/update.md)" in text, "the template's new text is missing"
+    # Everything else updated cleanly.
+    others = [f for f, t in tree(project).items() if f != "README.md" and CONFLICT.search(t)]
+    assert not others, others
+
+
+def test_changing_an_answer_during_update_rerenders_consistently(template_repo, tmp_path):
+    answers = {**NEW_ANSWERS, "code_delivery": "image"}
+    project = copy(template_repo, tmp_path / "project", template_repo["newest"], answers)
+    update(project, template_repo["newest"], code_delivery="volume")
+    fresh = tmp_path / "fresh"
+    copier.run_copy(
+        str(template_repo["path"]),
+        fresh,
+        vcs_ref=template_repo["newest"],
+        data={**answers, "code_delivery": "volume"},
+        defaults=True,
+        quiet=True,
+    )
+    updated, expected = tree(project), tree(fresh)
+    assert set(updated) == set(expected)
+    assert [f for f in expected if updated[f] != expected[f]] == []
+    assert "COPY pipes/src/" not in updated["pipes/Dockerfile"]
+    assert "/opt/dagster/app/update_test:ro,z" in updated["compose.yaml"]
+    assert answers_of(project)["code_delivery"] == "volume"
+
+
+def test_releases_are_recorded_in_order():
+    found = releases()
+    assert found[0][1] is None or found[0][0].startswith("v"), found
+    assert all(sha for _, sha in found[1:]), "every release but the newest must name its commit"
+    versions = [tuple(int(p) for p in v[1:].split(".")) for v, _ in found]
+    assert versions == sorted(versions, reverse=True)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'version = "{found[0][0][1:]}"' in pyproject, "pyproject.toml's version is the newest release"
