@@ -3,7 +3,9 @@
 
 Used by `make up` (waits, asking the webserver to retry a location that failed to
 load because the code server came up after it) and `make reload` (reloads the code
-location once and reports the result). Standard library only.
+location and reports the result: an error in the code fails at once, while a code server
+that is briefly unreachable, as it is while it restarts its process, is retried).
+Standard library only.
 """
 
 import argparse
@@ -27,6 +29,9 @@ query {
     ... on PythonError { message }
   }
 }"""
+
+# Errors that mean "the code server is not answering yet", not "the code is broken".
+UNREACHABLE = ("DagsterUserCodeUnreachableError", "UNAVAILABLE")
 
 RELOAD = """
 mutation ($name: String!) {
@@ -100,10 +105,11 @@ def main() -> int:
                 break
             if entry["loadStatus"] == "LOADED" and kind == "PythonError":
                 error = entry["locationOrLoadError"]["message"].strip()
-                if args.reload or time.monotonic() >= deadline:
+                unreachable = any(marker in error for marker in UNREACHABLE)
+                if (args.reload and not unreachable) or time.monotonic() >= deadline:
                     raise RuntimeError(f"code location {args.location!r} failed to load:\n{error}")
-                if time.monotonic() - retried >= 5:
-                    # The code server may have started after the webserver: retry.
+                if time.monotonic() - retried >= (2 if unreachable else 5):
+                    # The code server was not answering (starting, or restarting): retry.
                     reload_location(args.url, args.location)
                     retried = time.monotonic()
             if time.monotonic() >= deadline:
