@@ -11,7 +11,7 @@ from dagster_graphql import DagsterGraphQLClient
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
-  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+  locationOrLoadError { __typename ... on PythonError { message causes { message } } } } } } }"""
 REPOSITORY = """query ($loc: String!) { repositoryOrError(repositorySelector:
   {repositoryLocationName: $loc, repositoryName: "__repository__"}) {
   __typename ... on Repository { jobs { name } schedules { name } sensors { name }
@@ -19,6 +19,16 @@ REPOSITORY = """query ($loc: String!) { repositoryOrError(repositorySelector:
 RUN = """query ($id: ID!) { runOrError(runId: $id) { __typename ... on Run { runId status
   tags { key value } stats { __typename ... on RunStatsSnapshot { materializations } } } } }"""
 RUNS = """{ runsOrError { ... on Runs { results { runId status } } } }"""
+RUNS_BY_ID = """query ($ids: [String!]) { runsOrError(filter: {runIds: $ids}) { ... on Runs {
+  results { runId status startTime endTime tags { key value } } } } }"""
+START_SCHEDULE = """mutation ($loc: String!, $name: String!) { startSchedule(scheduleSelector:
+  {repositoryLocationName: $loc, repositoryName: "__repository__", scheduleName: $name}) {
+  __typename ... on PythonError { message } } }"""
+SCHEDULE_STATUS = """query ($loc: String!, $name: String!) { scheduleOrError(scheduleSelector:
+  {repositoryLocationName: $loc, repositoryName: "__repository__", scheduleName: $name}) {
+  ... on Schedule { scheduleState { status } } } }"""
+MATERIALIZATIONS = """query ($key: AssetKeyInput!) { assetOrError(assetKey: $key) { ... on Asset {
+  assetMaterializations { runId } } } }"""
 RUN_LOGS = """query ($id: ID!) { logsForRun(runId: $id) { __typename ... on EventConnection {
   events { __typename ... on MessageEvent { message level } } } } }"""
 DAEMONS = """{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"""
@@ -74,8 +84,36 @@ class Stack:
     def asset_keys(self) -> set[str]:
         return {"/".join(n["assetKey"]["path"]) for n in self.repository()["assetNodes"]}
 
-    def launch(self, job: str = "example_job") -> str:
-        return self.client.submit_job_execution(job, repository_location_name=self.location)
+    def launch(
+        self, job: str = "example_job", tags: dict | None = None, run_config: dict | None = None
+    ) -> str:
+        return self.client.submit_job_execution(
+            job, repository_location_name=self.location, tags=tags, run_config=run_config
+        )
+
+    def location_error(self) -> str | None:
+        """The code location's load error message, or None when it is loaded."""
+        entries = self.gql(LOCATIONS)["workspaceOrError"]["locationEntries"]
+        entry = next(e for e in entries if e["name"] == self.location)
+        error = entry["locationOrLoadError"] or {}
+        if error.get("__typename") != "PythonError":
+            return None
+        return "\n".join([error["message"], *(c["message"] for c in error.get("causes") or [])])
+
+    def runs_by_id(self, run_ids: list[str]) -> list[dict]:
+        return self.gql(RUNS_BY_ID, ids=run_ids)["runsOrError"]["results"]
+
+    def start_schedule(self, name: str) -> str:
+        return self.gql(START_SCHEDULE, loc=self.location, name=name)["startSchedule"]["__typename"]
+
+    def schedule_status(self, name: str) -> str:
+        return self.gql(SCHEDULE_STATUS, loc=self.location, name=name)["scheduleOrError"]["scheduleState"][
+            "status"
+        ]
+
+    def materializations(self, asset: str) -> int:
+        asset_node = self.gql(MATERIALIZATIONS, key={"path": [asset]})["assetOrError"]
+        return len(asset_node.get("assetMaterializations") or [])
 
     def wait_run(self, run_id: str, timeout: float = 300, on_poll=None) -> DagsterRunStatus:
         started = time.monotonic()

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import pytest
-
-from tools import STRICT
+from tools import missing
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -38,13 +36,6 @@ def unbuildable_reason(answers: dict) -> str | None:
             f"for python:{answers['python_version']}-slim exists here"
         )
     return None
-
-
-def missing(reason: str):
-    """Skip, or in CI (LAUNCHPAD_STRICT=1) fail: something that must be here is not."""
-    if STRICT:
-        pytest.fail(f"LAUNCHPAD_STRICT=1 and {reason}")
-    pytest.skip(reason)
 
 
 def tool_env() -> dict:
@@ -124,6 +115,13 @@ def env_value(root: Path, name: str) -> str | None:
     """A setting's default in a generated project's .env.example (None if absent)."""
     match = re.search(rf"^{name}=(.*)$", (root / ".env.example").read_text(), re.M)
     return match.group(1) if match else None
+
+
+def remove_stack(engine: Engine, root: Path, slug: str) -> None:
+    """Delete a test stack with everything it made: containers, volumes, network (and pod)."""
+    make(root, "clean", extra_env={"CONFIRM": "yes"}, timeout=300)
+    if engine.name == "podman":
+        engine.run("pod", "rm", "-f", f"pod_{slug}")
 
 
 def make(root: Path, *targets: str, timeout: float = 1200, extra_env: dict | None = None):

@@ -20,6 +20,35 @@ from engines import ENGINES, env_value, make, missing, render, unbuildable_reaso
 IMAGE_SETS = matrix.image_sets()
 SERVICE_USER = "10001:10001"
 FIGURES: dict[str, dict] = {}
+# Every build gets this private-index "credential" as its build secret (secrets/pip.conf);
+# no image may contain it, in a layer, its history or its metadata. One fixed value, so
+# that layers reused from the build cache were built with it too.
+SECRET = "lp-build-secret-3f9c1e7a"
+PIP_CONF = f"""[global]
+# a private index token, which must never reach an image: {SECRET}
+trusted-host = {SECRET}.invalid
+"""
+# A pip.conf that points at a closed port: a build that honours the secret must fail.
+BROKEN_PIP_CONF = "[global]\nindex-url = http://127.0.0.1:9/simple\nretries = 0\ntimeout = 5\n"
+
+
+def write_pip_conf(root, text: str) -> None:
+    (root / "secrets").mkdir(exist_ok=True)
+    (root / "secrets/pip.conf").write_text(text)
+
+
+def assert_no_secret(engine, ref: str, scan_layers: bool, tmp_dir) -> None:
+    history = engine.run("history", "--no-trunc", ref, check=True).stdout
+    metadata = engine.run("image", "inspect", ref, check=True).stdout
+    assert SECRET not in history, f"the build secret is in the history of {ref}"
+    assert SECRET not in metadata, f"the build secret is in the metadata of {ref}"
+    if scan_layers:
+        archive = tmp_dir / (ref.replace("/", "_").replace(":", "_") + ".tar")
+        engine.run("image", "save", "-o", str(archive), ref, check=True, timeout=600)
+        with archive.open("rb") as f:
+            data = f.read()
+        archive.unlink()
+        assert SECRET.encode() not in data, f"the build secret is in a layer of {ref}"
 
 
 def shared_prefix(a: list, b: list) -> int:
@@ -54,6 +83,8 @@ def test_image_set_builds_and_is_sound(answers, template_snapshot, tmp_path_fact
         template_snapshot, tmp_path_factory.mktemp("build") / slug, {**answers, "project_slug": slug}
     )
     package = slug.replace("-", "_")
+    write_pip_conf(root, PIP_CONF)
+    assert SECRET not in (root / ".copier-answers.yml").read_text()
     base = env_value(root, "BASE_IMAGE")
     if not engine.has_image(base):
         missing(f"the stand-in {base} is not in {engine.name}'s store (run tests/standins/make-standins.sh)")
@@ -63,10 +94,21 @@ def test_image_set_builds_and_is_sound(answers, template_snapshot, tmp_path_fact
         # The cold-build figure: the same set under another name, built with no build cache
         # (webserver and daemon then share nothing, so the checks below use the real build).
         cold = render(template_snapshot, root.parent / "cold", {**answers, "project_slug": f"{slug}-cold"})
+        # The build really reads secrets/pip.conf: one pointing at a closed index fails.
+        write_pip_conf(cold, BROKEN_PIP_CONF)
+        broken = make(cold, "build", "BUILD_FLAGS=--no-cache", timeout=600)
+        assert broken.returncode != 0, "the build ignored secrets/pip.conf"
+        assert "127.0.0.1" in broken.stdout + broken.stderr, broken.stdout[-2000:] + broken.stderr[-2000:]
+        write_pip_conf(cold, PIP_CONF)
         started = time.monotonic()
         result = make(cold, "build", "BUILD_FLAGS=--no-cache")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         figures["cold build"] = f"{time.monotonic() - started:.0f} s (three images, no build cache)"
+        for image in ("webserver", "daemon", "pipes"):
+            assert_no_secret(engine, f"localhost/{slug}-cold-{image}:latest", True, root.parent)
+        figures["build secret"] = (
+            "absent from every layer, history and metadata (cold set scanned byte by byte)"
+        )
     built = make(root, "build")
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
 
@@ -75,6 +117,8 @@ def test_image_set_builds_and_is_sound(answers, template_snapshot, tmp_path_fact
         image: check_image(engine, f"localhost/{slug}-{image}:{tag}", image, slug, answers)
         for image in ("webserver", "daemon", "pipes")
     }
+    for image in infos:
+        assert_no_secret(engine, f"localhost/{slug}-{image}:{tag}", False, root.parent)
     # webserver and daemon share every layer up to and including the virtualenv.
     web, daemon = infos["webserver"]["RootFS"]["Layers"], infos["daemon"]["RootFS"]["Layers"]
     base_layers = len(engine.inspect(base)["RootFS"]["Layers"])

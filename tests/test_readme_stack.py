@@ -11,7 +11,7 @@ from pathlib import Path
 from browser import capture_ui
 from conftest import ROOT, note
 from dagster_api import Stack
-from engines import ENGINES, make, missing, tool_env
+from engines import ENGINES, make, missing, remove_stack, tool_env
 
 ARTIFACTS = Path(os.environ.get("LAUNCHPAD_ARTIFACTS", ROOT / "test-artifacts"))
 DEFAULT_IMAGES = ["docker.io/library/python:3.13-slim-trixie", "docker.io/library/postgres:17-trixie"]
@@ -60,8 +60,7 @@ def test_readme_main_command_starts_the_default_stack(tmp_path):
         note("browser screenshots", f"{ARTIFACTS / 'ui-asset-graph.png'}, {ARTIFACTS / 'ui-run.png'}")
     finally:
         if (project / "Makefile").exists():
-            make(project, "clean", extra_env={"CONFIRM": "yes"}, timeout=300)
-            engine.run("pod", "rm", "-f", "pod_data-platform")
+            remove_stack(engine, project, "data-platform")
 
 
 def test_missing_base_image_is_explained_not_a_raw_pull_error(tmp_path):

@@ -28,9 +28,11 @@ def expected_files(answers: dict, package: str) -> set[str]:
     ignore = ".containerignore" if answers["container_engine"] == "podman" else ".dockerignore"
     return {
         ".copier-answers.yml",
+        ".compose-lint.yml",
         ".env.example",
         ".gitignore",
         ".pre-commit-config.yaml",
+        "docs/security.md",
         "docs/update.md",
         ".github/workflows/ci.yml",
         ignore,
@@ -46,6 +48,7 @@ def expected_files(answers: dict, package: str) -> set[str]:
         f"pipes/{cf}",
         "pipes/pyproject.toml",
         "pipes/requirements.txt",
+        "pipes/recover_runs.py",
         *(f"pipes/src/{package}/{m}.py" for m in ("__init__", "assets", "jobs", "sensors", "definitions")),
         "pipes/tests/test_assets.py",
         "pipes/tests/test_definitions.py",
@@ -65,7 +68,7 @@ def expected_base(answers: dict) -> str:
         "debian": f"docker.io/library/python:{py}-slim-{'trixie' if py == '3.13' else 'bookworm'}",
         "ubi": f"registry.access.redhat.com/ubi9/python-{py.replace('.', '')}",
         "alpine": f"docker.io/library/python:{py}-alpine3.22",
-        "custom": matrix.questions()["custom_base_image"]["default"],
+        "custom": answers.get("custom_base_image", matrix.questions()["custom_base_image"]["default"]),
     }[answers["base_image"]]
 
 
@@ -77,7 +80,11 @@ def project(request, rendered_matrix):
 
 
 def test_combination(project):
-    answers, root = project
+    check_project(*project)
+
+
+def check_project(answers: dict, root: Path) -> None:
+    """The per-project render checks (also used by test_fuzz on generated answer sets)."""
     recorded = yaml.safe_load((root / ".copier-answers.yml").read_text())
     package = recorded["package_name"]
 
@@ -127,6 +134,9 @@ def check_images(answers: dict, root: Path, package: str) -> None:
         assert "chmod 777" not in text
         # No configuration in any image: it is mounted at run time.
         assert not re.search(r"^COPY .*config/", text, re.M)
+        # Secrets never pass through ARG or ENV; the private index arrives as a build secret.
+        assert not re.search(r"^(ARG|ENV)\b.*(PASSWORD|TOKEN|SECRET|INDEX_URL)", text, re.M | re.I), path
+        assert "RUN --mount=type=secret,id=pip_conf" in text, path
     pipes = (root / f"pipes/{cf}").read_text()
     bakes_code = f"COPY pipes/src/{package}/ /opt/dagster/app/{package}/" in pipes
     assert bakes_code == (answers["code_delivery"] == "image")
@@ -155,6 +165,11 @@ def check_instance(answers: dict, root: Path) -> None:
     assert instance["run_launcher"]["class"] == launcher[answers["run_launcher"]]
     assert instance["run_monitoring"]["enabled"] is True
     assert instance["telemetry"]["enabled"] is False
+    queue = instance["run_coordinator"]["config"]
+    assert queue["max_user_code_failure_retries"] >= 1 and queue["user_code_failure_retry_delay"] >= 1
+    if answers["run_launcher"] == "container":
+        kwargs = instance["run_launcher"]["config"]["container_kwargs"]
+        assert kwargs["cap_drop"] == ["ALL"] and kwargs["security_opt"] == ["no-new-privileges:true"]
     workspace = yaml.safe_load((root / "config/workspace.yaml").read_text())
     assert workspace["load_from"][0]["grpc_server"]["host"] == "pipes"
 
@@ -176,7 +191,9 @@ def check_compose(answers: dict, root: Path, package: str) -> None:
         )
         assert has_workspace == (name != "pipes")
     # The UI is published on the chosen address only; nothing else is published.
-    assert services["webserver"]["ports"] == ["${DAGSTER_UI_BIND:-127.0.0.1}:${DAGSTER_UI_PORT:-3000}:3000"]
+    bind, port = (answers.get(q, matrix.questions()[q]["default"]) for q in ("ui_bind_address", "ui_port"))
+    published = f"${{DAGSTER_UI_BIND:-{bind}}}:${{DAGSTER_UI_PORT:-{port}}}:3000"
+    assert services["webserver"]["ports"] == [published]
     assert all("ports" not in s for n, s in services.items() if n != "webserver")
     # The engine socket goes to the services that launch or stop runs, and nowhere else.
     socket = [n for n, s in services.items() if any("docker.sock" in v for v in s.get("volumes", []))]
@@ -185,6 +202,29 @@ def check_compose(answers: dict, root: Path, package: str) -> None:
     assert mounts_code == (answers["code_delivery"] == "volume")
     # No secret value is written into the compose file.
     assert "change-me" not in (root / "compose.yaml").read_text()
+    # Confinement: no capabilities, no privilege gain, fixed non-root users, read-only
+    # platform services, resource ceilings; the build secret goes to the builds only.
+    for name, service in services.items():
+        assert service["cap_drop"] == ["ALL"] and "cap_add" not in service, name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert "privileged" not in service and "mem_limit" in service and "cpus" in service, name
+        assert service.get("read_only", False) is (name != "pipes"), name
+        assert "secrets" not in service, f"{name} gets a runtime secret"
+        if "build" in service:
+            assert service["build"]["secrets"] == ["pip_conf"], name
+    if "postgres" in services:
+        assert services["postgres"]["user"] == "999:999"
+    assert compose["secrets"] == {"pip_conf": {"file": "./secrets/pip.conf"}}
+    # compose-lint's exceptions are few, scoped to services, and each carries its reason.
+    rules = yaml.safe_load((root / ".compose-lint.yml").read_text())["rules"]
+    expected_rules = {"CL-0004", "CL-0007"} | ({"CL-0019"} if "postgres" in services else set())
+    if answers["run_launcher"] == "container":
+        expected_rules.add("CL-0001")
+    assert set(rules) == expected_rules
+    for rule, config in rules.items():
+        assert set(config) == {"exclude_services"}, rule
+        assert all(isinstance(r, str) and len(r) > 40 for r in config["exclude_services"].values()), rule
+    assert set(rules.get("CL-0001", {}).get("exclude_services", {})) <= {"webserver", "daemon"}
 
 
 @pytest.mark.parametrize(

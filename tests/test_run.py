@@ -20,7 +20,7 @@ import pytest
 import matrix
 from conftest import note
 from dagster_api import Stack
-from engines import ENGINES, env_value, make, missing, render, unbuildable_reason
+from engines import ENGINES, env_value, make, missing, remove_stack, render, unbuildable_reason
 
 FACTORS = [
     "container_engine",
@@ -127,6 +127,48 @@ def start_sensor(stack: Stack, name: str) -> None:
         time.sleep(2)
 
 
+def proc_status(engine, container: str) -> dict[str, str]:
+    status = engine.run("exec", container, "cat", "/proc/1/status", check=True).stdout
+    return dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+
+
+def check_confinement(engine, root: Path, slug: str, answers: dict) -> None:
+    """What compose.yaml promises, as the running containers really are."""
+    for service in ("webserver", "daemon", "pipes"):
+        container = f"{slug}-{service}"
+        status = proc_status(engine, container)
+        assert status["Uid"].split()[0] == "10001" and status["Gid"].split()[0] == "10001", service
+        assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, (
+            f"{service} has capabilities"
+        )
+        assert status["NoNewPrivs"].strip() == "1", f"{service} may gain privileges"
+        # $HOME belongs to the service user: only a read-only root filesystem refuses it.
+        writes_root = engine.run("exec", container, "touch", "/home/dagster/probe").returncode == 0
+        assert writes_root == (service == "pipes"), f"{service}: root filesystem writable={writes_root}"
+        assert engine.run("exec", container, "touch", "/tmp/probe").returncode == 0, f"{service}: no /tmp"
+    # What the services wrote on the shared volume belongs to the service user.
+    foreign = engine.run(
+        "exec", f"{slug}-pipes", "find", "/var/lib/dagster", "!", "-user", "10001", check=True
+    )
+    assert foreign.stdout.strip() == "", f"files on dagster-data not owned by 10001: {foreign.stdout[:500]}"
+    # The UI is published on 127.0.0.1 only; PostgreSQL is not published at all.
+    ports = engine.run("port", f"{slug}-webserver", check=True).stdout.split()
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports if ":" in p), ports
+    if answers["storage"] == "postgres":
+        assert engine.run("port", f"{slug}-postgres").stdout.strip() == "", "PostgreSQL is published"
+        status = proc_status(engine, f"{slug}-postgres")
+        assert status["Uid"].split()[0] == "999" and int(status["CapEff"], 16) == 0
+    # The database password (from .env) is in no image's history or metadata.
+    password = re.search(r"^DAGSTER_PG_PASSWORD=(.*)$", (root / ".env").read_text(), re.M)
+    if password:
+        for service in ("webserver", "daemon", "pipes"):
+            ref = f"localhost/{slug}-{service}:latest"
+            leaked = (
+                engine.run("history", "--no-trunc", ref).stdout + engine.run("image", "inspect", ref).stdout
+            )
+            assert password.group(1) not in leaked, f"the PostgreSQL password is in {ref}"
+
+
 def exercise(engine, root: Path, answers: dict, port: int, slug: str, figures: list[str]) -> None:
     package = slug.replace("-", "_")
     stack = Stack(port, package)
@@ -175,6 +217,8 @@ def exercise(engine, root: Path, answers: dict, port: int, slug: str, figures: l
     else:
         assert "docker/container_id" not in tags
 
+    check_confinement(engine, root, slug, answers)
+
     # The project's own status and log targets show the stack.
     ps = make(root, "ps")
     assert ps.returncode == 0 and all(f"{slug}-{s}" in ps.stdout for s in ("pipes", "webserver", "daemon")), (
@@ -222,12 +266,24 @@ def exercise(engine, root: Path, answers: dict, port: int, slug: str, figures: l
         figures.append(f"reload {time.monotonic() - started:.1f} s")
         assert started_at(engine, names) == before, "a container restarted during reload"
 
-    # History survives make down / make up, on PostgreSQL and SQLite alike.
+    # History, schedule state and materializations survive make down / make up, on
+    # PostgreSQL and SQLite alike, and (image delivery) a rebuild with new code.
+    assert stack.start_schedule("example_schedule") == "ScheduleStateResult"
+    materialized = stack.materializations("order_summary")
+    assert materialized >= 2, materialized  # the job's run and the sensor's
     down_and_check(engine, root, slug)
+    if answers["code_delivery"] == "image":
+        assets = root / "pipes/src" / package / "assets.py"
+        assets.write_text(assets.read_text() + "\n# changed while the stack was down\n")
     figures.append(f"up->LOADED {up(engine, root, port):.1f} s (images built, volumes kept)")
     stack.wait_loaded(timeout=60)
     assert {run_id, sensor_run} <= stack.run_ids()
     assert stack.run(run_id)["stats"]["materializations"] == 2
+    assert stack.schedule_status("example_schedule") == "RUNNING"
+    assert stack.materializations("order_summary") == materialized
+    if answers["code_delivery"] == "image":
+        baked = engine.run("exec", f"{slug}-pipes", "cat", f"/opt/dagster/app/{package}/assets.py")
+        assert "changed while the stack was down" in baked.stdout, "make up did not rebuild pipes"
 
 
 @pytest.mark.parametrize("answers", RUN_SET, ids=[matrix.combo_id(a) for a in RUN_SET])
@@ -257,9 +313,7 @@ def test_stack_runs_end_to_end(answers, template_snapshot, tmp_path_factory):
         exercise(engine, root, answers, port, slug, figures)
         down_and_check(engine, root, slug)
     finally:
-        make(root, "clean", extra_env={"CONFIRM": "yes"}, timeout=300)
-        if engine.name == "podman":
-            engine.run("pod", "rm", "-f", f"pod_{slug}")
+        remove_stack(engine, root, slug)
     FIGURES.setdefault(engine.name, []).append(", ".join(figures))
     note(f"run tier, {engine.name}", " | ".join(FIGURES[engine.name]))
 

@@ -7,7 +7,9 @@ matrix, so every distinct file is checked while identical ones are not checked t
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import subprocess
 import sys
 import tomllib
 from collections.abc import Callable, Iterable
@@ -18,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import CACHE, note, run
-from tools import require_tool
+from tools import missing, require_tool
 
 BIN = Path(sys.executable).parent
 
@@ -94,12 +96,10 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_matrix, tmp
         docker = require_tool("docker", BIN)
         probe = run([docker, "compose", "version"])
         if probe.returncode != 0:
-            require_tool(
-                "docker-compose-plugin", reason=f"`docker compose` is not installed: {probe.stdout.strip()}"
-            )
+            missing(f"`docker compose` (the Compose v2 plugin) is not installed: {probe.stdout.strip()}")
         cmd = [docker, "compose", "-f", "compose.yaml", "config", "--quiet"]
     else:
-        require_tool("podman", reason="podman-compose needs the podman binary (no engine is started)")
+        require_tool("podman")  # podman-compose needs the binary (no engine is started)
         cmd = [require_tool("podman-compose", BIN), "-f", "compose.yaml", "config"]
     groups = distinct(rendered_matrix, compose_files)
 
@@ -108,14 +108,12 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_matrix, tmp
         work = tmp_path / str(index)
         shutil.copytree(root, work)
         shutil.copy(work / ".env.example", work / ".env")
-        result = run(cmd, cwd=work)
+        result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
-            return f"{root}:\n{result.stdout}"
+            return f"{root}:\n{result.stdout}{result.stderr}"
         if tool == "podman-compose":
-            # What podman-compose resolved must still be the same stack.
-            resolved = yaml.safe_load(
-                result.stdout.split("\n", 1)[-1] if result.stdout.startswith("WARN") else result.stdout
-            )
+            # What podman-compose resolved (on stdout; warnings go to stderr) is the same stack.
+            resolved = yaml.safe_load(result.stdout)
             if set(resolved["services"]) != set(
                 yaml.safe_load((root / "compose.yaml").read_text())["services"]
             ):
@@ -124,6 +122,41 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_matrix, tmp
 
     failures = [f for f in parallel(check, enumerate(root for root, _ in groups.values())) if f]
     note(f"distinct compose files validated ({tool} config)", len(groups))
+    assert not failures, "\n".join(failures)
+
+
+def compose_lint_files(answers: dict, root: Path) -> list[Path]:
+    return [root / "compose.yaml", root / ".env.example", root / ".compose-lint.yml"]
+
+
+def test_compose_file_passes_compose_lint(rendered_matrix, tmp_path):
+    """compose-lint finds nothing at any severity; its exceptions are .compose-lint.yml's."""
+    compose_lint = require_tool("compose-lint", BIN)
+    groups = distinct(rendered_matrix, compose_lint_files)
+
+    def check(item) -> str | None:
+        index, root = item
+        work = tmp_path / str(index)
+        shutil.copytree(root, work)
+        shutil.copy(work / ".env.example", work / ".env")
+        cmd = [
+            compose_lint,
+            "check",
+            "--fail-on",
+            "low",
+            "--strict-config",
+            "--format",
+            "json",
+            "compose.yaml",
+        ]
+        result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            return f"{root}: exit {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
+        findings = [f for f in json.loads(result.stdout)["findings"] if not f.get("suppressed")]
+        return f"{root}: {findings}" if findings else None
+
+    failures = [f for f in parallel(check, enumerate(root for root, _ in groups.values())) if f]
+    note("distinct compose files linted (compose-lint, --fail-on low)", len(groups))
     assert not failures, "\n".join(failures)
 
 

@@ -12,18 +12,19 @@ import pytest
 STRICT = os.environ.get("LAUNCHPAD_STRICT") == "1"
 
 
-def require_tool(name: str, beside: Path | None = None, reason: str | None = None) -> str:
-    """Path of tool `name` (looked up beside the test interpreter first, then on PATH)."""
-    if reason is None:
-        candidate = beside / name if beside else None
-        if candidate and candidate.exists():
-            return str(candidate)
-        found = shutil.which(name)
-        if found:
-            return found
-        reason = f"{name} is not installed (bash .ci/run installs it)"
-    elif shutil.which(name):
-        return shutil.which(name)
+def missing(reason: str):
+    """Skip, or in CI (LAUNCHPAD_STRICT=1) fail: something that must be here is not."""
     if STRICT:
         pytest.fail(f"LAUNCHPAD_STRICT=1 and {reason}")
     pytest.skip(reason)
+
+
+def require_tool(name: str, beside: Path | None = None) -> str:
+    """Path of tool `name` (looked up beside the test interpreter first, then on PATH)."""
+    candidate = beside / name if beside else None
+    if candidate and candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    missing(f"{name} is not installed (bash .ci/run installs it)")

@@ -23,7 +23,7 @@ query {
       locationEntries {
         name
         loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
+        locationOrLoadError { __typename ... on PythonError { message causes { message } } }
       }
     }
     ... on PythonError { message }
@@ -104,7 +104,10 @@ def main() -> int:
             if entry["loadStatus"] == "LOADED" and kind == "RepositoryLocation":
                 break
             if entry["loadStatus"] == "LOADED" and kind == "PythonError":
-                error = entry["locationOrLoadError"]["message"].strip()
+                failure = entry["locationOrLoadError"]
+                # The cause (a SyntaxError, an ImportError, ...) is what to fix: show it too.
+                causes = [c["message"].strip() for c in failure.get("causes") or []]
+                error = "\n".join([failure["message"].strip(), *causes])
                 unreachable = any(marker in error for marker in UNREACHABLE)
                 if (args.reload and not unreachable) or time.monotonic() >= deadline:
                     raise RuntimeError(f"code location {args.location!r} failed to load:\n{error}")

@@ -1,0 +1,372 @@
+"""Fault tier: a running stack, on each engine, has a bad day and loses nothing.
+
+One stack per engine (default answers, code mounted from a volume so that the test can
+add a slow job and break the code without rebuilding), driven from the host:
+
+- the pipes container is SIGKILLed during a run: it comes back by itself, the run ends
+  FAILURE (never stuck in STARTED), its retry policy re-runs it, runs queued meanwhile run;
+- the daemon is SIGKILLed with runs queued: it comes back, every run completes;
+- PostgreSQL restarts while idle and while runs are queued: no manual action, no run lost;
+- a syntax error in the mounted code shows as a failed code location, webserver and daemon
+  stay up, fixing the file and reloading recovers;
+- a burst of runs (LAUNCHPAD_BURST) all succeed without the queue's limit ever exceeded,
+  with throughput and each container's peak memory reported;
+- `make backup`, destroy the volumes, `make restore`: the history is back.
+
+Kills are real: SIGKILL to the container's main process from the host, as the kernel's
+OOM killer would do it, not a polite `stop`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import note
+from dagster_api import Stack
+from engines import ENGINES, env_value, make, missing, remove_stack, render
+
+# One stack per engine; the default engine gets the full burst the issue asks for, the other
+# a shorter one (override with LAUNCHPAD_BURST_PODMAN / LAUNCHPAD_BURST_DOCKER).
+BURST = {
+    "podman": int(os.environ.get("LAUNCHPAD_BURST_PODMAN", "200")),
+    "docker": int(os.environ.get("LAUNCHPAD_BURST_DOCKER", "40")),
+}
+PORTS = {"podman": 3201, "docker": 3202}
+SERVICES = ("postgres", "pipes", "webserver", "daemon")
+FIGURES: dict[str, dict[str, str]] = {}
+
+SLOW_JOB = '''
+
+@dg.op(config_schema={"seconds": dg.Field(int, default_value=15)})
+def nap(context) -> None:
+    """Added by the fault tests: a run that is still going when its container is killed."""
+    import time
+
+    time.sleep(context.op_config["seconds"])
+
+
+@dg.job
+def slow_job() -> None:
+    nap()
+
+defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[slow_job]))
+'''
+
+
+class Live:
+    """One running stack of the fault tier."""
+
+    def __init__(self, engine, root: Path, slug: str, port: int, answers: dict):
+        self.engine, self.root, self.slug, self.answers = engine, root, slug, answers
+        self.package = slug.replace("-", "_")
+        self.stack = Stack(port, self.package)
+
+    def name(self, service: str) -> str:
+        return f"{self.slug}-{service}"
+
+    def state(self, service: str) -> tuple[int, str, str]:
+        """(host PID of the main process, StartedAt, Status) of a service's container."""
+        out = self.engine.run(
+            "inspect", "--format", "{{.State.Pid}}|{{.State.StartedAt}}|{{.State.Status}}", self.name(service)
+        )
+        pid, started, status = (out.stdout.strip().split("|") + ["", "", ""])[:3]
+        return int(pid or 0), started, status
+
+    def sigkill(self, service: str) -> str:
+        pid, started, status = self.state(service)
+        assert status == "running" and pid > 0, f"{service} is not running: {status}"
+        os.kill(pid, signal.SIGKILL)
+        return started
+
+    def wait_restarted(self, service: str, started_before: str, timeout: float = 120) -> float:
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            _, started, status = self.state(service)
+            if status == "running" and started != started_before:
+                return time.monotonic() - began
+            time.sleep(0.5)
+        raise AssertionError(f"{service} was not restarted by its restart policy within {timeout} s")
+
+    def wait_all(self, run_ids: list[str], timeout: float) -> list[dict]:
+        """Poll the runs' status together (one query), until every one has finished."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.stack.runs_by_id(run_ids)
+            if len(runs) == len(run_ids) and all(
+                r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs
+            ):
+                return runs
+            if time.monotonic() > deadline:
+                pending = {r["runId"]: r["status"] for r in runs if r["status"] not in ("SUCCESS", "FAILURE")}
+                raise AssertionError(
+                    f"{len(pending)} of {len(run_ids)} runs unfinished: {list(pending.items())[:5]}"
+                )
+            time.sleep(2)
+
+    def wait_status(self, run_id: str, statuses: set[str], timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while (status := self.stack.run(run_id)["status"]) not in statuses:
+            assert time.monotonic() < deadline, f"run {run_id} still {status} after {timeout} s"
+            time.sleep(0.5)
+        return status
+
+
+@pytest.fixture(scope="module", params=["podman", "docker"])
+def live(request, template_snapshot, tmp_path_factory):
+    engine = ENGINES[request.param].require()
+    slug, port = f"lp-fault-{engine.name}", PORTS[engine.name]
+    choices = {
+        "container_engine": engine.name,
+        "code_delivery": "volume",
+        "project_slug": slug,
+        "ui_port": port,
+    }
+    root = render(template_snapshot, tmp_path_factory.mktemp("fault") / slug, choices)
+    answers = yaml.safe_load((root / ".copier-answers.yml").read_text())
+    for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
+        image = env_value(root, setting)
+        if image and not engine.has_image(image):
+            missing(f"the stand-in {image} is not in {engine.name}'s store")
+    definitions = root / "pipes/src" / slug.replace("-", "_") / "definitions.py"
+    definitions.write_text(definitions.read_text() + SLOW_JOB)
+    stack = Live(engine, root, slug, port, answers)
+    try:
+        result = make(root, "up")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        stack.stack.wait_loaded(timeout=60)
+        yield stack
+    finally:
+        remove_stack(engine, root, slug)
+        figures = FIGURES.get(engine.name, {})
+        note(f"fault tier, {engine.name}", "; ".join(f"{k}: {v}" for k, v in figures.items()))
+
+
+def figure(live: Live, key: str, value: str) -> None:
+    FIGURES.setdefault(live.engine.name, {})[key] = value
+
+
+def test_pipes_killed_during_a_run_fails_it_retries_it_and_runs_the_queue(live):
+    stack, limit = live.stack, live.answers["max_concurrent_runs"]
+    nap = {"ops": {"nap": {"config": {"seconds": 20}}}}
+    # Fill every slot of the queue with slow runs (the first one may be retried once) ...
+    slow = [stack.launch("slow_job", tags={"dagster/max_retries": "1"}, run_config=nap)]
+    slow += [stack.launch("slow_job", run_config=nap) for _ in range(limit - 1)]
+    for run in slow:
+        live.wait_status(run, {"STARTED"}, timeout=120)
+    # ... so that these wait in the queue while pipes dies.
+    queued = [stack.launch() for _ in range(3)]
+    assert {r["status"] for r in stack.runs_by_id(queued)} == {"QUEUED"}
+    started = live.sigkill("pipes")
+    back = live.wait_restarted("pipes", started)
+
+    # The interrupted runs end in a definite state: FAILURE, with the reason.
+    assert {r["status"] for r in live.wait_all(slow, timeout=180)} == {"FAILURE"}
+    assert any("pipes container restarted" in m for m in stack.errors(slow[0])), stack.errors(slow[0])
+    # ... and the retry policy (dagster/max_retries) re-runs the first, successfully.
+    deadline = time.monotonic() + 240
+    parent = {"key": "dagster/parent_run_id", "value": slow[0]}
+    while not (retries := [r for r in stack.runs_by_id(list(stack.run_ids())) if parent in r["tags"]]):
+        assert time.monotonic() < deadline, "the failed run was not retried"
+        time.sleep(2)
+    assert len(retries) == 1, retries
+    # The queued runs went through once pipes was back.
+    assert {r["status"] for r in live.wait_all(queued, timeout=300)} == {"SUCCESS"}
+    assert live.wait_all([retries[0]["runId"]], timeout=240)[0]["status"] == "SUCCESS"
+    stack.wait_loaded(timeout=60)
+    figure(
+        live,
+        "pipes SIGKILL",
+        f"back in {back:.0f} s; {len(slow)} interrupted runs FAILURE, the one with a retry policy "
+        f"re-run to SUCCESS; {len(queued)} queued runs SUCCESS",
+    )
+
+
+def test_daemon_killed_with_runs_queued_comes_back_and_runs_them(live):
+    stack = live.stack
+    runs = [stack.launch() for _ in range(8)]
+    started = live.sigkill("daemon")
+    back = live.wait_restarted("daemon", started)
+    assert {r["status"] for r in live.wait_all(runs, timeout=600)} == {"SUCCESS"}
+    check = live.engine.run("exec", live.name("daemon"), "dagster-daemon", "liveness-check", timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    figure(live, "daemon SIGKILL", f"back in {back:.0f} s, 8 queued runs SUCCESS")
+
+
+def wait_postgres(live: Live) -> None:
+    user, db = env_value(live.root, "DAGSTER_PG_USER"), env_value(live.root, "DAGSTER_PG_DB")
+    deadline = time.monotonic() + 120
+    while live.engine.run(
+        "exec", live.name("postgres"), "pg_isready", "-h", "127.0.0.1", "-U", user, "-d", db
+    ).returncode:
+        assert time.monotonic() < deadline, "PostgreSQL did not come back"
+        time.sleep(1)
+
+
+def test_postgres_restart_while_idle_and_while_runs_queue(live):
+    stack, engine = live.stack, live.engine
+    before = stack.run_ids()
+    # Idle: restart the database; the next run goes through without anyone touching the stack.
+    engine.run("restart", live.name("postgres"), check=True)
+    wait_postgres(live)
+    first = stack.launch()
+    assert live.wait_all([first], timeout=300)[0]["status"] == "SUCCESS"
+
+    # Queued: with the daemon stopped, runs wait in the queue; the database restarts under them.
+    engine.run("stop", live.name("daemon"), check=True, timeout=120)
+    queued = [stack.launch() for _ in range(5)]
+    assert {r["status"] for r in stack.runs_by_id(queued)} == {"QUEUED"}
+    engine.run("restart", live.name("postgres"), check=True)
+    wait_postgres(live)
+    engine.run("start", live.name("daemon"), check=True)
+    assert {r["status"] for r in live.wait_all(queued, timeout=600)} == {"SUCCESS"}
+    after = stack.run_ids()
+    assert before | {first, *queued} <= after, "run records were lost"
+    for service in ("webserver", "daemon", "pipes"):
+        assert live.state(service)[2] == "running", service
+    figure(
+        live,
+        "PostgreSQL restarts",
+        f"idle and under 5 queued runs: all SUCCESS, {len(after)} run records kept",
+    )
+
+
+def test_syntax_error_in_mounted_code_is_reported_and_recovers(live):
+    stack = live.stack
+    definitions = live.root / "pipes/src" / live.package / "definitions.py"
+    good = definitions.read_text()
+    before = {s: live.state(s)[1] for s in ("webserver", "daemon")}
+    definitions.write_text(good + "\ndef broken(:\n")
+    try:
+        reloaded = make(live.root, "reload", timeout=300)
+        assert reloaded.returncode != 0, "make reload accepted code with a syntax error"
+        assert "SyntaxError" in reloaded.stdout + reloaded.stderr, reloaded.stdout + reloaded.stderr
+        error = stack.location_error()
+        assert error and "SyntaxError" in error, error
+        # The UI still serves; webserver and daemon did not restart.
+        assert stack.daemons().get("SCHEDULER") is not None
+        assert {s: live.state(s)[1] for s in before} == before
+    finally:
+        definitions.write_text(good)
+        started = time.monotonic()
+        fixed = make(live.root, "reload", timeout=300)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    stack.wait_loaded(timeout=60)
+    assert stack.location_error() is None
+    run = stack.launch()
+    assert live.wait_all([run], timeout=300)[0]["status"] == "SUCCESS"
+    figure(
+        live,
+        "syntax error",
+        f"reported as a failed location, recovered by make reload in {time.monotonic() - started:.1f} s",
+    )
+
+
+UNITS = {"b": 1, "kb": 1e3, "kib": 1024, "mb": 1e6, "mib": 1024**2, "gb": 1e9, "gib": 1024**3}
+
+
+def memory_bytes(text: str) -> float:
+    match = re.match(r"\s*([\d.]+)\s*([a-zA-Z]+)", text)
+    return float(match.group(1)) * UNITS[match.group(2).lower()] if match else 0.0
+
+
+class MemorySampler(threading.Thread):
+    """Peak memory of each container, sampled from the engine's stats every 2 s."""
+
+    def __init__(self, live: Live):
+        super().__init__(daemon=True)
+        self.live, self.peaks, self.done = live, {s: 0.0 for s in SERVICES}, threading.Event()
+
+    def run(self) -> None:
+        names = [self.live.name(s) for s in SERVICES]
+        while not self.done.is_set():
+            out = self.live.engine.run(
+                "stats", "--no-stream", "--format", "{{.Name}}|{{.MemUsage}}", *names, timeout=60
+            )
+            for line in out.stdout.splitlines():
+                name, _, usage = line.partition("|")
+                service = name.removeprefix(f"{self.live.slug}-")
+                if service in self.peaks:
+                    self.peaks[service] = max(self.peaks[service], memory_bytes(usage.split("/")[0]))
+            self.done.wait(2)
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1])
+    )
+    peak = current = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def test_burst_of_runs_all_succeed_within_the_queue_limit(live):
+    count, limit = BURST[live.engine.name], live.answers["max_concurrent_runs"]
+    sampler = MemorySampler(live)
+    sampler.start()
+    began = time.time()
+    try:
+        runs = [live.stack.launch() for _ in range(count)]
+        submitted = time.time() - began
+        results = live.wait_all(runs, timeout=60 + count * 15)
+    finally:
+        sampler.done.set()
+        sampler.join(timeout=60)
+    statuses = {r["runId"]: r["status"] for r in results}
+    assert len(statuses) == count, f"{count - len(statuses)} runs were dropped"
+    failed = [run for run, status in statuses.items() if status != "SUCCESS"]
+    assert not failed, f"{len(failed)} runs did not succeed, e.g. {failed[0]}: {live.stack.errors(failed[0])}"
+    intervals = [(r["startTime"], r["endTime"]) for r in results]
+    overlap = max_overlap(intervals)
+    assert overlap <= limit, f"{overlap} runs executed at once; max_concurrent_runs is {limit}"
+    elapsed = max(e for _, e in intervals) - began
+    peaks = ", ".join(f"{s} {b / 2**20:.0f} MiB" for s, b in sampler.peaks.items())
+    assert all(sampler.peaks.values()), f"no memory figure for some container: {sampler.peaks}"
+    figure(
+        live,
+        "burst",
+        f"{count} runs submitted in {submitted:.0f} s, all SUCCESS in {elapsed:.0f} s "
+        f"({count / elapsed * 60:.1f} runs/min), at most {overlap} at once (limit {limit}); "
+        f"peak memory {peaks}",
+    )
+
+
+def test_backup_destroy_restore_brings_history_back(live):
+    stack, root = live.stack, live.root
+    history = stack.run_ids()
+    assert history, "nothing to back up"
+    backup = make(root, "backup", timeout=300)
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    files = sorted((root / "backups").glob("*.dump"))
+    assert len(files) == 1 and files[0].stat().st_size > 0, files
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600, "a backup must be readable by its owner only"
+
+    destroyed = make(root, "clean", extra_env={"CONFIRM": "yes"}, timeout=300)
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    assert f"{live.slug}_postgres-data" not in live.engine.run("volume", "ls", "--format", "{{.Name}}").stdout
+    up = make(root, "up")
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert stack.run_ids() == set(), "the database was not really destroyed"
+
+    started = time.monotonic()
+    restored = make(root, "restore", f"FILE={files[0]}", extra_env={"CONFIRM": "yes"})
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
+    stack.wait_loaded(timeout=60)
+    assert stack.run_ids() == history
+    run = stack.launch()
+    assert live.wait_all([run], timeout=300)[0]["status"] == "SUCCESS"
+    figure(
+        live,
+        "backup/restore",
+        f"{len(history)} runs back after destroying the volumes (restore {time.monotonic() - started:.0f} s)",
+    )
