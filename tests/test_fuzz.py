@@ -1,0 +1,563 @@
+"""Fuzz tier: thousands of generated answer sets (hypothesis), each fed to Copier.
+
+Every question of copier.yml gets, per answer set, either no answer (its default), one of
+its valid values, or a hostile one: arbitrary Unicode (control characters, NUL, line
+separators, surrogates), quotes, backslashes, Jinja delimiters, `../` and absolute paths,
+shell metacharacters, very long strings, empty and blank strings, wrong types,
+out-of-range numbers, malformed image references and addresses. The property:
+
+- either Copier refuses the set with the validator message of a question that can
+  legitimately refuse it (one answered with a hostile value, a default derived from
+  other answers, or a choice whose own validator rejects the combination), and nothing
+  is rendered;
+- or the project renders and passes the render tier's per-project checks
+  (test_render.check_project) plus checks of the free-text answers it carries.
+
+Either way nothing is written outside the destination: each set renders into a fresh
+sandbox that must end up holding the destination only, nothing under the destination
+may be or resolve outside it, and the working directory and the template snapshot stay
+untouched. LAUNCHPAD_FUZZ_EXAMPLES sets the number of answer sets (default 2000); the
+examples are derandomized, so every run feeds the same sets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import re
+import shutil
+import string
+import tempfile
+import time
+import tomllib
+import traceback
+from collections import Counter
+from pathlib import Path
+
+import copier
+import copier._main
+import copier._template
+import hypothesis
+import hypothesis.configuration
+import jinja2
+import jinja2.lexer
+import pytest
+import yaml
+from copier.errors import InvalidTypeError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import matrix
+from conftest import CACHE, note
+from test_render import check_project
+
+# Hypothesis keeps a Unicode table cache; keep it out of the working directory.
+hypothesis.configuration.set_hypothesis_home_dir(CACHE / "hypothesis")
+
+EXAMPLES = int(os.environ.get("LAUNCHPAD_FUZZ_EXAMPLES", "2000"))
+
+ENV = matrix._env()
+CONSTANTS = matrix._constants(ENV)
+QUESTIONS = {name: spec for name, spec in matrix.questions().items() if not matrix._is_computed(spec)}
+# (Their `type` is a Jinja expression in copier.yml, so they are known by their default.)
+INT_QUESTIONS = {name for name, spec in QUESTIONS.items() if type(spec["default"]) is int}
+# Questions whose default is derived from other answers: when such a question is left
+# unanswered, a hostile or unlucky earlier answer may make its default invalid.
+DERIVED = {name for name, spec in QUESTIONS.items() if "{{" in str(spec.get("default", ""))}
+RESERVED = set(CONSTANTS["python_reserved"]) | set(CONSTANTS["python_stdlib_clashes"]) | {"dagster"}
+
+# ------------------------------------------------------------------ valid values
+
+
+def choice_values(name: str) -> list:
+    raw = QUESTIONS[name]["choices"]
+    values = raw.values() if isinstance(raw, dict) else raw
+    return [v["value"] if isinstance(v, dict) else v for v in values]
+
+
+TEXT_SAFE = string.ascii_letters + string.digits + " -_.,&()!?:;#@%+=/'*" + "éüßÅøñçΩЖ日本語データ🚀"
+text_safe = st.text(TEXT_SAFE, max_size=60).map(str.strip)
+lower_word = st.from_regex(r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*", fullmatch=True).filter(lambda s: len(s) < 30)
+image_reference = st.builds(
+    lambda registry, path, tag, digest: f"{registry}/{'/'.join(path)}{tag}{digest}",
+    st.sampled_from(["docker.io", "registry.example.com", "localhost", "localhost:5000", "10.0.0.1:5000"]),
+    st.lists(lower_word, min_size=1, max_size=3),
+    st.one_of(st.just(""), st.from_regex(r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)),
+    st.one_of(st.just(""), st.from_regex(r"@sha256:[a-f0-9]{64}", fullmatch=True)),
+)
+VALID = {
+    "project_name": text_safe.filter(bool),
+    "project_slug": st.from_regex(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?", fullmatch=True).filter(
+        lambda s: "--" not in s
+    ),
+    "package_name": st.from_regex(r"[a-z_][a-z0-9_]{0,39}", fullmatch=True).filter(
+        lambda s: s not in RESERVED and not s.startswith("dagster_")
+    ),
+    "project_description": st.text(TEXT_SAFE, max_size=200).map(str.strip),
+    "custom_base_image": image_reference,
+    "pipes_system_packages": st.lists(
+        st.from_regex(r"[a-z0-9][a-z0-9.+~=:-]{0,20}", fullmatch=True), max_size=4
+    ).map(" ".join),
+    "max_concurrent_runs": st.one_of(st.integers(1, 100), st.integers(1, 100).map(str)),
+    "ui_port": st.one_of(st.integers(1024, 65535), st.integers(1024, 65535).map(str)),
+    "ui_bind_address": st.lists(st.integers(0, 255), min_size=4, max_size=4).map(
+        lambda parts: ".".join(map(str, parts))
+    ),
+}
+
+# ---------------------------------------------------------------- hostile values
+
+NASTY = [
+    "",
+    " ",
+    "  \t ",
+    "\n",
+    "\r\n",
+    "\x00",
+    "\x1b[31m",
+    "\x7f",
+    "\x85",
+    "\x9b",
+    "\u2028",
+    "\u2029",
+    "\ufeff",
+    "\u200b",
+    "\u202e",
+    "\ud800",
+    "\udfff",
+    "\ufffe",
+    "\uffff",
+    "\U0010ffff",
+    "e\u0301",
+    "{{ 7 * 7 }}",
+    "{{",
+    "}}",
+    "{%",
+    "%}",
+    "{% raw %}",
+    "{#",
+    "#}",
+    "${{ secrets.X }}",
+    "${HOME}",
+    "$(id)",
+    "`id`",
+    "'",
+    '"',
+    "\\",
+    "\\n",
+    "../",
+    "../../../etc/passwd",
+    "/abs/path",
+    "~/x",
+    "..",
+    ".",
+    "C:\\Windows",
+    "a b",
+    "; rm -rf /",
+    "&& id",
+    "| sh",
+    "> /tmp/x",
+    "*",
+    "-rf",
+    "--x",
+    "#",
+    ": x",
+    "- x",
+    "!!python/object:os.system",
+    "&a",
+    "null",
+    "~",
+    "yes",
+    "0x1F",
+    "1e3",
+    "NaN",
+    "<script>",
+    "💥",
+    "日本語",
+    "Ж",
+    "ǅ",
+    "İ",
+    "ﬁ",
+]
+nasty = st.sampled_from(NASTY)
+hostile_text = st.one_of(
+    st.text(),  # arbitrary Unicode, control characters included
+    st.text("".join(sorted(set("".join(NASTY)))), max_size=12),  # their characters, shuffled
+    st.lists(nasty, min_size=1, max_size=4).map("".join),
+    st.builds(
+        lambda chunk, n: chunk * n,
+        st.sampled_from(["a", "é", "{{", "../", " ", "a-", "\x00"]),
+        st.integers(61, 5000),
+    ),  # very long
+)
+wrong_type = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True)
+)
+
+
+def near(values: list[str]) -> st.SearchStrategy:
+    """Valid values, slightly off: case, padding, embedded hostile text."""
+    return st.builds(
+        lambda v, how, extra: {
+            "upper": v.upper(),
+            "title": v.title(),
+            "pad": f" {v} ",
+            "newline": f"{v}\n",
+            "prefix": extra + v,
+            "suffix": v + extra,
+            "middle": v[: len(v) // 2] + extra + v[len(v) // 2 :],
+        }[how],
+        st.sampled_from(values),
+        st.sampled_from(["upper", "title", "pad", "newline", "prefix", "suffix", "middle"]),
+        nasty,
+    )
+
+
+SPECIFIC = {
+    "custom_base_image": st.one_of(
+        near(["registry.example.com/platform/python:3.13", "localhost:5000/team/python"]),
+        st.sampled_from(
+            [
+                "python:3.13-slim",
+                "ubuntu",
+                "Registry.example.com/python",
+                "registry.example.com/Team/python",
+                "registry.example.com/python:bad tag",
+                "registry.example.com//python",
+                "registry.example.com/",
+                "registry.example.com/python:",
+                "registry.example.com/python@sha256:abc",
+                "registry.example.com/python@sha256:" + "a" * 63,
+                "registry.example.com/../etc",
+                "registry.example.com/python:" + "t" * 129,
+                "registry.example.com/python:-tag",
+                "localhost/" + "a" * 300,
+                "/abs/path",
+                "../python",
+                "registry.example.com/python;id",
+                "registry.example.com/{{ x }}",
+                "https://registry.example.com/python",
+            ]
+        ),
+        image_reference.map(lambda ref: ref + "\n"),
+    ),
+    "pipes_system_packages": st.one_of(
+        near(["libpq5", "libpq5 unixodbc"]),
+        st.sampled_from(
+            [
+                "curl; rm -rf /",
+                "curl && id",
+                "curl | sh",
+                "$(id)",
+                "`id`",
+                "curl > /etc/x",
+                "-y",
+                "--allow-unauthenticated",
+                "curl\nRUN id",
+                "curl \\",
+                "'curl'",
+                "curl*",
+                "a\tb",
+                "curl#x",
+            ]
+        ),
+    ),
+    "ui_bind_address": st.one_of(
+        near(["127.0.0.1", "0.0.0.0"]),
+        st.sampled_from(
+            [
+                "256.0.0.1",
+                "1.2.3",
+                "1.2.3.4.5",
+                "01.2.3.4",
+                "::1",
+                "[::1]",
+                "localhost",
+                "١٢٧.٠.٠.١",
+                "0x7f.0.0.1",
+                "127.0.0.1:80",
+                "127.1",
+                "1.2.3.-4",
+                "1..2.3",
+                "*",
+            ]
+        ),
+        st.lists(st.integers(-5, 300), min_size=3, max_size=5).map(lambda p: ".".join(map(str, p))),
+    ),
+}
+HOSTILE_INT = st.one_of(
+    st.integers(),
+    st.sampled_from([0, -1, 1023, 65536, 101, 10**20, -(10**20)]),
+    st.integers().map(str),
+    st.sampled_from([" 3000", "3000 ", "3_000", "٣٠٠٠", "0x0BB8", "3e3", "3000.0", "+5", "05", "1/2"]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
+)
+
+
+def hostile(name: str) -> st.SearchStrategy:
+    if name in INT_QUESTIONS:
+        return st.one_of(HOSTILE_INT, hostile_text)
+    # Text questions: lists or mappings would only reach Copier through a data file, and
+    # Copier's str() conversion refuses them without naming the question (see docs/testing.md).
+    options = [hostile_text, wrong_type]
+    if "choices" in QUESTIONS[name]:
+        options.append(near([str(v) for v in choice_values(name)]))
+        options.append(st.sampled_from(list(QUESTIONS[name]["choices"])))  # the label, not the value
+    if name in VALID:
+        options.append(near_valid(name))
+    if name in SPECIFIC:
+        options.append(SPECIFIC[name])
+    return st.one_of(*options)
+
+
+def near_valid(name: str) -> st.SearchStrategy:
+    return st.builds(
+        lambda v, extra, at_end: v + extra if at_end else extra + v, VALID[name], nasty, st.booleans()
+    )
+
+
+def valid(name: str) -> st.SearchStrategy:
+    if "choices" in QUESTIONS[name]:
+        return st.sampled_from(choice_values(name))
+    return VALID[name]
+
+
+@st.composite
+def answer_sets(draw) -> tuple[dict, frozenset]:
+    """(answers, the names answered with a hostile value)."""
+    names = list(QUESTIONS)
+    count = draw(st.sampled_from([0, 0, 0, 1, 1, 1, 2, 3]))
+    bad = set(draw(st.lists(st.sampled_from(names), min_size=count, max_size=count, unique=True)))
+    answers = {}
+    for name in names:
+        if name in bad:
+            answers[name] = draw(hostile(name))
+        elif draw(st.booleans()):
+            answers[name] = draw(valid(name))
+    return answers, frozenset(bad)
+
+
+# ----------------------------------------------------------------- the property
+
+
+def cast(name: str, value):
+    """The answer as Copier records it (for values it accepts)."""
+    if name in INT_QUESTIONS:
+        return int(value)
+    return value if isinstance(value, str) else str(value)
+
+
+def expectations(answers: dict) -> tuple[dict, set[str], set[str]]:
+    """(answers as recorded, questions that may refuse, questions not asked)."""
+    context = dict(CONSTANTS)
+    expected, may_refuse, hidden = {}, set(), set()
+    for name, spec in QUESTIONS.items():
+        given = name in answers
+        try:
+            value = cast(name, answers[name]) if given else matrix._render(ENV, spec.get("default"), context)
+        except Exception:  # a value that cannot be cast: Copier refuses it
+            continue
+        if not given and name in INT_QUESTIONS:
+            value = int(value)
+        if not given and name in DERIVED:
+            may_refuse.add(name)
+        if "choices" in spec:
+            reasons = dict(matrix._choices(ENV, spec, context))
+            if reasons.get(value):
+                may_refuse.add(name)
+        context[name] = value
+        if not matrix._asked(ENV, spec, context):
+            hidden.add(name)
+        elif given or "choices" in spec:
+            expected[name] = value
+    return expected, may_refuse, hidden
+
+
+REFUSAL = [
+    re.compile(r"\AValidation error for question '(\w+)': "),
+    re.compile(r"\AInvalid choice for '(\w+)': "),
+    re.compile(r'\AInvalid answer "None" of type "<class \'NoneType\'>" to question "(\w+)" of type "\w+"\Z'),
+]
+
+
+def refused_question(error: Exception) -> str | None:
+    if not isinstance(error, ValueError | InvalidTypeError):
+        return None
+    for pattern in REFUSAL:
+        if match := pattern.match(str(error)):
+            return match.group(1)
+    return None
+
+
+def check_inside(sandbox: Path, dest: Path) -> None:
+    """Nothing beside the destination; nothing under it is, or resolves, outside it."""
+    assert {p.name for p in sandbox.iterdir()} <= {"dest"}, sorted(os.listdir(sandbox))
+    assert sorted(os.listdir(sandbox.parent)) == sorted(["cwd", sandbox.name]), "written beside the sandbox"
+    if not dest.exists():
+        return
+    root = dest.resolve()
+    for path in dest.rglob("*"):
+        assert not path.is_symlink(), f"symlink {path}"
+        assert path.resolve().is_relative_to(root), f"{path} resolves outside the destination"
+
+
+def check_carried(expected: dict, root: Path) -> None:
+    """The free-text answers arrive where they belong, verbatim."""
+    readme = (root / "README.md").read_text()
+    if "project_name" in expected:
+        assert readme.startswith(f"# {expected['project_name']}\n\n")
+    if "project_description" in expected:
+        assert f"\n\n{expected['project_description']}\n" in readme
+        pyproject = tomllib.loads((root / "pipes/pyproject.toml").read_text())
+        assert pyproject["project"]["description"] == expected["project_description"]
+    if "max_concurrent_runs" in expected:
+        instance = yaml.safe_load((root / "config/dagster.yaml").read_text())
+        assert instance["run_coordinator"]["config"]["max_concurrent_runs"] == expected["max_concurrent_runs"]
+    env = (root / ".env.example").read_text().splitlines()
+    if "ui_port" in expected:
+        assert f"DAGSTER_UI_PORT={expected['ui_port']}" in env
+    if "ui_bind_address" in expected:
+        assert f"DAGSTER_UI_BIND={expected['ui_bind_address']}" in env
+    packages = expected.get("pipes_system_packages", "").split()
+    if packages:
+        containerfile = "Containerfile" if expected["container_engine"] == "podman" else "Dockerfile"
+        assert " ".join(packages) in (root / "pipes" / containerfile).read_text()
+
+
+@pytest.fixture
+def fast_copier(monkeypatch, template_snapshot):
+    """Copier, rendering the same files several times faster.
+
+    Per run, Copier parses copier.yml (twice) with PyYAML's pure-Python loader, builds a
+    fresh Jinja environment and compiles every template, path, default and validator again
+    (some 550 strings per project). The parsed file is memoized on its path, size and mtime
+    (each run gets a deep copy); the compiled code depends only on the source and the
+    environment's configuration, which are the same in every run here, so it is memoized on
+    exactly those. Copier also asks git whether the template is a repository and, after each
+    file, runs `git update-index` in the destination; neither the snapshot nor the sandboxes
+    are git repositories, so both answers are known: no git.
+    """
+    compile_uncached = jinja2.Environment.compile
+    compiled: dict = {}
+
+    def compile(self, source, name=None, filename=None, raw=False, defer_init=False):
+        if not isinstance(source, str):
+            return compile_uncached(self, source, name, filename, raw, defer_init)
+        key = (
+            type(self),
+            jinja2.lexer.get_lexer(self),
+            frozenset(self.extensions),
+            frozenset(self.filters),
+            frozenset(self.tests),
+            self.optimized,
+            self.finalize,
+            self.autoescape,
+            self.is_async,
+            source,
+            name,
+            filename,
+            raw,
+            defer_init,
+        )
+        if key not in compiled:
+            compiled[key] = compile_uncached(self, source, name, filename, raw, defer_init)
+        return compiled[key]
+
+    load_uncached = copier._template.load_template_config
+    loaded: dict = {}
+
+    def load_template_config(conf_path: Path, quiet: bool = False):
+        stat = conf_path.stat()
+        key = (conf_path.resolve(), stat.st_size, stat.st_mtime_ns, quiet)
+        if key not in loaded:
+            loaded[key] = load_uncached(conf_path, quiet)
+        return copy.deepcopy(loaded[key])
+
+    assert not (template_snapshot / ".git").exists()
+    monkeypatch.setattr(jinja2.Environment, "compile", compile)
+    monkeypatch.setattr(copier._template, "load_template_config", load_template_config)
+    monkeypatch.setattr(copier._template, "is_git_available", lambda: False)
+    monkeypatch.setattr(copier._main, "is_git_available", lambda: False)
+
+
+def listing(root: Path) -> list[tuple[str, int, int]]:
+    return sorted(
+        (p.relative_to(root).as_posix(), p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")
+    )
+
+
+def test_fuzzed_answers_are_refused_by_name_or_render_a_sound_project(
+    template_snapshot, tmp_path_factory, fast_copier
+):
+    base = tmp_path_factory.mktemp("fuzz")
+    cwd = base / "cwd"
+    cwd.mkdir()
+    snapshot_before = listing(template_snapshot)
+    outcomes: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
+
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
+    @given(answer_sets())
+    def feed(case: tuple[dict, frozenset]) -> None:
+        answers, bad = case
+        hypothesis.note(f"hostile answers: {sorted(bad)}")
+        expected, may_refuse, hidden = expectations(answers)
+        sandbox = Path(tempfile.mkdtemp(dir=base))
+        dest = sandbox / "dest"
+        start = time.perf_counter()
+        try:
+            try:
+                copier.run_copy(
+                    str(template_snapshot), str(dest), data=answers, defaults=True, quiet=True, unsafe=False
+                )
+            except Exception as error:  # classified below: a refusal must name its question
+                question = refused_question(error)
+                detail = "".join(traceback.format_exception(error))
+                assert question is not None, f"refused without naming a question:\n{detail}"
+                assert question in bad | may_refuse, (
+                    f"refused by '{question}', which was given a valid answer:\n{detail}"
+                )
+                assert not (dest / "compose.yaml").exists(), "refused, yet rendered"
+                check_inside(sandbox, dest)
+                outcomes[f"refused:{question}"] += 1
+                seconds["refused"] += time.perf_counter() - start
+                return
+            check_inside(sandbox, dest)
+            recorded = yaml.safe_load((dest / ".copier-answers.yml").read_text())
+            assert not hidden & set(recorded), "an answer to a question that was not asked is recorded"
+            check_project(expected, dest)
+            check_carried(expected, dest)
+            outcomes["rendered" if not bad else "rendered (hostile answer accepted)"] += 1
+            seconds["rendered"] += time.perf_counter() - start
+        finally:
+            shutil.rmtree(sandbox, ignore_errors=True)
+
+    with contextlib.chdir(cwd):
+        feed()
+
+    assert listing(template_snapshot) == snapshot_before, "the template snapshot was modified"
+    assert not any(cwd.iterdir()), f"files written to the working directory: {sorted(os.listdir(cwd))}"
+    assert sorted(p.name for p in base.iterdir()) == ["cwd"], "files left beside the sandboxes"
+    rendered = outcomes["rendered"] + outcomes["rendered (hostile answer accepted)"]
+    refused = {k.split(":", 1)[1]: v for k, v in sorted(outcomes.items()) if k.startswith("refused:")}
+    note(
+        "fuzz",
+        f"{sum(outcomes.values())} answer sets: {rendered} rendered and checked "
+        f"({outcomes['rendered (hostile answer accepted)']} with a hostile-looking answer accepted), "
+        f"{sum(refused.values())} refused by a validator "
+        f"({', '.join(f'{k} {v}' for k, v in refused.items())}); "
+        f"{seconds['rendered'] / max(rendered, 1):.2f} s per rendered set, "
+        f"{seconds['refused'] / max(sum(refused.values()), 1):.2f} s per refused set",
+    )
+    assert rendered and refused
