@@ -86,6 +86,13 @@ def test_python_passes_ruff(rendered_matrix):
     assert not problems, "\n".join(problems)
 
 
+def copy_with_env(root: Path, work: Path) -> Path:
+    """A copy of a rendered project with .env made from .env.example, as `make` would."""
+    shutil.copytree(root, work)
+    shutil.copy(work / ".env.example", work / ".env")
+    return work
+
+
 def compose_files(answers: dict, root: Path) -> list[Path]:
     return [root / "compose.yaml", root / ".env.example"]
 
@@ -105,9 +112,7 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_matrix, tmp
 
     def check(item) -> str | None:
         index, root = item
-        work = tmp_path / str(index)
-        shutil.copytree(root, work)
-        shutil.copy(work / ".env.example", work / ".env")
+        work = copy_with_env(root, tmp_path / str(index))
         result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             return f"{root}:\n{result.stdout}{result.stderr}"
@@ -136,9 +141,7 @@ def test_compose_file_passes_compose_lint(rendered_matrix, tmp_path):
 
     def check(item) -> str | None:
         index, root = item
-        work = tmp_path / str(index)
-        shutil.copytree(root, work)
-        shutil.copy(work / ".env.example", work / ".env")
+        work = copy_with_env(root, tmp_path / str(index))
         cmd = [
             compose_lint,
             "check",

@@ -125,12 +125,9 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
     module = project / "pipes/src/update_test/more_assets.py"
     module.write_text("import dagster as dg\n\n\n@dg.asset\ndef extra() -> int:\n    return 1\n")
     compose = project / "compose.yaml"
-    compose.write_text(
-        compose.read_text().replace(
-            "    container_name: update-test-webserver\n",
-            "    container_name: update-test-webserver\n    mem_limit: 2g\n",
-        )
-    )
+    # The user tunes the daemon's healthcheck (lines the template does not change).
+    assert compose.read_text().count("      interval: 30s\n") == 1
+    compose.write_text(compose.read_text().replace("      interval: 30s\n", "      interval: 45s\n"))
     requirements = project / "pipes/requirements.txt"
     requirements.write_text(requirements.read_text() + "pyarrow==18.1.0\n")
     git("commit", "--quiet", "-am", "user edits", cwd=project)
@@ -145,7 +142,8 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
     )
     assert not [f for f in files if f.endswith(".rej")]
     assert "def extra() -> int" in files["pipes/src/update_test/more_assets.py"]
-    assert "    mem_limit: 2g\n" in files["compose.yaml"]
+    assert "      interval: 45s\n" in files["compose.yaml"]
+    assert "      interval: 30s\n" not in files["compose.yaml"]
     assert "pyarrow==18.1.0" in files["pipes/requirements.txt"]
     # New boilerplate arrived.
     assert "check-merge-conflict" in files[".pre-commit-config.yaml"]
