@@ -112,6 +112,18 @@ class Live:
                 )
             time.sleep(2)
 
+    def retry_of(self, run_id: str, timeout: float) -> str:
+        """The id of the one run the daemon's retry policy launched to re-run run_id."""
+        deadline = time.monotonic() + timeout
+        parent = {"key": "dagster/parent_run_id", "value": run_id}
+        while not (
+            retries := [r for r in self.stack.runs_by_id(list(self.stack.run_ids())) if parent in r["tags"]]
+        ):
+            assert time.monotonic() < deadline, f"the failed run {run_id} was not retried within {timeout} s"
+            time.sleep(2)
+        assert len(retries) == 1, retries
+        return retries[0]["runId"]
+
     def run_example(self) -> None:
         """Launch the example job once; it must succeed."""
         run = self.stack.launch()
@@ -178,15 +190,10 @@ def test_pipes_killed_during_a_run_fails_it_retries_it_and_runs_the_queue(live):
     assert {r["status"] for r in live.wait_all(slow, timeout=180)} == {"FAILURE"}
     assert any("pipes container restarted" in m for m in stack.errors(slow[0])), stack.errors(slow[0])
     # ... and the retry policy (dagster/max_retries) re-runs the first, successfully.
-    deadline = time.monotonic() + 240
-    parent = {"key": "dagster/parent_run_id", "value": slow[0]}
-    while not (retries := [r for r in stack.runs_by_id(list(stack.run_ids())) if parent in r["tags"]]):
-        assert time.monotonic() < deadline, "the failed run was not retried"
-        time.sleep(2)
-    assert len(retries) == 1, retries
+    retry = live.retry_of(slow[0], timeout=240)
     # The queued runs went through once pipes was back.
     assert {r["status"] for r in live.wait_all(queued, timeout=300)} == {"SUCCESS"}
-    assert live.wait_all([retries[0]["runId"]], timeout=240)[0]["status"] == "SUCCESS"
+    assert live.wait_all([retry], timeout=240)[0]["status"] == "SUCCESS"
     stack.wait_loaded(timeout=60)
     figure(
         live,
@@ -198,13 +205,29 @@ def test_pipes_killed_during_a_run_fails_it_retries_it_and_runs_the_queue(live):
 
 def test_daemon_killed_with_runs_queued_comes_back_and_runs_them(live):
     stack = live.stack
-    runs = [stack.launch() for _ in range(8)]
+    runs = [stack.launch(tags={"dagster/max_retries": "1"}) for _ in range(8)]
     started = live.sigkill("daemon")
     back = live.wait_restarted("daemon", started)
-    assert {r["status"] for r in live.wait_all(runs, timeout=600)} == {"SUCCESS"}
+    finished = live.wait_all(runs, timeout=600)
+    # The daemon launches queued runs one at a time, so it may die in the middle of launching
+    # one (marked STARTING, worker not yet asked for). That run is the interrupted one: run
+    # monitoring fails it after start_timeout_seconds, and its retry policy re-runs it.
+    # Every other run must simply succeed.
+    interrupted = [r["runId"] for r in finished if r["status"] != "SUCCESS"]
+    assert len(interrupted) <= 1, [(r["runId"], r["status"], stack.errors(r["runId"])) for r in finished]
+    for run_id in interrupted:
+        errors = stack.errors(run_id)
+        assert any("seconds to start" in m for m in errors), (run_id, errors)
+        assert live.wait_all([live.retry_of(run_id, timeout=240)], timeout=240)[0]["status"] == "SUCCESS"
     check = live.engine.run("exec", live.name("daemon"), "dagster-daemon", "liveness-check", timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
-    figure(live, "daemon SIGKILL", f"back in {back:.0f} s, 8 queued runs SUCCESS")
+    outcome = (
+        f"{len(runs)} queued runs SUCCESS"
+        if not interrupted
+        else f"{len(runs) - 1} queued runs SUCCESS, 1 caught mid-launch failed by run monitoring"
+        " and retried to SUCCESS"
+    )
+    figure(live, "daemon SIGKILL", f"back in {back:.0f} s, {outcome}")
 
 
 def wait_postgres(live: Live) -> None:
