@@ -13,13 +13,16 @@ With the container run launcher nothing is marked: runs outlive this container.
     recover_runs.py --location NAME -- dagster code-server start ...
 
 The command runs as a child; SIGTERM and SIGINT are passed on to it, and its exit status
-is this process's.
+is this process's. The check runs in a second child (this script with --booted), which
+imports Dagster and exits when done: this process, alive as long as the container, stays
+small (about 13 MB instead of 115).
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -39,9 +42,16 @@ def log(message: str) -> None:
     print(f"recover_runs: {message}", flush=True)
 
 
-def wait_serving(port: int, server: subprocess.Popen, timeout: float = 300) -> bool:
+def wait_serving(port: int, timeout: float = 300) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and server.poll() is None:
+    # A port that accepts connections first (cheap), then the server's own health check.
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    while time.monotonic() < deadline:
         check = ["dagster", "api", "grpc-health-check", "--port", str(port)]
         if subprocess.run(check, capture_output=True).returncode == 0:
             return True
@@ -73,8 +83,8 @@ def recover(location: str, booted: datetime) -> None:
             log(f"run {run.run_id} of {run.job_name} was {run.status.value}: marked lost")
 
 
-def watch(location: str, port: int, booted: datetime, server: subprocess.Popen) -> None:
-    if not wait_serving(port, server):
+def watch(location: str, port: int, booted: datetime) -> None:
+    if not wait_serving(port):
         log("the code server did not start serving; no run marked")
         return
     time.sleep(SETTLE_SECONDS)
@@ -91,8 +101,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--location", required=True, help="this code location's name")
     parser.add_argument("--port", type=int, default=4000, help="the code server's port")
+    parser.add_argument("--booted", help=argparse.SUPPRESS)  # the checking child
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the server's command")
     args = parser.parse_args()
+    if args.booted:
+        watch(args.location, args.port, datetime.fromisoformat(args.booted))
+        return 0
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the code server's command after --")
@@ -101,10 +115,13 @@ def main() -> int:
     server = subprocess.Popen(command)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _frame: server.send_signal(number))
-    watcher = threading.Thread(target=watch, args=(args.location, args.port, booted, server))
-    watcher.daemon = True
-    watcher.start()
-    return server.wait()
+    check = [sys.executable, __file__, "--location", args.location, "--port", str(args.port)]
+    checker = subprocess.Popen([*check, "--booted", booted.isoformat()])
+    threading.Thread(target=checker.wait, daemon=True).start()  # reaped when it is done
+    status = server.wait()
+    if checker.poll() is None:
+        checker.kill()
+    return status
 
 
 if __name__ == "__main__":

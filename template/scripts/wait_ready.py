@@ -64,7 +64,7 @@ def wait_for_server(url: str, deadline: float) -> dict:
                 return json.load(response)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             last = exc
-        time.sleep(0.5)
+        time.sleep(0.25)
     raise TimeoutError(f"the webserver at {url} did not answer ({last})")
 
 
@@ -118,7 +118,7 @@ def main() -> int:
             if time.monotonic() >= deadline:
                 status = entry["loadStatus"]
                 raise TimeoutError(f"code location {args.location!r} is still {status}")
-            time.sleep(0.5)
+            time.sleep(0.25)
     except (RuntimeError, TimeoutError, urllib.error.URLError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
