@@ -43,6 +43,7 @@ def expected_files(answers: dict, package: str) -> set[str]:
         "config/dagster.yaml",
         "config/workspace.yaml",
         "platform/requirements.txt",
+        "platform/requirements-core.txt",
         f"platform/webserver/{cf}",
         f"platform/daemon/{cf}",
         f"pipes/{cf}",
@@ -144,7 +145,22 @@ def check_images(answers: dict, root: Path, package: str) -> None:
     libs = "0.{}.{}".format(
         int(answers["dagster_version"].split(".")[1]) + 16, answers["dagster_version"].split(".")[2]
     )
-    # Every storage and launcher library is in both sets: one image serves every config.
+    # Every storage and launcher library is in every set: one image serves every config. The
+    # core set, installed first by all three images (their shared layer), is in the other two.
+    core = {
+        line
+        for line in (root / "platform/requirements-core.txt").read_text().splitlines()
+        if line[:1].isalpha()
+    }
+    assert core == {
+        f"dagster=={answers['dagster_version']}",
+        f"dagster-postgres=={libs}",
+        f"dagster-docker=={libs}",
+        "sqlalchemy<2.1",
+    }
+    for cf_path in (f"pipes/{cf}", f"platform/webserver/{cf}", f"platform/daemon/{cf}"):
+        first_install = (root / cf_path).read_text().split("pip install -r ", 1)[1].split()[0]
+        assert first_install == "/opt/dagster/requirements-core.txt", (cf_path, first_install)
     for req in ("platform/requirements.txt", "pipes/requirements.txt"):
         lines = set((root / req).read_text().splitlines())
         assert f"dagster=={answers['dagster_version']}" in lines
