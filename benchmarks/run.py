@@ -1,0 +1,633 @@
+"""Benchmark: a generated project against two common Dagster layouts, side by side.
+
+    .venv/bin/python benchmarks/run.py          # full: every engine, cold builds, 5 launches, whole matrix
+    .venv/bin/python benchmarks/run.py --quick  # CI: first engine, cached builds, 1 launch, matrix slice
+
+For each available engine it renders the default answers (the "launchpad" layout) and builds
+the two baseline layouts in benchmarks/baselines/ on the same stand-in base with the same
+pinned Dagster versions, then measures each one the same way, from the host, through the real
+engines, compose tools and Dagster's GraphQL API. It prints a table per engine (every figure
+also as a ratio to the best baseline, and against the targets of docs/benchmarks.md) and
+writes JSON (snake_case keys; seconds, bytes, MiB). Slow figures never fail it; errors do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import matrix  # noqa: E402
+from conftest import snapshot_template  # noqa: E402
+from dagster_api import RUN, Stack  # noqa: E402
+from engines import ENGINES, Engine, env_value, make, render, tool_env  # noqa: E402
+
+BASELINES = ROOT / "benchmarks" / "baselines"
+LAYOUTS = ("launchpad", "three-images", "shared-platform")
+PORTS = {"launchpad": 3301, "launchpad-volume": 3302, "three-images": 3303, "shared-platform": 3304}
+LOCATION_ENTRY = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+  updatedTimestamp locationOrLoadError { __typename } } } } }"""
+# Targets for the default render (issue 6); lower is better for every figure.
+TARGETS = {
+    "copy_to_first_success_s": 60,
+    "up_to_loaded_s": 8,
+    "launch_to_success_s": 3,
+    "reload_s": 1,
+    "rebuild_code_change_s": 2,
+    "idle_rss_mib_total": 500,
+}
+UNIQUE_BYTES_TARGET = 0.5  # x the first baseline's unique_bytes
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None, timeout: float = 1800) -> float:
+    """Run a command; return its wall time in seconds, or raise with its output."""
+    started = time.monotonic()
+    result = subprocess.run(
+        cmd, cwd=cwd, env={**tool_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        raise BenchError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    return time.monotonic() - started
+
+
+def timed_make(root: Path, *targets: str) -> float:
+    started = time.monotonic()
+    result = make(root, *targets, timeout=1800)
+    if result.returncode != 0:
+        raise BenchError(
+            f"make {' '.join(targets)} in {root} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    return time.monotonic() - started
+
+
+# --- what the host sees of a running stack ----------------------------------------------------
+
+
+def wait_loaded(stack: Stack, after: float = 0.0, timeout: float = 300) -> None:
+    """Until the location is LOADED (and, with `after`, was loaded again since that time)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            entries = stack.gql(LOCATION_ENTRY)["workspaceOrError"]["locationEntries"]
+            last = next(e for e in entries if e["name"] == stack.location)
+            if (
+                last["loadStatus"] == "LOADED"
+                and last["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                and last["updatedTimestamp"] > after
+            ):
+                return
+        except Exception as exc:  # not up yet: connection refused, 502, partial workspace
+            last = repr(exc)
+        time.sleep(0.1)
+    raise BenchError(f"code location {stack.location} not loaded within {timeout} s: {last}")
+
+
+def launch_to_success(stack: Stack, timeout: float = 300) -> float:
+    started = time.monotonic()
+    run_id = stack.launch()
+    while time.monotonic() - started < timeout:
+        status = stack.gql(RUN, id=run_id)["runOrError"]["status"]
+        if status == "SUCCESS":
+            return time.monotonic() - started
+        if status in ("FAILURE", "CANCELED"):
+            raise BenchError(f"run {run_id} ended {status}: {stack.errors(run_id)}")
+        time.sleep(0.1)
+    raise BenchError(f"run {run_id} did not finish within {timeout} s")
+
+
+def container_rss_mib(engine: Engine, container: str) -> float:
+    """Resident memory of every process in a container (VmRSS summed), read on the host."""
+    pid = engine.run("inspect", "--format", "{{.State.Pid}}", container, check=True).stdout.strip()
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    path = next((ln.split(":", 2)[2] for ln in lines if ln.split(":")[1] == "memory"), None)
+    candidates = [f"/sys/fs/cgroup/memory{path}"] if path else []
+    unified = next((ln.split(":", 2)[2] for ln in lines if ln.startswith("0::")), None)
+    if unified:
+        candidates += [f"/sys/fs/cgroup{unified}", f"/sys/fs/cgroup/unified{unified}"]
+    procs = next((Path(c) / "cgroup.procs" for c in candidates if (Path(c) / "cgroup.procs").exists()), None)
+    pids = procs.read_text().split() if procs else [pid]
+    total_kib = 0
+    for each in pids:
+        try:
+            status = Path(f"/proc/{each}/status").read_text()
+        except FileNotFoundError:
+            continue
+        total_kib += next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS:")), 0)
+    return round(total_kib / 1024, 1)
+
+
+def image_sizes(engine: Engine, refs: list[str]) -> tuple[dict[str, int], int]:
+    """(bytes per image, unique bytes of the set): one archive of all images, each layer once."""
+    sizes = {ref: int(engine.inspect(ref)["Size"]) for ref in refs}
+    save = ["save", "--multi-image-archive"] if engine.name == "podman" else ["save"]
+    proc = subprocess.Popen([engine.name, *save, *refs], stdout=subprocess.PIPE, env=tool_env())
+    members: dict[str, int] = {}
+    manifest: list[dict] = []
+    with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+        for member in archive:
+            if member.name == "manifest.json":
+                manifest = json.load(archive.extractfile(member))
+            elif member.isfile():
+                members[member.name] = member.size
+    if proc.wait() != 0 or not manifest:
+        raise BenchError(f"{engine.name} save {' '.join(refs)} failed")
+    layers = {layer for image in manifest for layer in image["Layers"]}
+    return sizes, sum(members[layer] for layer in layers)
+
+
+def fresh_base(engine: Engine, base: str, name: str) -> str:
+    """The stand-in base under a new image ID (one label more, no new layer): no build cache
+    anywhere matches it, so a normal build from it is a cold build, yet the images of one
+    layout still share their layers, as on a machine that has never built them."""
+    ref = f"localhost/lpbench-base-{name}-{engine.name}:{int(time.time())}"
+    with tempfile.TemporaryDirectory() as context:
+        (Path(context) / "Containerfile").write_text(f"FROM {base}\nLABEL lpbench.cold={time.time()}\n")
+        result = engine.run("build", "-q", "-t", ref, "-f", f"{context}/Containerfile", context, timeout=300)
+    if result.returncode != 0:
+        raise BenchError(f"could not tag a fresh base from {base}: {result.stderr[-2000:]}")
+    return ref
+
+
+# --- the layouts ------------------------------------------------------------------------------
+
+
+class Layout:
+    """One way to containerise Dagster, driven through its own commands."""
+
+    services = ("webserver", "daemon", "user code")
+
+    def __init__(self, name: str, engine: Engine, work: Path):
+        self.name, self.engine, self.work = name, engine, work
+        self.slug = f"lpbench-{name}-{engine.name}"
+        self.port = PORTS[name]
+        self.base: str | None = None  # set: build from this base instead of the configured one
+
+    # implemented per layout
+    def copy(self) -> None: ...
+    def build(self) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def remove(self) -> None: ...
+    def change_code(self) -> None: ...
+    def change_config(self) -> None: ...
+    def deliver_code_change(self) -> None: ...
+    def containers(self) -> dict[str, str]: ...
+    def images(self) -> list[str]: ...
+
+    location = ""
+
+
+class Launchpad(Layout):
+    """The template's default answers, through the generated project's Makefile."""
+
+    services = ("webserver", "daemon", "pipes")
+
+    def __init__(self, engine: Engine, work: Path, template: Path, delivery: str = "image"):
+        super().__init__("launchpad" if delivery == "image" else "launchpad-volume", engine, work)
+        self.template, self.delivery = template, delivery
+        self.root = work / self.slug
+
+    def copy(self) -> None:
+        answers = {
+            "container_engine": self.engine.name,
+            "code_delivery": self.delivery,
+            "project_slug": self.slug,
+            "ui_port": self.port,
+        }
+        render(self.template, self.root, answers)
+        self.location = self.package = self.slug.replace("-", "_")
+        for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
+            if not self.engine.has_image(env_value(self.root, setting)):
+                raise BenchError(
+                    f"{env_value(self.root, setting)} is not in {self.engine.name}'s store "
+                    "(bash tests/standins/make-standins.sh)"
+                )
+        if self.base:  # the setting users change for a mirror; .env is made from this file
+            example = self.root / ".env.example"
+            configured = f"BASE_IMAGE={env_value(self.root, 'BASE_IMAGE')}"
+            example.write_text(example.read_text().replace(configured, f"BASE_IMAGE={self.base}"))
+
+    def build(self) -> None:
+        timed_make(self.root, "build")
+
+    def start(self) -> None:
+        timed_make(self.root, "-o", "build", "up")
+
+    def stop(self) -> None:
+        timed_make(self.root, "down")
+
+    def remove(self) -> None:
+        make(self.root, "clean", "CONFIRM=yes", timeout=300)
+        if self.engine.name == "podman":
+            self.engine.run("pod", "rm", "-f", f"pod_{self.slug}")
+        self.engine.run("rmi", "-f", *self.images(), *([self.base] if self.base else []))
+
+    def change_code(self) -> None:
+        assets = self.root / "pipes/src" / self.package / "assets.py"
+        assets.write_text(assets.read_text() + f"# benchmark: a one-line change at {time.time()}\n")
+
+    def change_config(self) -> None:
+        config = self.root / "config/dagster.yaml"
+        config.write_text(config.read_text() + f"# benchmark: a one-line change at {time.time()}\n")
+
+    def deliver_code_change(self) -> None:
+        timed_make(self.root, "reload")
+
+    def containers(self) -> dict[str, str]:
+        return {s: f"{self.slug}-{s}" for s in self.services}
+
+    def images(self) -> list[str]:
+        return [f"localhost/{self.slug}-{s}:latest" for s in self.services]
+
+
+class Baseline(Layout):
+    """A fixture of benchmarks/baselines/, driven with the engine's compose tool."""
+
+    def __init__(self, name: str, engine: Engine, work: Path, rendered: Path, package: str):
+        super().__init__(name, engine, work)
+        self.rendered, self.package, self.root = rendered, package, work / self.slug
+        self.location = "example"
+        self.env = {
+            "BENCH_NAME": self.slug,
+            "BENCH_PORT": str(self.port),
+            "BASE_IMAGE": env_value(rendered, "BASE_IMAGE"),
+            "POSTGRES_IMAGE": env_value(rendered, "POSTGRES_IMAGE"),
+        }
+
+    def compose(self, *args: str) -> None:
+        run(
+            [*self.engine.compose, "-p", self.slug, "-f", str(self.root / "compose.yaml"), *args],
+            env={**self.env, **({"BASE_IMAGE": self.base} if self.base else {})},
+        )
+
+    def copy(self) -> None:
+        shutil.copytree(BASELINES / self.name, self.root)
+        # The same pins and the same example code as the rendered project.
+        shutil.copy2(self.rendered / "platform/requirements.txt", self.root / "requirements.txt")
+        code = self.root / "code"
+        shutil.copytree(self.rendered / "pipes/src" / self.package, code / "example")
+        shutil.copy2(self.rendered / "pipes/requirements.txt", code / "requirements.txt")
+
+    def build(self) -> None:
+        self.compose("build")
+
+    def start(self) -> None:
+        self.compose("up", "-d")
+
+    def stop(self) -> None:
+        self.compose("down")
+
+    def remove(self) -> None:
+        try:
+            self.compose("down", "-v")
+        except BenchError:
+            pass
+        if self.engine.name == "podman":
+            self.engine.run("pod", "rm", "-f", f"pod_{self.slug}")
+        self.engine.run("rmi", "-f", *self.images(), *([self.base] if self.base else []))
+
+    def change_code(self) -> None:
+        assets = self.root / "code/example/assets.py"
+        assets.write_text(assets.read_text() + f"# benchmark: a one-line change at {time.time()}\n")
+
+    def change_config(self) -> None:
+        config = self.root / "dagster.yaml"
+        config.write_text(config.read_text() + f"# benchmark: a one-line change at {time.time()}\n")
+
+    def deliver_code_change(self) -> None:
+        # Code is baked in: rebuild the user-code image and recreate its container.
+        self.compose("build", "user_code")
+        self.compose("up", "-d", "--force-recreate", "--no-deps", "user_code")
+
+    def containers(self) -> dict[str, str]:
+        out = (
+            json.loads(self.engine.run("ps", "-a", "--format", "json", check=True).stdout or "[]")
+            if self.engine.name == "podman"
+            else None
+        )
+        names = {}
+        for service in ("webserver", "daemon", "user_code"):
+            names[service] = self._container_of(service, out)
+        return names
+
+    def _container_of(self, service: str, podman_ps: list | None) -> str:
+        if podman_ps is not None:
+            for c in podman_ps:
+                labels = c.get("Labels") or {}
+                if (
+                    labels.get("com.docker.compose.project") == self.slug
+                    and labels.get("com.docker.compose.service") == service
+                ):
+                    return c["Names"][0]
+        else:
+            ids = self.engine.run(
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project={self.slug}",
+                "--filter",
+                f"label=com.docker.compose.service={service}",
+                check=True,
+            ).stdout.split()
+            if ids:
+                return ids[0]
+        raise BenchError(f"no container for {service} in {self.slug}")
+
+    def images(self) -> list[str]:
+        names = (
+            ["webserver", "daemon", "user_code"] if self.name == "three-images" else ["dagster", "user_code"]
+        )
+        return [f"localhost/{self.slug}-{n}:latest" for n in names]
+
+
+# --- one layout, measured ---------------------------------------------------------------------
+
+
+def measure(layout: Layout, launches: int, volume: Launchpad | None, quick: bool, stand_in: str, log) -> dict:
+    figures: dict = {}
+    if not quick:  # a cold build: no build cache matches a fresh base image ID
+        layout.base = fresh_base(layout.engine, stand_in, layout.name)
+    began = time.monotonic()
+    layout.copy()
+    figures["copy_s"] = round(time.monotonic() - began, 2)
+    stack = Stack(layout.port, layout.location)
+    try:
+        log(f"{layout.name}: {'build (cache allowed)' if quick else 'cold build'}")
+        started = time.monotonic()
+        layout.build()
+        figures["cold_build_s" if not quick else "cached_build_s"] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+        layout.start()
+        wait_loaded(stack)
+        figures["first_up_to_loaded_s"] = round(time.monotonic() - started, 1)
+        launch_to_success(stack)
+        key = "copy_to_first_success_s" if not quick else "copy_to_first_success_cached_s"
+        figures[key] = round(time.monotonic() - began, 1)
+
+        log(f"{layout.name}: launches, memory, images")
+        times = [launch_to_success(stack) for _ in range(launches)]
+        figures["launch_to_success_s"] = round(statistics.median(times), 2)
+        figures["launch_to_success_all_s"] = [round(t, 2) for t in times]
+        time.sleep(5)  # idle: the run worker has exited, the daemon is between ticks
+        rss = {s: container_rss_mib(layout.engine, c) for s, c in layout.containers().items()}
+        figures["idle_rss_mib"] = rss
+        figures["idle_rss_mib_total"] = round(sum(rss.values()), 1)
+        sizes, unique = image_sizes(layout.engine, layout.images())
+        figures["image_bytes"] = sizes
+        figures["unique_bytes"] = unique
+
+        log(f"{layout.name}: rebuilds")
+        layout.change_code()
+        started = time.monotonic()
+        layout.build()
+        figures["rebuild_code_change_s"] = round(time.monotonic() - started, 2)
+        if not (quick and isinstance(layout, Baseline)):  # a full reinstall in baseline 1
+            layout.change_config()
+            started = time.monotonic()
+            layout.build()
+            figures["rebuild_config_change_s"] = round(time.monotonic() - started, 2)
+
+        log(f"{layout.name}: down, up")
+        layout.stop()
+        started = time.monotonic()
+        layout.start()
+        wait_loaded(stack)
+        figures["up_to_loaded_s"] = round(time.monotonic() - started, 2)
+        launch_to_success(stack)
+
+        if volume is None:
+            # Code baked into the image: a code change goes live by rebuild + recreate.
+            layout.change_code()
+            started = time.monotonic()
+            changed_at = time.time()
+            layout.deliver_code_change()
+            wait_loaded(stack, after=changed_at)
+            figures["reload_s"] = round(time.monotonic() - started, 2)
+            figures["reload_how"] = "rebuild the user-code image, recreate its container"
+    finally:
+        layout.remove()
+    if volume is not None:
+        figures["reload_s"] = measure_reload(volume, log)
+        figures["reload_how"] = "volume delivery: make reload"
+    return figures
+
+
+def measure_reload(layout: Launchpad, log) -> float:
+    """reload_s of the template: code mounted from the host (volume delivery), `make reload`."""
+    log(f"{layout.name}: reload")
+    layout.copy()
+    stack = Stack(layout.port, layout.location)
+    try:
+        layout.build()
+        layout.start()
+        wait_loaded(stack)
+        layout.change_code()
+        started = time.monotonic()
+        changed_at = time.time()
+        layout.deliver_code_change()
+        wait_loaded(stack, after=changed_at)
+        return round(time.monotonic() - started, 2)
+    finally:
+        layout.remove()
+
+
+def render_matrix(template: Path, work: Path, step: int) -> dict:
+    """render_s per combination (every `step`-th of the matrix) and in all."""
+    import copier
+
+    combos = matrix.combinations()[::step]
+    per: dict[str, float] = {}
+    began = time.monotonic()
+    for answers in combos:
+        dest = work / "matrix" / matrix.combo_id(answers)
+        started = time.monotonic()
+        copier.run_copy(str(template), dest, data=answers, defaults=True, quiet=True, unsafe=False)
+        per[matrix.combo_id(answers)] = round(time.monotonic() - started, 3)
+        shutil.rmtree(dest)
+    return {
+        "combinations": len(combos),
+        "of": len(matrix.combinations()),
+        "matrix_s": round(time.monotonic() - began, 1),
+        "median_s": round(statistics.median(per.values()), 3),
+        "max_s": max(per.values()),
+        "per_combination_s": per,
+    }
+
+
+# --- reporting --------------------------------------------------------------------------------
+
+ROWS = [
+    ("copy_to_first_success_s", "copy -> first SUCCESS (cold)", "s"),
+    ("copy_to_first_success_cached_s", "copy -> first SUCCESS (cached)", "s"),
+    ("cold_build_s", "cold build", "s"),
+    ("cached_build_s", "build (cache allowed)", "s"),
+    ("rebuild_code_change_s", "rebuild, code change", "s"),
+    ("rebuild_config_change_s", "rebuild, dagster.yaml change", "s"),
+    ("up_to_loaded_s", "up -> location LOADED", "s"),
+    ("launch_to_success_s", "launch -> SUCCESS (median)", "s"),
+    ("reload_s", "code change live (reload)", "s"),
+    ("unique_bytes", "image bytes, set (shared once)", "MB"),
+    ("idle_rss_mib_total", "idle RSS, 3 Dagster services", "MiB"),
+]
+
+
+def ratios(result: dict) -> dict:
+    """Every launchpad figure over the best (lowest) baseline's."""
+    out = {}
+    for key, _, _ in ROWS:
+        base = [
+            result[b][key] for b in ("three-images", "shared-platform") if b in result and key in result[b]
+        ]
+        if key in result.get("launchpad", {}) and base and min(base) > 0:
+            out[key] = round(result["launchpad"][key] / min(base), 2)
+    return out
+
+
+def verdicts(result: dict) -> dict:
+    lp = result.get("launchpad", {})
+    out = {k: {"target": t, "value": lp[k], "met": lp[k] <= t} for k, t in TARGETS.items() if k in lp}
+    if "three-images" in result and "unique_bytes" in lp:
+        limit = UNIQUE_BYTES_TARGET * result["three-images"]["unique_bytes"]
+        out["unique_bytes"] = {
+            "target": int(limit),
+            "value": lp["unique_bytes"],
+            "met": lp["unique_bytes"] <= limit,
+        }
+    return out
+
+
+def table(engine: str, result: dict) -> str:
+    def cell(layout: str, key: str, unit: str) -> str:
+        value = result.get(layout, {}).get(key)
+        if value is None:
+            return "-"
+        return f"{value / 1e6:.0f}" if unit == "MB" else f"{value:g}"
+
+    head = f"{'':34}{'launchpad':>11}{'three-imgs':>11}{'shared-plat':>12}{'ratio':>7}  target"
+    lines = [f"== {engine} ==", head]
+    ratio, verdict = result.get("ratios", {}), result.get("targets", {})
+    for key, label, unit in ROWS:
+        goal = verdict.get(key)
+        mark = (
+            ""
+            if goal is None
+            else ("ok " if goal["met"] else "MISS ")
+            + (f"<= {goal['target'] / 1e6:.0f} MB" if unit == "MB" else f"<= {goal['target']} {unit}")
+        )
+        lines.append(
+            f"{label + ' (' + unit + ')':34}{cell('launchpad', key, unit):>11}"
+            f"{cell('three-images', key, unit):>11}{cell('shared-platform', key, unit):>12}"
+            f"{ratio.get(key, '-'):>7}  {mark}"
+        )
+    for layout in LAYOUTS:
+        if layout in result:
+            sizes = ", ".join(
+                f"{r.split('/')[-1]} {b / 1e6:.0f} MB" for r, b in result[layout]["image_bytes"].items()
+            )
+            rss = ", ".join(f"{s} {m:g}" for s, m in result[layout]["idle_rss_mib"].items())
+            lines.append(f"  {layout}: images {sizes}; idle RSS MiB {rss}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the first engine only, builds may use the cache, one launch, every 40th combination, "
+        "no config-change rebuild of the baselines",
+    )
+    parser.add_argument(
+        "--engine", action="append", choices=sorted(ENGINES), help="only this engine (repeatable)"
+    )
+    parser.add_argument("--layout", action="append", choices=LAYOUTS, help="only this layout (repeatable)")
+    parser.add_argument("--launches", type=int, help="launches for the median (default 5; 1 with --quick)")
+    parser.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks/results.json", help="where to write the JSON"
+    )
+    args = parser.parse_args()
+    launches = args.launches or (1 if args.quick else 5)
+    layouts = args.layout or list(LAYOUTS)
+
+    def log(message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    engines = []
+    for name in args.engine or sorted(ENGINES, key=lambda n: n != "podman"):
+        problem = ENGINES[name].problem()
+        if problem:
+            log(f"{name}: not measured: {problem}")
+        elif args.quick and engines and not args.engine:
+            log(f"{name}: not measured (--quick measures the first usable engine only)")
+        else:
+            engines.append(ENGINES[name])
+    if not engines:
+        log("no container engine is usable here; nothing to measure")
+        return 1
+
+    report: dict = {
+        "mode": "quick" if args.quick else "full",
+        "launches": launches,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "engines": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="lpbench-") as tmp:
+        work = Path(tmp)
+        template = snapshot_template(work / "template")
+        log("rendering the matrix" + (" (every 40th combination)" if args.quick else ""))
+        report["render"] = render_matrix(template, work, 40 if args.quick else 1)
+        for engine in engines:
+            report["machine"][f"{engine.name}_version"] = engine.run("--version").stdout.strip()
+            result: dict = {}
+            # The defaults as rendered: the baselines' pins, code and base image come from here.
+            default = Launchpad(engine, work / "defaults", template)
+            default.copy()
+            stand_in = env_value(default.root, "BASE_IMAGE")
+            for name in layouts:
+                if name == "launchpad":
+                    layout = Launchpad(engine, work, template)
+                    volume = Launchpad(engine, work, template, delivery="volume")
+                else:
+                    layout = Baseline(name, engine, work, default.root, default.package)
+                    volume = None
+                log(f"{engine.name}: {name}")
+                result[name] = measure(layout, launches, volume, args.quick, stand_in, log)
+            result["ratios"] = ratios(result)
+            result["targets"] = verdicts(result)
+            report["engines"][engine.name] = result
+            print(table(engine.name, result), flush=True)
+
+    r = report["render"]
+    print(
+        f"render: {r['combinations']} of {r['of']} combinations in {r['matrix_s']} s "
+        f"(median {r['median_s']} s, max {r['max_s']} s per combination)"
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"JSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
