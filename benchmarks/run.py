@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import matrix  # noqa: E402
 from conftest import snapshot_template  # noqa: E402
 from dagster_api import RUN, Stack  # noqa: E402
-from engines import ENGINES, Engine, env_value, make, render, tool_env  # noqa: E402
+from engines import ENGINES, Engine, env_value, make, render, tool_env, use_base  # noqa: E402
 
 BASELINES = ROOT / "benchmarks" / "baselines"
 LAYOUTS = ("launchpad", "three-images", "shared-platform")
@@ -154,19 +154,6 @@ def image_sizes(engine: Engine, refs: list[str]) -> tuple[dict[str, int], int]:
     return sizes, sum(members[layer] for layer in layers)
 
 
-def fresh_base(engine: Engine, base: str, name: str) -> str:
-    """The stand-in base under a new image ID (one label more, no new layer): no build cache
-    anywhere matches it, so a normal build from it is a cold build, yet the images of one
-    layout still share their layers, as on a machine that has never built them."""
-    ref = f"localhost/lpbench-base-{name}-{engine.name}:{int(time.time())}"
-    with tempfile.TemporaryDirectory() as context:
-        (Path(context) / "Containerfile").write_text(f"FROM {base}\nLABEL lpbench.cold={time.time()}\n")
-        result = engine.run("build", "-q", "-t", ref, "-f", f"{context}/Containerfile", context, timeout=300)
-    if result.returncode != 0:
-        raise BenchError(f"could not tag a fresh base from {base}: {result.stderr[-2000:]}")
-    return ref
-
-
 # --- the layouts ------------------------------------------------------------------------------
 
 
@@ -221,10 +208,8 @@ class Launchpad(Layout):
                     f"{env_value(self.root, setting)} is not in {self.engine.name}'s store "
                     "(bash tests/standins/make-standins.sh)"
                 )
-        if self.base:  # the setting users change for a mirror; .env is made from this file
-            example = self.root / ".env.example"
-            configured = f"BASE_IMAGE={env_value(self.root, 'BASE_IMAGE')}"
-            example.write_text(example.read_text().replace(configured, f"BASE_IMAGE={self.base}"))
+        if self.base:
+            use_base(self.root, self.base)
 
     def build(self) -> None:
         timed_make(self.root, "build")
@@ -365,7 +350,7 @@ class Baseline(Layout):
 def measure(layout: Layout, launches: int, volume: Launchpad | None, quick: bool, stand_in: str, log) -> dict:
     figures: dict = {}
     if not quick:  # a cold build: no build cache matches a fresh base image ID
-        layout.base = fresh_base(layout.engine, stand_in, layout.name)
+        layout.base = layout.engine.fresh_base(stand_in, layout.slug)
     began = time.monotonic()
     layout.copy()
     figures["copy_s"] = round(time.monotonic() - began, 2)

@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -96,6 +98,20 @@ class Engine:
             n for n in result.stdout.split() if n.startswith(f"{project}-") or n.startswith(f"{project}_")
         ]
 
+    def fresh_base(self, base: str, name: str) -> str:
+        """`base` under a new image ID (one label more, no new layer): no build cache matches it,
+        so a normal build from it is a cold build, while the images of one project still share
+        their layers, as on a machine that never built them. (`--no-cache` would instead give
+        each image its own copy of the shared layers, and leave those copies in the build cache,
+        where later builds of other projects may pick different ones.)"""
+        ref = f"localhost/lp-fresh-base-{name}:{time.time_ns()}"
+        with tempfile.TemporaryDirectory() as context:
+            (Path(context) / "Containerfile").write_text(
+                f"FROM {base}\nLABEL launchpad.fresh={time.time_ns()}\n"
+            )
+            self.run("build", "-q", "-t", ref, "-f", f"{context}/Containerfile", context, check=True)
+        return ref
+
     def networks(self) -> list[str]:
         return self.run("network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
 
@@ -115,6 +131,13 @@ def env_value(root: Path, name: str) -> str | None:
     """A setting's default in a generated project's .env.example (None if absent)."""
     match = re.search(rf"^{name}=(.*)$", (root / ".env.example").read_text(), re.M)
     return match.group(1) if match else None
+
+
+def use_base(root: Path, base: str) -> None:
+    """Make a generated project build from `base` (its BASE_IMAGE setting, as for a mirror)."""
+    example = root / ".env.example"
+    configured = f"BASE_IMAGE={env_value(root, 'BASE_IMAGE')}"
+    example.write_text(example.read_text().replace(configured, f"BASE_IMAGE={base}"))
 
 
 def remove_stack(engine: Engine, root: Path, slug: str) -> None:
