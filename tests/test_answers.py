@@ -12,7 +12,7 @@ import copier
 import pytest
 import yaml
 
-from conftest import ROOT, run
+from conftest import run
 
 INVALID = [
     # (answers, question, words the message must contain)
@@ -145,4 +145,3 @@ def test_defaults_render_with_pytest_copie_from_git(copie):
     assert recorded["container_engine"] == "podman" and recorded["storage"] == "postgres"
     assert (result.project_dir / "pipes/Containerfile").is_file()
     assert "DAGSTER_PG_PASSWORD" not in (result.project_dir / ".copier-answers.yml").read_text()
-    assert ROOT.joinpath("copier.yml").is_file()
