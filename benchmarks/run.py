@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import posixpath
 import shutil
 import statistics
 import subprocess
@@ -141,6 +142,7 @@ def image_sizes(engine: Engine, refs: list[str]) -> tuple[dict[str, int], int]:
     save = ["save", "--multi-image-archive"] if engine.name == "podman" else ["save"]
     proc = subprocess.Popen([engine.name, *save, *refs], stdout=subprocess.PIPE, env=tool_env())
     members: dict[str, int] = {}
+    links: dict[str, str] = {}  # Docker stores a layer met twice once, and links to it
     manifest: list[dict] = []
     with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
         for member in archive:
@@ -148,9 +150,13 @@ def image_sizes(engine: Engine, refs: list[str]) -> tuple[dict[str, int], int]:
                 manifest = json.load(archive.extractfile(member))
             elif member.isfile():
                 members[member.name] = member.size
+            elif member.issym():
+                links[member.name] = posixpath.normpath(
+                    posixpath.join(posixpath.dirname(member.name), member.linkname)
+                )
     if proc.wait() != 0 or not manifest:
         raise BenchError(f"{engine.name} save {' '.join(refs)} failed")
-    layers = {layer for image in manifest for layer in image["Layers"]}
+    layers = {links.get(layer, layer) for image in manifest for layer in image["Layers"]}
     return sizes, sum(members[layer] for layer in layers)
 
 
