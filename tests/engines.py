@@ -112,6 +112,35 @@ class Engine:
             self.run("build", "-q", "-t", ref, "-f", f"{context}/Containerfile", context, check=True)
         return ref
 
+    def image_text(self, ref: str) -> str:
+        """Everything an image says about itself: its history (full commands) and its metadata."""
+        return (
+            self.run("history", "--no-trunc", ref, check=True).stdout
+            + self.run("image", "inspect", ref, check=True).stdout
+        )
+
+    def image_bytes_contain(self, ref: str, needle: bytes, tmp_dir: Path) -> bool:
+        """Whether `needle` occurs anywhere in the saved image (every layer, byte by byte)."""
+        archive = tmp_dir / (ref.replace("/", "_").replace(":", "_") + ".tar")
+        self.run("image", "save", "-o", str(archive), ref, check=True, timeout=600)
+        try:
+            with archive.open("rb") as f:
+                tail = b""
+                while chunk := f.read(1 << 24):
+                    if needle in tail + chunk:
+                        return True
+                    tail = chunk[-(len(needle) - 1) :] if len(needle) > 1 else b""
+            return False
+        finally:
+            archive.unlink()
+
+    def wait_pg_ready(self, container: str, user: str, db: str, what: str, timeout: float = 120) -> None:
+        """Poll `pg_isready` in a PostgreSQL container until it accepts connections."""
+        deadline = time.monotonic() + timeout
+        while self.run("exec", container, "pg_isready", "-h", "127.0.0.1", "-U", user, "-d", db).returncode:
+            assert time.monotonic() < deadline, f"{what} did not accept connections within {timeout:.0f} s"
+            time.sleep(1)
+
     def networks(self) -> list[str]:
         return self.run("network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
 

@@ -232,12 +232,7 @@ def test_daemon_killed_with_runs_queued_comes_back_and_runs_them(live):
 
 def wait_postgres(live: Live) -> None:
     user, db = env_value(live.root, "DAGSTER_PG_USER"), env_value(live.root, "DAGSTER_PG_DB")
-    deadline = time.monotonic() + 120
-    while live.engine.run(
-        "exec", live.name("postgres"), "pg_isready", "-h", "127.0.0.1", "-U", user, "-d", db
-    ).returncode:
-        assert time.monotonic() < deadline, "PostgreSQL did not come back"
-        time.sleep(1)
+    live.engine.wait_pg_ready(live.name("postgres"), user, db, "PostgreSQL")
 
 
 def test_postgres_restart_while_idle_and_while_runs_queue(live):

@@ -94,11 +94,7 @@ def start_external_db(engine, root: Path, slug: str) -> None:
     """An external database is up before the stack starts, as it would be in real life."""
     result = subprocess.run([*engine.compose, "up", "-d", "extdb"], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    deadline = time.monotonic() + 120
-    ready = ["exec", f"{slug}-extdb", "pg_isready", "-h", "127.0.0.1", "-U", "ext_user", "-d", "ext_db"]
-    while engine.run(*ready).returncode != 0:
-        assert time.monotonic() < deadline, "the external PostgreSQL did not start"
-        time.sleep(1)
+    engine.wait_pg_ready(f"{slug}-extdb", "ext_user", "ext_db", "the external PostgreSQL")
 
 
 def up(engine, root: Path, port: int) -> float:
@@ -163,10 +159,7 @@ def check_confinement(engine, root: Path, slug: str, answers: dict) -> None:
     if password:
         for service in ("webserver", "daemon", "pipes"):
             ref = f"localhost/{slug}-{service}:latest"
-            leaked = (
-                engine.run("history", "--no-trunc", ref).stdout + engine.run("image", "inspect", ref).stdout
-            )
-            assert password.group(1) not in leaked, f"the PostgreSQL password is in {ref}"
+            assert password.group(1) not in engine.image_text(ref), f"the PostgreSQL password is in {ref}"
 
 
 def exercise(engine, root: Path, answers: dict, port: int, slug: str, figures: list[str]) -> None:
