@@ -355,7 +355,7 @@ class Baseline(Layout):
 
 def measure(layout: Layout, launches: int, volume: Launchpad | None, quick: bool, stand_in: str, log) -> dict:
     figures: dict = {}
-    if not quick:  # a cold build: no build cache matches a fresh base image ID
+    if not quick:  # a cold build: no build cache matches a fresh base (one tiny layer more)
         layout.base = layout.engine.fresh_base(stand_in, layout.slug)
     began = time.monotonic()
     layout.copy()

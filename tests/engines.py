@@ -99,15 +99,18 @@ class Engine:
         ]
 
     def fresh_base(self, base: str, name: str) -> str:
-        """`base` under a new image ID (one label more, no new layer): no build cache matches it,
-        so a normal build from it is a cold build, while the images of one project still share
-        their layers, as on a machine that never built them. (`--no-cache` would instead give
-        each image its own copy of the shared layers, and leave those copies in the build cache,
-        where later builds of other projects may pick different ones.)"""
+        """`base` with one tiny layer more (a file holding a timestamp): no build cache matches
+        it, so a normal build from it is a cold build, while the images of one project still
+        share their layers, as on a machine that never built them. A new image ID alone is not
+        enough: BuildKit (Docker) matches its cache by layer content, and a label adds none.
+        (`--no-cache` would instead give each image its own copy of the shared layers, and leave
+        those copies in the build cache, where later builds of other projects may pick
+        different ones.)"""
         ref = f"localhost/lp-fresh-base-{name}:{time.time_ns()}"
         with tempfile.TemporaryDirectory() as context:
+            (Path(context) / "fresh").write_text(f"{time.time_ns()}\n")
             (Path(context) / "Containerfile").write_text(
-                f"FROM {base}\nLABEL launchpad.fresh={time.time_ns()}\n"
+                f"FROM {base}\nCOPY fresh /usr/share/launchpad-fresh-base\n"
             )
             self.run("build", "-q", "-t", ref, "-f", f"{context}/Containerfile", context, check=True)
         return ref

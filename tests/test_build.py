@@ -100,8 +100,8 @@ def test_image_set_builds_and_is_sound(answers, template_snapshot, tmp_path_fact
 
     figures = FIGURES.setdefault(engine.name, {"sets built": 0})
     if "cold build" not in figures:
-        # The cold-build figure: the same set under another name, built from the base under a
-        # new image ID, so that no build cache matches (the checks below use the real build).
+        # The cold-build figure: the same set under another name, built from the base with one
+        # tiny layer more, so that no build cache matches (the checks below use the real build).
         cold = render(template_snapshot, root.parent / "cold", {**answers, "project_slug": f"{slug}-cold"})
         fresh = engine.fresh_base(base, f"{slug}-cold")
         use_base(cold, fresh)
