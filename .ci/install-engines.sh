@@ -59,6 +59,27 @@ wait_until() {  # wait_until DESCRIPTION CMD...: poll CMD once a second, bounded
 
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# A daemon started from a directory that was deleted since (say, an earlier CI clone) keeps
+# answering, but what it spawns cannot get a working directory: conmon then fails every
+# container the podman API service starts ("write child: broken pipe"). Daemons are
+# therefore started from / and one found in a deleted directory is restarted.
+cwd_deleted() { [[ "$(readlink "/proc/$(cat "$1")/cwd" 2>/dev/null)" == *" (deleted)" ]]; }
+
+stop_daemon() {  # $1 pidfile, $2 what
+  local pid
+  pid=$(cat "$1")
+  log "restarting $2 (pid $pid): its working directory was deleted"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 30); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$1"
+}
+
 install_packages() {
   local p missing=()
   for p in "${PACKAGES[@]}"; do
@@ -118,6 +139,9 @@ check_podman() {
 docker_answers() { docker info >/dev/null 2>&1; }
 
 start_dockerd() {
+  if pid_alive "$DOCKER_PIDFILE" && cwd_deleted "$DOCKER_PIDFILE"; then
+    stop_daemon "$DOCKER_PIDFILE" dockerd
+  fi
   if docker_answers; then
     log "dockerd already answers"
     return
@@ -127,9 +151,9 @@ start_dockerd() {
     log "dockerd (pid $(cat "$DOCKER_PIDFILE")) is running but not answering yet; waiting"
   else
     log "starting dockerd (log: $ENGINE_LOG_DIR/dockerd.log)"
-    setsid -f dockerd \
+    (cd / && exec setsid -f dockerd \
       --default-ulimit nofile=20000:20000 --default-ulimit nproc=4096:4096 \
-      >>"$ENGINE_LOG_DIR/dockerd.log" 2>&1 </dev/null
+      >>"$ENGINE_LOG_DIR/dockerd.log" 2>&1 </dev/null)
   fi
   wait_until dockerd docker_answers || {
     tail -n 20 "$ENGINE_LOG_DIR/dockerd.log" >&2 || true
@@ -142,6 +166,9 @@ podman_api_answers() {
 }
 
 start_podman_service() {
+  if pid_alive "$PODMAN_PIDFILE" && cwd_deleted "$PODMAN_PIDFILE"; then
+    stop_daemon "$PODMAN_PIDFILE" "podman API service"
+  fi
   if podman_api_answers; then
     log "podman API service already answers on $PODMAN_SOCKET"
     socket_mode
@@ -154,9 +181,9 @@ start_podman_service() {
     rm -f "$PODMAN_SOCKET"  # stale socket of a dead service would block the bind
     log "starting podman API service on $PODMAN_SOCKET (log: $ENGINE_LOG_DIR/podman-service.log)"
     # shellcheck disable=SC2016  # $$ and $@ are expanded by the inner sh
-    setsid -f sh -c 'echo $$ >"$0"; exec "$@"' "$PODMAN_PIDFILE" \
+    (cd / && exec setsid -f sh -c 'echo $$ >"$0"; exec "$@"' "$PODMAN_PIDFILE" \
       podman system service --time=0 "unix://$PODMAN_SOCKET" \
-      >>"$ENGINE_LOG_DIR/podman-service.log" 2>&1 </dev/null
+      >>"$ENGINE_LOG_DIR/podman-service.log" 2>&1 </dev/null)
   fi
   wait_until "podman API service" podman_api_answers || {
     tail -n 20 "$ENGINE_LOG_DIR/podman-service.log" >&2 || true
