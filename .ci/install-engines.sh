@@ -47,17 +47,18 @@ step() {  # step NAME FUNCTION: run FUNCTION and report how long it took
   log "$name: done in $((SECONDS - start))s"
 }
 
-wait_until() {  # wait_until DESCRIPTION CMD...: poll CMD once a second, bounded
+wait_until() {  # wait_until WHAT-HAPPENED CMD...: poll CMD once a second, bounded; log WHAT-HAPPENED
   local what=$1 deadline=$((SECONDS + ENGINE_WAIT_SECONDS))
   shift
   until "$@" >/dev/null 2>&1; do
     ((SECONDS < deadline)) || return 1
     sleep 1
   done
-  log "$what answers"
+  log "$what"
 }
 
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # A daemon started from a directory that was deleted since (say, an earlier CI clone) keeps
 # answering, but what it spawns cannot get a working directory: conmon then fails every
@@ -70,13 +71,7 @@ stop_daemon() {  # $1 pidfile, $2 what
   pid=$(cat "$1")
   log "restarting $2 (pid $pid): its working directory was deleted"
   kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 30); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -9 "$pid" 2>/dev/null || true
-  fi
+  wait_until "$2 (pid $pid) stopped" pid_gone "$pid" || kill -9 "$pid" 2>/dev/null || true
   rm -f "$1"
 }
 
@@ -155,7 +150,7 @@ start_dockerd() {
       --default-ulimit nofile=20000:20000 --default-ulimit nproc=4096:4096 \
       >>"$ENGINE_LOG_DIR/dockerd.log" 2>&1 </dev/null)
   fi
-  wait_until dockerd docker_answers || {
+  wait_until "dockerd answers" docker_answers || {
     tail -n 20 "$ENGINE_LOG_DIR/dockerd.log" >&2 || true
     die "dockerd did not answer 'docker info' within ${ENGINE_WAIT_SECONDS}s (log: $ENGINE_LOG_DIR/dockerd.log)"
   }
@@ -185,7 +180,7 @@ start_podman_service() {
       podman system service --time=0 "unix://$PODMAN_SOCKET" \
       >>"$ENGINE_LOG_DIR/podman-service.log" 2>&1 </dev/null)
   fi
-  wait_until "podman API service" podman_api_answers || {
+  wait_until "podman API service answers" podman_api_answers || {
     tail -n 20 "$ENGINE_LOG_DIR/podman-service.log" >&2 || true
     die "podman API service did not answer on $PODMAN_SOCKET within ${ENGINE_WAIT_SECONDS}s"
   }
