@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
-from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -21,7 +21,10 @@ CACHE = Path(os.environ.get("LAUNCHPAD_CACHE", Path.home() / ".cache" / "dagster
 
 # Figures printed at the end of the run: name -> count (or text).
 SUMMARY: dict[str, object] = {}
-SKIPS: dict[str, list[str]] = defaultdict(list)
+# The test snapshot of the template renders one file more: every computed answer (`when:
+# false` in copier.yml) as Copier computed it, so that the tests read those values from Copier
+# itself instead of deriving them again.
+COMPUTED_FILE = ".launchpad-computed.json"
 
 
 def note(name: str, value: object) -> None:
@@ -55,9 +58,22 @@ def _render(args: tuple[str, str, dict]) -> tuple[str, str | None]:
     return dst, None
 
 
+def add_computed_answers_file(snapshot: Path) -> Path:
+    """Make `snapshot` render COMPUTED_FILE: {name: value} of every computed answer."""
+    names = [name for name, spec in matrix.questions().items() if spec.get("when") is False]
+    pairs = ", ".join(f"{name!r}: {name}" for name in names)
+    (snapshot / "template" / f"{COMPUTED_FILE}.jinja").write_text(f"{{{{ {{{pairs}}} | tojson }}}}\n")
+    return snapshot
+
+
+def computed(root: Path) -> dict:
+    """The computed answers of a project rendered from the test snapshot, as Copier made them."""
+    return json.loads((root / COMPUTED_FILE).read_text())
+
+
 @pytest.fixture(scope="session")
 def template_snapshot(tmp_path_factory) -> Path:
-    return snapshot_template(tmp_path_factory.mktemp("template"))
+    return add_computed_answers_file(snapshot_template(tmp_path_factory.mktemp("template")))
 
 
 @pytest.fixture(scope="session")

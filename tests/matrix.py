@@ -1,10 +1,11 @@
 """The answer matrix, derived from copier.yml itself.
 
-Every question with `choices` contributes each of its choices, in the order copier.yml
-asks them; a question whose `when` is false for the answers so far is skipped, and a
-choice whose own `validator` renders a message is a combination the template rejects.
-Free-text and numeric questions take their (rendered) defaults. Computed answers
-(`when: false`) are not questions and are left to Copier.
+Every question with `choices` contributes each of its choices (rendered from copier.yml's
+tables where they are a template), in the order copier.yml asks them; a question whose
+`when` is false for the answers so far is skipped, and a choice that its own `validator` or
+the question's validator refuses is a combination the template rejects. Free-text and
+numeric questions take their (rendered) defaults. Computed answers (`when: false`) are not
+questions: their values come from Copier itself (conftest.computed).
 """
 
 from __future__ import annotations
@@ -55,9 +56,17 @@ def _asked(env, spec: dict, context: dict) -> bool:
     return _render(env, when, context).strip().lower() in {"true", "1", "yes", "y", "on"}
 
 
-def _choices(env, spec: dict, context: dict) -> list[tuple[object, str]]:
-    """[(value, rejection reason or '')] of a choice question."""
+def _choices(env, name: str, context: dict, validate: bool = True) -> list[tuple[object, str]]:
+    """[(value, rejection reason or '')] of a choice question.
+
+    Choices may be a template (rendered from one of copier.yml's tables, then read as YAML,
+    as Copier does). A choice is rejected when its own validator, or the question's
+    validator with that choice as the answer, renders a message.
+    """
+    spec = questions()[name]
     raw = spec["choices"]
+    if isinstance(raw, str):
+        raw = yaml.safe_load(_render(env, raw, context))
     items = raw.items() if isinstance(raw, dict) else [(c, c) for c in raw]
     out = []
     for _label, value in items:
@@ -65,6 +74,8 @@ def _choices(env, spec: dict, context: dict) -> list[tuple[object, str]]:
         if isinstance(value, dict):
             reason = _render(env, value.get("validator", ""), context).strip()
             value = value["value"]
+        if validate and not reason and spec.get("validator"):
+            reason = _render(env, spec["validator"], {**context, name: value}).strip()
         out.append((value, reason))
     return out
 
@@ -96,7 +107,7 @@ def _expand(env, names: list[str], context: dict, answers: dict):
                 value = int(value)
         yield from _expand(env, rest, {**context, name: value}, answers)
         return
-    for value, reason in _choices(env, spec, context):
+    for value, reason in _choices(env, name, context):
         chosen = {**answers, name: value}
         if reason:
             yield chosen, Rejected(chosen, name, reason)
@@ -121,6 +132,12 @@ def combinations() -> list[dict]:
 def rejected_combinations() -> list[Rejected]:
     """Combinations a per-choice validator in copier.yml rejects, with the reason."""
     return _all()[1]
+
+
+def choice_values(name: str) -> list:
+    """Every value a choice question offers (rejected or not)."""
+    env = _env()
+    return [value for value, _ in _choices(env, name, _constants(env), validate=False)]
 
 
 def choice_questions() -> list[str]:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 import matrix
+from conftest import COMPUTED_FILE
 
 COMBINATIONS = matrix.combinations()
 IDS = [matrix.combo_id(a) for a in COMBINATIONS]
@@ -27,6 +28,7 @@ def expected_files(answers: dict, package: str) -> set[str]:
     cf = "Containerfile" if answers["container_engine"] == "podman" else "Dockerfile"
     ignore = ".containerignore" if answers["container_engine"] == "podman" else ".dockerignore"
     return {
+        COMPUTED_FILE,
         ".copier-answers.yml",
         ".compose-lint.yml",
         ".env.example",
@@ -267,10 +269,7 @@ def test_rejected_combination_fails_with_its_reason(rejection, template_snapshot
 def test_matrix_uses_every_choice():
     """Each choice of each question appears in some accepted combination."""
     for name in matrix.choice_questions():
-        raw = matrix.questions()[name]["choices"]
-        values = [
-            v["value"] if isinstance(v, dict) else v for v in (raw.values() if isinstance(raw, dict) else raw)
-        ]
+        values = matrix.choice_values(name)
         seen = {a.get(name) for a in COMBINATIONS}
         assert set(values) <= seen, f"{name}: {set(values) - seen} never rendered"
     assert len(matrix.rejected_combinations()) >= 1
