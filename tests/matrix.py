@@ -56,26 +56,28 @@ def _asked(env, spec: dict, context: dict) -> bool:
     return _render(env, when, context).strip().lower() in {"true", "1", "yes", "y", "on"}
 
 
-def _choices(env, name: str, context: dict, validate: bool = True) -> list[tuple[object, str]]:
-    """[(value, rejection reason or '')] of a choice question.
-
-    Choices may be a template (rendered from one of copier.yml's tables, then read as YAML,
-    as Copier does). A choice is rejected when its own validator, or the question's
-    validator with that choice as the answer, renders a message.
-    """
-    spec = questions()[name]
-    raw = spec["choices"]
+def _choice_items(env, name: str, context: dict) -> list[tuple[str, object]]:
+    """[(label, value or {value, validator})] of a choice question. Choices may be a template
+    (rendered from one of copier.yml's tables), read as YAML once rendered, as Copier does."""
+    raw = questions()[name]["choices"]
     if isinstance(raw, str):
         raw = yaml.safe_load(_render(env, raw, context))
-    items = raw.items() if isinstance(raw, dict) else [(c, c) for c in raw]
+    return list(raw.items()) if isinstance(raw, dict) else [(str(c), c) for c in raw]
+
+
+def _choices(env, name: str, context: dict, validate: bool = True) -> list[tuple[object, str]]:
+    """[(value, rejection reason or '')] of a choice question. A choice is rejected when its
+    own validator, or the question's validator with that choice as the answer, renders a
+    message."""
+    validator = questions()[name].get("validator")
     out = []
-    for _label, value in items:
+    for _label, value in _choice_items(env, name, context):
         reason = ""
         if isinstance(value, dict):
-            reason = _render(env, value.get("validator", ""), context).strip()
+            reason = _render(env, value.get("validator", ""), context).strip() if validate else ""
             value = value["value"]
-        if validate and not reason and spec.get("validator"):
-            reason = _render(env, spec["validator"], {**context, name: value}).strip()
+        if validate and not reason and validator:
+            reason = _render(env, validator, {**context, name: value}).strip()
         out.append((value, reason))
     return out
 
@@ -138,6 +140,12 @@ def choice_values(name: str) -> list:
     """Every value a choice question offers (rejected or not)."""
     env = _env()
     return [value for value, _ in _choices(env, name, _constants(env), validate=False)]
+
+
+def choice_labels(name: str) -> list[str]:
+    """Every label a choice question shows (the text of the prompt's menu)."""
+    env = _env()
+    return [label for label, _ in _choice_items(env, name, _constants(env))]
 
 
 def choice_questions() -> list[str]:

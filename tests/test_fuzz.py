@@ -70,10 +70,7 @@ RESERVED = set(CONSTANTS["python_reserved"]) | set(CONSTANTS["python_stdlib_clas
 # ------------------------------------------------------------------ valid values
 
 
-def choice_values(name: str) -> list:
-    raw = QUESTIONS[name]["choices"]
-    values = raw.values() if isinstance(raw, dict) else raw
-    return [v["value"] if isinstance(v, dict) else v for v in values]
+choice_values = matrix.choice_values
 
 
 TEXT_SAFE = string.ascii_letters + string.digits + " -_.,&()!?:;#@%+=/'*" + "éüßÅøñçΩЖ日本語データ🚀"
@@ -307,7 +304,7 @@ def hostile(name: str) -> st.SearchStrategy:
     options = [hostile_text, wrong_type]
     if "choices" in QUESTIONS[name]:
         options.append(near([str(v) for v in choice_values(name)]))
-        options.append(st.sampled_from(list(QUESTIONS[name]["choices"])))  # the label, not the value
+        options.append(st.sampled_from(matrix.choice_labels(name)))  # the label, not the value
     if name in VALID:
         options.append(near_valid(name))
     if name in SPECIFIC:
@@ -367,7 +364,10 @@ def expectations(answers: dict) -> tuple[dict, set[str], set[str]]:
         if not given and name in DERIVED:
             may_refuse.add(name)
         if "choices" in spec:
-            reasons = dict(matrix._choices(ENV, spec, context))
+            try:
+                reasons = dict(matrix._choices(ENV, name, context))
+            except jinja2.UndefinedError:  # its validator reads an earlier, invalid answer
+                reasons = {value: "cannot be checked"}
             if reasons.get(value):
                 may_refuse.add(name)
         context[name] = value
@@ -412,7 +412,8 @@ def check_carried(expected: dict, root: Path) -> None:
     if "project_name" in expected:
         assert readme.startswith(f"# {expected['project_name']}\n\n")
     if "project_description" in expected:
-        assert f"\n\n{expected['project_description']}\n" in readme
+        if expected["project_description"]:  # an empty one leaves no paragraph behind
+            assert f"\n\n{expected['project_description']}\n\n" in readme
         pyproject = tomllib.loads((root / "pipes/pyproject.toml").read_text())
         assert pyproject["project"]["description"] == expected["project_description"]
     if "max_concurrent_runs" in expected:

@@ -1,8 +1,11 @@
 """Render tier: every combination of copier.yml renders, and the result is well formed.
 
-One Copier run per combination (in parallel, see conftest.rendered_matrix); the checks
-here are cheap and run per combination. Expensive checks (linters, compose validation,
-the generated project's own tests) run once per distinct file in test_static.py.
+One Copier run per combination (in parallel, see conftest.rendered_matrix). Each check
+below is one promise about a rendered project; `test_every_combination_keeps_it[<check>]`
+runs it over the whole matrix and lists every combination that breaks it. Expensive checks
+(linters, compose validation, the generated project's own tests) run once per distinct file
+in test_static.py. Facts that copier.yml computes (file names, images, UIDs) come from Copier
+itself: `conftest.computed` reads them from the rendered project.
 """
 
 from __future__ import annotations
@@ -10,24 +13,86 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pytest
 import yaml
 
 import matrix
-from conftest import COMPUTED_FILE
+from conftest import COMPUTED_FILE, computed
 
-COMBINATIONS = matrix.combinations()
-IDS = [matrix.combo_id(a) for a in COMBINATIONS]
-SERVICE_UID = 10001
 JINJA_LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%|\{#")
+STRUCTURED = (".yml", ".yaml", ".toml", ".json")
 
 
-def expected_files(answers: dict, package: str) -> set[str]:
-    cf = "Containerfile" if answers["container_engine"] == "podman" else "Dockerfile"
-    ignore = ".containerignore" if answers["container_engine"] == "podman" else ".dockerignore"
-    return {
+@dataclass
+class Project:
+    """A rendered project: the answers given, where it is, and what Copier computed."""
+
+    answers: dict
+    root: Path
+
+    @cached_property
+    def computed(self) -> dict:
+        return computed(self.root)
+
+    @cached_property
+    def recorded(self) -> dict:
+        return yaml.safe_load((self.root / ".copier-answers.yml").read_text())
+
+    @property
+    def package(self) -> str:
+        return self.recorded["package_name"]
+
+    def answer(self, name: str):
+        """The recorded answer (given, or the question's default)."""
+        return self.recorded[name]
+
+    def text(self, rel: str) -> str:
+        return (self.root / rel).read_text()
+
+    def yaml(self, rel: str):
+        return yaml.safe_load(self.text(rel))
+
+    @cached_property
+    def files(self) -> set[str]:
+        return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()}
+
+    def image_files(self) -> dict[str, str]:
+        """image -> path of its definition."""
+        cf = self.computed["containerfile"]
+        return {
+            "webserver": f"platform/webserver/{cf}",
+            "daemon": f"platform/daemon/{cf}",
+            "pipes": f"pipes/{cf}",
+        }
+
+
+CHECKS: list[Callable[[Project], None]] = []
+
+
+def check(fn: Callable[[Project], None]) -> Callable[[Project], None]:
+    CHECKS.append(fn)
+    return fn
+
+
+@check
+def answers_are_recorded(p: Project) -> None:
+    """Copier recorded every answer given, and none of the computed ones."""
+    for name, value in p.answers.items():
+        assert p.recorded[name] == value, name
+    assert not set(p.computed) & set(p.recorded), set(p.computed) & set(p.recorded)
+    assert p.recorded["_src_path"]
+
+
+@check
+def file_set_is_exactly_the_expected_one(p: Project) -> None:
+    """Nothing missing, no other engine's files, no partials, no .jinja file."""
+    c = p.computed
+    expected = {
         COMPUTED_FILE,
         ".copier-answers.yml",
         ".compose-lint.yml",
@@ -37,7 +102,7 @@ def expected_files(answers: dict, package: str) -> set[str]:
         "docs/security.md",
         "docs/update.md",
         ".github/workflows/ci.yml",
-        ignore,
+        c["ignorefile"],
         "Makefile",
         "README.md",
         "compose.yaml",
@@ -46,64 +111,26 @@ def expected_files(answers: dict, package: str) -> set[str]:
         "config/workspace.yaml",
         "platform/requirements.txt",
         "platform/requirements-core.txt",
-        f"platform/webserver/{cf}",
-        f"platform/daemon/{cf}",
-        f"pipes/{cf}",
+        *p.image_files().values(),
         "pipes/pyproject.toml",
         "pipes/requirements.txt",
         "pipes/recover_runs.py",
-        *(f"pipes/src/{package}/{m}.py" for m in ("__init__", "assets", "jobs", "sensors", "definitions")),
+        *(f"pipes/src/{p.package}/{m}.py" for m in ("__init__", "assets", "jobs", "sensors", "definitions")),
         "pipes/tests/test_assets.py",
         "pipes/tests/test_definitions.py",
         "scripts/ensure_images.sh",
         "scripts/init_env.py",
         "scripts/wait_ready.py",
     }
+    assert p.files == expected, f"missing {expected - p.files}, unexpected {p.files - expected}"
 
 
-def files_of(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-
-
-def expected_base(answers: dict) -> str:
-    py = answers["python_version"]
-    return {
-        "debian": f"docker.io/library/python:{py}-slim-{'trixie' if py == '3.13' else 'bookworm'}",
-        "ubi": f"registry.access.redhat.com/ubi9/python-{py.replace('.', '')}",
-        "alpine": f"docker.io/library/python:{py}-alpine3.22",
-        "custom": answers.get("custom_base_image", matrix.questions()["custom_base_image"]["default"]),
-    }[answers["base_image"]]
-
-
-@pytest.fixture(params=range(len(COMBINATIONS)), ids=IDS)
-def project(request, rendered_matrix):
-    answers, path, error = rendered_matrix[IDS[request.param]]
-    assert error is None, f"copier failed for {answers}: {error}"
-    return answers, path
-
-
-def test_combination(project):
-    check_project(*project)
-
-
-def check_project(answers: dict, root: Path) -> None:
-    """The per-project render checks (also used by test_fuzz on generated answer sets)."""
-    recorded = yaml.safe_load((root / ".copier-answers.yml").read_text())
-    package = recorded["package_name"]
-
-    # Copier recorded every answer, and none of the computed ones.
-    for name, value in answers.items():
-        assert recorded[name] == value, name
-    assert "python_image" not in recorded and "containerfile" not in recorded
-    assert recorded["_src_path"]
-
-    # Exactly the expected files: nothing missing, no other engine's files, no partials.
-    assert files_of(root) == expected_files(answers, package)
-
-    # No Jinja left in any file; every structured file parses; the project's own pre-commit
-    # hooks (end-of-file-fixer, trailing-whitespace, check-merge-conflict) would pass.
-    for rel in files_of(root):
-        text = (root / rel).read_text()
+@check
+def files_are_clean_and_parse(p: Project) -> None:
+    """No Jinja left; structured files parse; the project's own pre-commit hooks would pass
+    (one final newline, no trailing whitespace, no conflict-marker line)."""
+    for rel in p.files:
+        text = p.text(rel)
         assert not JINJA_LEFTOVER.search(text), f"leftover Jinja in {rel}"
         assert text.endswith("\n") and not text.endswith("\n\n"), f"{rel} must end with one newline"
         assert not re.search(r"[ \t]$", text, re.M), f"trailing whitespace in {rel}"
@@ -115,114 +142,187 @@ def check_project(answers: dict, root: Path) -> None:
         elif rel.endswith(".json"):
             json.loads(text)
 
-    check_images(answers, root, package)
-    check_instance(answers, root)
-    check_compose(answers, root, package)
+
+def empty_mappings(node, path: str = "") -> list[str]:
+    if isinstance(node, dict):
+        found = [path or "/"] if not node else []
+        for key, value in node.items():
+            found += empty_mappings(value, f"{path}/{key}")
+        return found
+    if isinstance(node, list):
+        return [f for i, item in enumerate(node) for f in empty_mappings(item, f"{path}[{i}]")]
+    return []
 
 
-def check_images(answers: dict, root: Path, package: str) -> None:
-    cf = "Containerfile" if answers["container_engine"] == "podman" else "Dockerfile"
-    for image, path in [
-        ("webserver", f"platform/webserver/{cf}"),
-        ("daemon", f"platform/daemon/{cf}"),
-        ("pipes", f"pipes/{cf}"),
-    ]:
-        text = (root / path).read_text()
-        assert f"ARG BASE_IMAGE={expected_base(answers)}\n" in text, path
+def blank_line_opening_a_block(text: str) -> bool:
+    """A key line (`name:`) followed by a blank line and then by its more indented contents."""
+    lines = text.splitlines()
+    indent = [len(line) - len(line.lstrip()) for line in lines]
+    return any(
+        line.rstrip().endswith(":")
+        and not lines[i + 1].strip()
+        and lines[i + 2].strip()
+        and indent[i + 2] > indent[i]
+        for i, line in enumerate(lines[:-2])
+    )
+
+
+@check
+def no_empty_mappings_or_stray_blank_lines(p: Project) -> None:
+    """Conditional blocks leave nothing behind: no `{}` where a block was left out, no blank
+    line opening a block or a file, no two blank lines in a row (Python files: ruff's rules,
+    checked in test_static)."""
+    for rel in p.files:
+        text = p.text(rel)
+        assert not text.startswith("\n"), f"{rel} starts with a blank line"
+        assert rel.endswith(".py") or "\n\n\n" not in text, f"two blank lines in a row in {rel}"
+        if rel.endswith((".yml", ".yaml")):
+            assert not blank_line_opening_a_block(text), f"a blank line opens a block in {rel}"
+            empty = empty_mappings(yaml.safe_load(text))
+            assert not empty, f"empty mappings in {rel}: {empty}"
+
+
+@check
+def images_build_from_the_base_and_end_as_the_service_user(p: Project) -> None:
+    c = p.computed
+    uid = c["service_uid"]
+    for image, path in p.image_files().items():
+        text = p.text(path)
+        assert f"ARG BASE_IMAGE={c['python_image']}\n" in text, path
         users = re.findall(r"^USER (\S+)", text, re.M)
-        assert users[-1] == f"{SERVICE_UID}:{SERVICE_UID}", f"{path} must end as the service user"
-        assert "HEALTHCHECK" in text and "python3 -m venv /opt/venv" in text
+        assert users[-1] == f"{uid}:{uid}", f"{path} must end as the service user"
+        assert ("0" in users) == c["build_as_root"], f"{path}: switches to root={'0' in users}"
+        assert "python3 -m venv /opt/venv" in text, path
         assert f'io.dagster.launchpad.component="{image}"' in text
-        assert f'io.dagster.version="{answers["dagster_version"]}"' in text
+        assert f'io.dagster.version="{p.answer("dagster_version")}"' in text
         assert "chmod 777" not in text
         # No configuration in any image: it is mounted at run time.
         assert not re.search(r"^COPY .*config/", text, re.M)
         # Secrets never pass through ARG or ENV; the private index arrives as a build secret.
         assert not re.search(r"^(ARG|ENV)\b.*(PASSWORD|TOKEN|SECRET|INDEX_URL)", text, re.M | re.I), path
         assert "RUN --mount=type=secret,id=pip_conf" in text, path
-    pipes = (root / f"pipes/{cf}").read_text()
-    bakes_code = f"COPY pipes/src/{package}/ /opt/dagster/app/{package}/" in pipes
-    assert bakes_code == (answers["code_delivery"] == "image")
 
-    libs = "0.{}.{}".format(
-        int(answers["dagster_version"].split(".")[1]) + 16, answers["dagster_version"].split(".")[2]
-    )
-    # Every storage and launcher library is in every set: one image serves every config. The
-    # core set, installed first by all three images (their shared layer), is in the other two.
-    core = {
-        line
-        for line in (root / "platform/requirements-core.txt").read_text().splitlines()
-        if line[:1].isalpha()
-    }
+
+@check
+def each_image_defines_its_healthcheck_once(p: Project) -> None:
+    """The health check of each Dagster image is in the image, and compose does not repeat it."""
+    services = p.yaml("compose.yaml")["services"]
+    for image, path in p.image_files().items():
+        assert len(re.findall(r"^HEALTHCHECK ", p.text(path), re.M)) == 1, path
+        assert "healthcheck" not in services[image], f"compose.yaml repeats the {image} health check"
+    if "postgres" in services:  # an upstream image, with no HEALTHCHECK of its own
+        assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+
+
+@check
+def pipes_image_bakes_code_only_with_image_delivery(p: Project) -> None:
+    pipes = p.text(p.image_files()["pipes"])
+    bakes_code = f"COPY pipes/src/{p.package}/ /opt/dagster/app/{p.package}/" in pipes
+    assert bakes_code == (p.answer("code_delivery") == "image")
+
+
+INSTALL = {
+    "apt": r"apt-get install",
+    "dnf": r"(?<!micro)dnf install",
+    "microdnf": r"microdnf install",
+    "apk": r"apk add",
+}
+
+
+@check
+def os_packages_use_the_bases_package_manager(p: Project) -> None:
+    """Extra packages go into pipes only, installed with the base's package manager."""
+    manager = p.computed["package_manager"]
+    packages = " ".join(p.answer("pipes_system_packages").split())
+    for image, path in p.image_files().items():
+        text = p.text(path)
+        used = {m for m, pattern in INSTALL.items() if re.search(pattern, text)}
+        assert used <= {manager}, f"{path} installs with {used}, the base has {manager}"
+        if packages:
+            assert bool(re.search(rf"{INSTALL[manager]} .*{re.escape(packages)}", text)) == (image == "pipes")
+
+
+@check
+def images_install_the_pinned_dagster_set(p: Project) -> None:
+    """Every storage and launcher library is in every set (one image serves every config); the
+    core set, installed first by all three images (their shared layer), is in the other two."""
+    version, libs = p.answer("dagster_version"), p.computed["dagster_libs_version"]
+    core = {line for line in p.text("platform/requirements-core.txt").splitlines() if line[:1].isalpha()}
     assert core == {
-        f"dagster=={answers['dagster_version']}",
+        f"dagster=={version}",
         f"dagster-postgres=={libs}",
         f"dagster-docker=={libs}",
         "sqlalchemy<2.1",
     }
-    for cf_path in (f"pipes/{cf}", f"platform/webserver/{cf}", f"platform/daemon/{cf}"):
-        first_install = (root / cf_path).read_text().split("pip install -r ", 1)[1].split()[0]
-        assert first_install == "/opt/dagster/requirements-core.txt", (cf_path, first_install)
+    for path in p.image_files().values():
+        first_install = p.text(path).split("pip install -r ", 1)[1].split()[0]
+        assert first_install == "/opt/dagster/requirements-core.txt", (path, first_install)
     for req in ("platform/requirements.txt", "pipes/requirements.txt"):
-        lines = set((root / req).read_text().splitlines())
-        assert f"dagster=={answers['dagster_version']}" in lines
-        assert {f"dagster-postgres=={libs}", f"dagster-docker=={libs}", "sqlalchemy<2.1"} <= lines
-    platform = (root / "platform/requirements.txt").read_text()
-    assert f"dagster-webserver=={answers['dagster_version']}" in platform
-    assert f"dagster-graphql=={answers['dagster_version']}" in platform
-    assert "dagster-webserver" not in (root / "pipes/requirements.txt").read_text()
+        lines = set(p.text(req).splitlines())
+        assert {f"dagster=={version}", f"dagster-postgres=={libs}", f"dagster-docker=={libs}"} <= lines
+        assert "sqlalchemy<2.1" in lines
+    platform = p.text("platform/requirements.txt")
+    assert f"dagster-webserver=={version}" in platform and f"dagster-graphql=={version}" in platform
+    assert "dagster-webserver" not in p.text("pipes/requirements.txt")
 
 
-def check_instance(answers: dict, root: Path) -> None:
-    instance = yaml.safe_load((root / "config/dagster.yaml").read_text())
-    expected_storage = "sqlite" if answers["storage"] == "sqlite" else "postgres"
-    assert list(instance["storage"]) == [expected_storage]
+@check
+def instance_matches_storage_and_launcher(p: Project) -> None:
+    instance = p.yaml("config/dagster.yaml")
+    assert list(instance["storage"]) == [p.computed["storages"][p.answer("storage")]["instance"]]
     assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert instance["run_coordinator"]["config"]["max_concurrent_runs"] >= 1
+    queue = instance["run_coordinator"]["config"]
+    assert queue["max_concurrent_runs"] == p.answer("max_concurrent_runs")
+    assert queue["max_user_code_failure_retries"] >= 1 and queue["user_code_failure_retry_delay"] >= 1
     launcher = {"code-server": "DefaultRunLauncher", "container": "DockerRunLauncher"}
-    assert instance["run_launcher"]["class"] == launcher[answers["run_launcher"]]
+    assert instance["run_launcher"]["class"] == launcher[p.answer("run_launcher")]
     assert instance["run_monitoring"]["enabled"] is True
     assert instance["telemetry"]["enabled"] is False
-    queue = instance["run_coordinator"]["config"]
-    assert queue["max_user_code_failure_retries"] >= 1 and queue["user_code_failure_retry_delay"] >= 1
-    if answers["run_launcher"] == "container":
+    if p.answer("run_launcher") == "container":
         kwargs = instance["run_launcher"]["config"]["container_kwargs"]
         assert kwargs["cap_drop"] == ["ALL"] and kwargs["security_opt"] == ["no-new-privileges:true"]
-    workspace = yaml.safe_load((root / "config/workspace.yaml").read_text())
+    workspace = p.yaml("config/workspace.yaml")
     assert workspace["load_from"][0]["grpc_server"]["host"] == "pipes"
 
 
-def check_compose(answers: dict, root: Path, package: str) -> None:
-    compose = yaml.safe_load((root / "compose.yaml").read_text())
-    services = compose["services"]
-    expected = {"webserver", "daemon", "pipes"} | (
-        {"postgres"} if answers["storage"] == "postgres" else set()
+@check
+def compose_services_match_the_answers(p: Project) -> None:
+    c = p.computed
+    services = p.yaml("compose.yaml")["services"]
+    assert set(services) == {"webserver", "daemon", "pipes"} | (
+        {"postgres"} if c["bundled_postgres"] else set()
     )
-    assert set(services) == expected
     for name in ("webserver", "daemon", "pipes"):
+        volumes = services[name]["volumes"]
         assert services[name]["restart"] == "unless-stopped"
-        assert "healthcheck" in services[name]
-        assert "dagster-data:/var/lib/dagster" in services[name]["volumes"]
-        assert "./config/dagster.yaml:/opt/dagster/home/dagster.yaml:ro,z" in services[name]["volumes"]
-        has_workspace = (
-            "./config/workspace.yaml:/opt/dagster/home/workspace.yaml:ro,z" in services[name]["volumes"]
-        )
+        assert "dagster-data:/var/lib/dagster" in volumes
+        assert "./config/dagster.yaml:/opt/dagster/home/dagster.yaml:ro,z" in volumes
+        has_workspace = "./config/workspace.yaml:/opt/dagster/home/workspace.yaml:ro,z" in volumes
         assert has_workspace == (name != "pipes")
+        assert services[name]["build"]["dockerfile"] == p.image_files()[name]
+        assert services[name]["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{c['python_image']}}}"
+        assert ("DAGSTER_PG_PASSWORD" in services[name].get("environment", {})) == c["uses_postgres"], name
     # The UI is published on the chosen address only; nothing else is published.
-    bind, port = (answers.get(q, matrix.questions()[q]["default"]) for q in ("ui_bind_address", "ui_port"))
-    published = f"${{DAGSTER_UI_BIND:-{bind}}}:${{DAGSTER_UI_PORT:-{port}}}:3000"
-    assert services["webserver"]["ports"] == [published]
+    bind, port = p.answer("ui_bind_address"), p.answer("ui_port")
+    assert services["webserver"]["ports"] == [
+        f"${{DAGSTER_UI_BIND:-{bind}}}:${{DAGSTER_UI_PORT:-{port}}}:3000"
+    ]
     assert all("ports" not in s for n, s in services.items() if n != "webserver")
     # The engine socket goes to the services that launch or stop runs, and nowhere else.
-    socket = [n for n, s in services.items() if any("docker.sock" in v for v in s.get("volumes", []))]
-    assert sorted(socket) == (["daemon", "webserver"] if answers["run_launcher"] == "container" else [])
-    mounts_code = any(f"/opt/dagster/app/{package}" in v for v in services["pipes"]["volumes"])
-    assert mounts_code == (answers["code_delivery"] == "volume")
-    # No secret value is written into the compose file.
-    assert "change-me" not in (root / "compose.yaml").read_text()
-    # Confinement: no capabilities, no privilege gain, fixed non-root users, read-only
-    # platform services, resource ceilings; the build secret goes to the builds only.
-    for name, service in services.items():
+    socket = [n for n, s in services.items() if any(c["engine_socket"] in v for v in s.get("volumes", []))]
+    assert sorted(socket) == (["daemon", "webserver"] if p.answer("run_launcher") == "container" else [])
+    mounts_code = any(f"/opt/dagster/app/{p.package}" in v for v in services["pipes"]["volumes"])
+    assert mounts_code == (p.answer("code_delivery") == "volume")
+
+
+@check
+def compose_confines_every_service(p: Project) -> None:
+    """No capabilities, no privilege gain, fixed non-root users, read-only platform services,
+    resource ceilings; the build secret goes to the builds only; no secret value in the file."""
+    c = p.computed
+    compose = p.yaml("compose.yaml")
+    assert "change-me" not in p.text("compose.yaml")
+    for name, service in compose["services"].items():
         assert service["cap_drop"] == ["ALL"] and "cap_add" not in service, name
         assert service["security_opt"] == ["no-new-privileges:true"], name
         assert "privileged" not in service and "mem_limit" in service and "cpus" in service, name
@@ -230,19 +330,46 @@ def check_compose(answers: dict, root: Path, package: str) -> None:
         assert "secrets" not in service, f"{name} gets a runtime secret"
         if "build" in service:
             assert service["build"]["secrets"] == ["pip_conf"], name
-    if "postgres" in services:
-        assert services["postgres"]["user"] == "999:999"
+    if "postgres" in compose["services"]:
+        assert compose["services"]["postgres"]["user"] == f"{c['postgres_uid']}:{c['postgres_uid']}"
     assert compose["secrets"] == {"pip_conf": {"file": "./secrets/pip.conf"}}
-    # compose-lint's exceptions are few, scoped to services, and each carries its reason.
-    rules = yaml.safe_load((root / ".compose-lint.yml").read_text())["rules"]
-    expected_rules = {"CL-0004", "CL-0007"} | ({"CL-0019"} if "postgres" in services else set())
-    if answers["run_launcher"] == "container":
-        expected_rules.add("CL-0001")
-    assert set(rules) == expected_rules
+
+
+@check
+def compose_lint_exceptions_are_few_scoped_and_explained(p: Project) -> None:
+    services = p.yaml("compose.yaml")["services"]
+    rules = p.yaml(".compose-lint.yml")["rules"]
+    expected = {"CL-0004", "CL-0007"} | ({"CL-0019"} if "postgres" in services else set())
+    if p.answer("run_launcher") == "container":
+        expected.add("CL-0001")
+    assert set(rules) == expected
     for rule, config in rules.items():
         assert set(config) == {"exclude_services"}, rule
         assert all(isinstance(r, str) and len(r) > 40 for r in config["exclude_services"].values()), rule
     assert set(rules.get("CL-0001", {}).get("exclude_services", {})) <= {"webserver", "daemon"}
+
+
+def check_project(answers: dict, root: Path) -> None:
+    """Every check above on one project (also used by test_fuzz on generated answer sets)."""
+    project = Project(answers, root)
+    for fn in CHECKS:
+        fn(project)
+
+
+@pytest.mark.parametrize("promise", CHECKS, ids=[fn.__name__ for fn in CHECKS])
+def test_every_combination_keeps_it(promise, rendered_matrix):
+    failures = []
+    for cid, (answers, root, error) in rendered_matrix.items():
+        if error is not None:
+            failures.append(f"{cid}: copier failed: {error}")
+            continue
+        try:
+            promise(Project(answers, root))
+        except AssertionError as failure:
+            failures.append(f"{cid}: {failure}")
+    assert not failures, f"{len(failures)} of {len(rendered_matrix)} combinations:\n" + "\n".join(
+        failures[:20]
+    )
 
 
 @pytest.mark.parametrize(
@@ -268,8 +395,8 @@ def test_rejected_combination_fails_with_its_reason(rejection, template_snapshot
 
 def test_matrix_uses_every_choice():
     """Each choice of each question appears in some accepted combination."""
+    combinations = matrix.combinations()
     for name in matrix.choice_questions():
-        values = matrix.choice_values(name)
-        seen = {a.get(name) for a in COMBINATIONS}
-        assert set(values) <= seen, f"{name}: {set(values) - seen} never rendered"
+        seen = {a.get(name) for a in combinations}
+        assert set(matrix.choice_values(name)) <= seen, f"{name}: never rendered"
     assert len(matrix.rejected_combinations()) >= 1

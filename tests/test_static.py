@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CACHE, note, run
+from conftest import CACHE, computed, note, run
 from tools import missing, require_tool
 
 BIN = Path(sys.executable).parent
@@ -44,7 +44,7 @@ def distinct(
 
 
 def image_files(answers: dict, root: Path) -> list[Path]:
-    cf = "Containerfile" if answers["container_engine"] == "podman" else "Dockerfile"
+    cf = computed(root)["containerfile"]
     return [root / f"platform/webserver/{cf}", root / f"platform/daemon/{cf}", root / f"pipes/{cf}"]
 
 
@@ -188,7 +188,7 @@ def dagster_venv(root: Path) -> Path:
         if line and not line.startswith("#")
     ]
     version = next(r.split("==")[1] for r in reqs if r.startswith("dagster=="))
-    libs = "0.{}.{}".format(int(version.split(".")[1]) + 16, version.split(".")[2])
+    libs = computed(root)["dagster_libs_version"]
     # One environment per Dagster version, with every optional library, serves every variant.
     wanted = sorted(set(reqs) | set(dev) | {f"dagster-postgres=={libs}", f"dagster-docker=={libs}"})
     key = hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:12]

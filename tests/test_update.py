@@ -113,6 +113,7 @@ OLD_ANSWERS = {
     "max_concurrent_runs": 7,
     "system_packages": "libpq5",
 }
+OVERRIDE = "services:\n  daemon:\n    mem_limit: 3g\n"
 NEW_ANSWERS = {
     **{k: v for k, v in OLD_ANSWERS.items() if k != "system_packages"},
     "pipes_system_packages": "libpq5",
@@ -124,10 +125,14 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
     # Typical user edits: a new asset module, a compose setting, a dependency.
     module = project / "pipes/src/update_test/more_assets.py"
     module.write_text("import dagster as dg\n\n\n@dg.asset\ndef extra() -> int:\n    return 1\n")
-    compose = project / "compose.yaml"
-    # The user tunes the daemon's healthcheck (lines the template does not change).
-    assert compose.read_text().count("      interval: 30s\n") == 1
-    compose.write_text(compose.read_text().replace("      interval: 30s\n", "      interval: 45s\n"))
+    # The user tunes a setting (a line the template does not change) and overrides compose
+    # settings in compose.override.yaml, as the generated docs/update.md advises.
+    instance = project / "config/dagster.yaml"
+    assert instance.read_text().count("    purge_after_days: 90\n") == 1
+    instance.write_text(
+        instance.read_text().replace("    purge_after_days: 90\n", "    purge_after_days: 30\n")
+    )
+    (project / "compose.override.yaml").write_text(OVERRIDE)
     requirements = project / "pipes/requirements.txt"
     requirements.write_text(requirements.read_text() + "pyarrow==18.1.0\n")
     git("commit", "--quiet", "-am", "user edits", cwd=project)
@@ -142,8 +147,9 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
     )
     assert not [f for f in files if f.endswith(".rej")]
     assert "def extra() -> int" in files["pipes/src/update_test/more_assets.py"]
-    assert "      interval: 45s\n" in files["compose.yaml"]
-    assert "      interval: 30s\n" not in files["compose.yaml"]
+    assert "    purge_after_days: 30\n" in files["config/dagster.yaml"]
+    assert "    purge_after_days: 90\n" not in files["config/dagster.yaml"]
+    assert files["compose.override.yaml"] == OVERRIDE
     assert "pyarrow==18.1.0" in files["pipes/requirements.txt"]
     # New boilerplate arrived.
     assert "check-merge-conflict" in files[".pre-commit-config.yaml"]
@@ -178,9 +184,9 @@ def test_untouched_project_updates_to_exactly_a_fresh_copy(template_repo, tmp_pa
 def test_conflicting_edit_is_shown_inline_never_lost(template_repo, tmp_path):
     project = copy(template_repo, tmp_path / "project", template_repo["previous"], OLD_ANSWERS)
     readme = project / "README.md"
-    old_line = "`copier update` pulls template improvements into it while keeping your changes."
+    old_line = "The webserver and daemon images share their layers (same base, same pinned"
     assert old_line in readme.read_text(), "the v0.1.0 README no longer has the line this test edits"
-    mine = "Template updates: ask the platform team in #data-platform first."
+    mine = "Image layers: ask the platform team in #data-platform before changing the pins."
     readme.write_text(readme.read_text().replace(old_line, mine))
     git("commit", "--quiet", "-am", "user edit that the template also changes", cwd=project)
 
@@ -189,10 +195,27 @@ def test_conflicting_edit_is_shown_inline_never_lost(template_repo, tmp_path):
     text = readme.read_text()
     assert CONFLICT.search(text), "the conflicting edit was not marked"
     assert mine in text, "the user's line was lost"
-    assert "see [docs/update.md](docs/update.md)" in text, "the template's new text is missing"
+    assert "All three images start with the same layers" in text, "the template's new text is missing"
     # Everything else updated cleanly.
     others = [f for f, t in tree(project).items() if f != "README.md" and CONFLICT.search(t)]
     assert not others, others
+
+
+def test_notes_appended_to_the_readme_merge_without_conflict(template_repo, tmp_path):
+    """The edit users make most: notes at the end of README.md, kept through every update."""
+    project = copy(template_repo, tmp_path / "project", template_repo["previous"], OLD_ANSWERS)
+    readme = project / "README.md"
+    notes = "\n## Team notes\n\nOn-call: #data-platform. Backups run nightly at 02:00 UTC.\n"
+    readme.write_text(readme.read_text() + notes)
+    git("commit", "--quiet", "-am", "team notes", cwd=project)
+
+    update(project, template_repo["newest"])
+
+    text = readme.read_text()
+    assert not CONFLICT.search(text), f"appended notes conflicted:\n{text[-1500:]}"
+    assert text.endswith(notes), "the notes are no longer at the end of README.md"
+    assert "[docs/update.md](docs/update.md)" in text, "the template's new README text did not arrive"
+    assert not [f for f, t in tree(project).items() if CONFLICT.search(t)]
 
 
 def test_changing_an_answer_during_update_rerenders_consistently(template_repo, tmp_path):
