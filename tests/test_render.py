@@ -183,6 +183,14 @@ def no_empty_mappings_or_stray_blank_lines(p: Project) -> None:
 
 
 @check
+def instance_configuration_fits_100_columns(p: Project) -> None:
+    """config/ is what operators read and edit most: no line wider than 100 characters."""
+    for rel in ("config/dagster.yaml", "config/workspace.yaml"):
+        wide = [line for line in p.text(rel).splitlines() if len(line) > 100]
+        assert not wide, f"{rel}: {len(wide)} lines over 100 characters: {wide[0][:60]}..."
+
+
+@check
 def images_build_from_the_base_and_end_as_the_service_user(p: Project) -> None:
     c = p.computed
     uid = c["service_uid"]
