@@ -25,6 +25,8 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,14 +34,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import matrix  # noqa: E402
 from conftest import snapshot_template  # noqa: E402
-from dagster_api import RUN, Stack  # noqa: E402
-from engines import ENGINES, Engine, env_value, make, render, tool_env, use_base  # noqa: E402
+from dagster_api import Stack  # noqa: E402
+from engines import ENGINES, Engine, env_value, render, tool_env, use_base  # noqa: E402
 
 BASELINES = ROOT / "benchmarks" / "baselines"
 LAYOUTS = ("launchpad", "three-images", "shared-platform")
 PORTS = {"launchpad": 3301, "launchpad-volume": 3302, "three-images": 3303, "shared-platform": 3304}
-LOCATION_ENTRY = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
-  updatedTimestamp locationOrLoadError { __typename } } } } }"""
 # Targets for the default render (issue 6); lower is better for every figure.
 TARGETS = {
     "copy_to_first_success_s": 60,
@@ -56,57 +56,25 @@ class BenchError(RuntimeError):
     pass
 
 
-def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None, timeout: float = 1800) -> float:
-    """Run a command; return its wall time in seconds, or raise with its output."""
-    started = time.monotonic()
+def run(cmd: list[str], env: dict | None = None, timeout: float = 1800) -> None:
+    """Run a command (the test venv's tools on PATH), or raise with its output."""
     result = subprocess.run(
-        cmd, cwd=cwd, env={**tool_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout
+        cmd, env={**tool_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout
     )
     if result.returncode != 0:
         raise BenchError(
             f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
         )
-    return time.monotonic() - started
-
-
-def timed_make(root: Path, *targets: str) -> float:
-    started = time.monotonic()
-    result = make(root, *targets, timeout=1800)
-    if result.returncode != 0:
-        raise BenchError(
-            f"make {' '.join(targets)} in {root} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
-        )
-    return time.monotonic() - started
 
 
 # --- what the host sees of a running stack ----------------------------------------------------
-
-
-def wait_loaded(stack: Stack, after: float = 0.0, timeout: float = 300) -> None:
-    """Until the location is LOADED (and, with `after`, was loaded again since that time)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            entries = stack.gql(LOCATION_ENTRY)["workspaceOrError"]["locationEntries"]
-            last = next(e for e in entries if e["name"] == stack.location)
-            if (
-                last["loadStatus"] == "LOADED"
-                and last["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-                and last["updatedTimestamp"] > after
-            ):
-                return
-        except Exception as exc:  # not up yet: connection refused, 502, partial workspace
-            last = repr(exc)
-        time.sleep(0.1)
-    raise BenchError(f"code location {stack.location} not loaded within {timeout} s: {last}")
 
 
 def launch_to_success(stack: Stack, timeout: float = 300) -> float:
     started = time.monotonic()
     run_id = stack.launch()
     while time.monotonic() - started < timeout:
-        status = stack.gql(RUN, id=run_id)["runOrError"]["status"]
+        status = stack.run(run_id)["status"]
         if status == "SUCCESS":
             return time.monotonic() - started
         if status in ("FAILURE", "CANCELED"):
@@ -163,41 +131,107 @@ def image_sizes(engine: Engine, refs: list[str]) -> tuple[dict[str, int], int]:
 # --- the layouts ------------------------------------------------------------------------------
 
 
-class Layout:
-    """One way to containerise Dagster, driven through its own commands."""
+def append_change(path: Path) -> None:
+    """A one-line change to a file (a comment: it changes the file, not what it does)."""
+    path.write_text(path.read_text() + f"# benchmark: a one-line change at {time.time()}\n")
 
-    services = ("webserver", "daemon", "user code")
+
+def seconds(step: Callable[[], object]) -> float:
+    """Wall time of one step."""
+    started = time.monotonic()
+    step()
+    return time.monotonic() - started
+
+
+class Layout:
+    """One way to containerise Dagster, driven through its own commands.
+
+    A subclass says how its stack is copied, built, started, stopped, torn down and given a code
+    change, where its code and dagster.yaml are, and what its containers and images are called;
+    the steps made of those are here, the same for every layout."""
+
+    services: tuple[str, ...]  # the Dagster services, by the layout's own names
+    image_names: tuple[str, ...]  # its images: localhost/<slug>-<name>:latest
+    location: str  # the code location's name
+    code_file: Path  # a one-line change here is a code change
+    config_file: Path  # and here a dagster.yaml change
 
     def __init__(self, name: str, engine: Engine, work: Path):
-        self.name, self.engine, self.work = name, engine, work
+        self.name, self.engine = name, engine
         self.slug = f"lpbench-{name}-{engine.name}"
+        self.root = work / self.slug
         self.port = PORTS[name]
         self.base: str | None = None  # set: build from this base instead of the configured one
+
+    @cached_property
+    def stack(self) -> Stack:
+        return Stack(self.port, self.location)
 
     # implemented per layout
     def copy(self) -> None: ...
     def build(self) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
-    def remove(self) -> None: ...
-    def change_code(self) -> None: ...
-    def change_config(self) -> None: ...
+    def tear_down(self) -> None: ...  # containers, volumes, network; may fail if never started
     def deliver_code_change(self) -> None: ...
-    def containers(self) -> dict[str, str]: ...
-    def images(self) -> list[str]: ...
+    def container(self, service: str) -> str: ...
 
-    location = ""
+    # the same for every layout
+    def up(self) -> None:
+        """Start the stack and wait until its code location is loaded."""
+        self.start()
+        self.wait_loaded()
+
+    def wait_loaded(self, after: float = 0.0) -> None:
+        """Until the location is LOADED (with `after`, loaded again since then), polled finely."""
+        self.stack.wait_loaded(timeout=300, after=after, poll=0.1)
+
+    def code_change_live(self) -> float:
+        """Seconds from delivering a code change to the location loaded again (reload_s)."""
+        self.change_code()
+        started = time.monotonic()
+        changed_at = time.time()
+        self.deliver_code_change()
+        self.wait_loaded(after=changed_at)
+        return time.monotonic() - started
+
+    def change_code(self) -> None:
+        append_change(self.code_file)
+
+    def change_config(self) -> None:
+        append_change(self.config_file)
+
+    def containers(self) -> dict[str, str]:
+        return {s: self.container(s) for s in self.services}
+
+    def images(self) -> list[str]:
+        return [f"localhost/{self.slug}-{n}:latest" for n in self.image_names]
+
+    def remove(self) -> None:
+        """The stack with everything it made, its images and its fresh base."""
+        try:
+            self.tear_down()
+        except BenchError:  # a stack that never started
+            pass
+        if self.engine.name == "podman":
+            self.engine.run("pod", "rm", "-f", f"pod_{self.slug}")
+        self.engine.run("rmi", "-f", *self.images(), *([self.base] if self.base else []))
 
 
 class Launchpad(Layout):
     """The template's default answers, through the generated project's Makefile."""
 
-    services = ("webserver", "daemon", "pipes")
+    services = image_names = ("webserver", "daemon", "pipes")
 
     def __init__(self, engine: Engine, work: Path, template: Path, delivery: str = "image"):
         super().__init__("launchpad" if delivery == "image" else "launchpad-volume", engine, work)
         self.template, self.delivery = template, delivery
-        self.root = work / self.slug
+        self.location = self.package = self.slug.replace("-", "_")
+        self.code_file = self.root / "pipes/src" / self.package / "assets.py"
+        self.config_file = self.root / "config/dagster.yaml"
+
+    def make(self, *targets: str, timeout: float = 1800) -> None:
+        run(["make", "-C", str(self.root), *targets], timeout=timeout)
 
     def copy(self) -> None:
         answers = {
@@ -207,7 +241,6 @@ class Launchpad(Layout):
             "ui_port": self.port,
         }
         render(self.template, self.root, answers)
-        self.location = self.package = self.slug.replace("-", "_")
         for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
             if not self.engine.has_image(env_value(self.root, setting)):
                 raise BenchError(
@@ -218,45 +251,37 @@ class Launchpad(Layout):
             use_base(self.root, self.base)
 
     def build(self) -> None:
-        timed_make(self.root, "build")
+        self.make("build")
 
     def start(self) -> None:
-        timed_make(self.root, "-o", "build", "up")
+        self.make("-o", "build", "up")
 
     def stop(self) -> None:
-        timed_make(self.root, "down")
+        self.make("down")
 
-    def remove(self) -> None:
-        make(self.root, "clean", "CONFIRM=yes", timeout=300)
-        if self.engine.name == "podman":
-            self.engine.run("pod", "rm", "-f", f"pod_{self.slug}")
-        self.engine.run("rmi", "-f", *self.images(), *([self.base] if self.base else []))
-
-    def change_code(self) -> None:
-        assets = self.root / "pipes/src" / self.package / "assets.py"
-        assets.write_text(assets.read_text() + f"# benchmark: a one-line change at {time.time()}\n")
-
-    def change_config(self) -> None:
-        config = self.root / "config/dagster.yaml"
-        config.write_text(config.read_text() + f"# benchmark: a one-line change at {time.time()}\n")
+    def tear_down(self) -> None:
+        self.make("clean", "CONFIRM=yes", timeout=300)
 
     def deliver_code_change(self) -> None:
-        timed_make(self.root, "reload")
+        self.make("reload")
 
-    def containers(self) -> dict[str, str]:
-        return {s: f"{self.slug}-{s}" for s in self.services}
-
-    def images(self) -> list[str]:
-        return [f"localhost/{self.slug}-{s}:latest" for s in self.services]
+    def container(self, service: str) -> str:
+        return f"{self.slug}-{service}"  # the container_name the project gives it
 
 
 class Baseline(Layout):
     """A fixture of benchmarks/baselines/, driven with the engine's compose tool."""
 
+    services = ("webserver", "daemon", "user_code")
+    IMAGE_NAMES = {"three-images": services, "shared-platform": ("dagster", "user_code")}
+
     def __init__(self, name: str, engine: Engine, work: Path, rendered: Path, package: str):
         super().__init__(name, engine, work)
-        self.rendered, self.package, self.root = rendered, package, work / self.slug
+        self.rendered, self.package = rendered, package
         self.location = "example"
+        self.image_names = self.IMAGE_NAMES[name]
+        self.code_file = self.root / "code/example/assets.py"
+        self.config_file = self.root / "dagster.yaml"
         self.env = {
             "BENCH_NAME": self.slug,
             "BENCH_PORT": str(self.port),
@@ -287,67 +312,26 @@ class Baseline(Layout):
     def stop(self) -> None:
         self.compose("down")
 
-    def remove(self) -> None:
-        try:
-            self.compose("down", "-v")
-        except BenchError:
-            pass
-        if self.engine.name == "podman":
-            self.engine.run("pod", "rm", "-f", f"pod_{self.slug}")
-        self.engine.run("rmi", "-f", *self.images(), *([self.base] if self.base else []))
-
-    def change_code(self) -> None:
-        assets = self.root / "code/example/assets.py"
-        assets.write_text(assets.read_text() + f"# benchmark: a one-line change at {time.time()}\n")
-
-    def change_config(self) -> None:
-        config = self.root / "dagster.yaml"
-        config.write_text(config.read_text() + f"# benchmark: a one-line change at {time.time()}\n")
+    def tear_down(self) -> None:
+        self.compose("down", "-v")
 
     def deliver_code_change(self) -> None:
         # Code is baked in: rebuild the user-code image and recreate its container.
         self.compose("build", "user_code")
         self.compose("up", "-d", "--force-recreate", "--no-deps", "user_code")
 
-    def containers(self) -> dict[str, str]:
-        out = (
-            json.loads(self.engine.run("ps", "-a", "--format", "json", check=True).stdout or "[]")
-            if self.engine.name == "podman"
-            else None
-        )
-        names = {}
-        for service in ("webserver", "daemon", "user_code"):
-            names[service] = self._container_of(service, out)
-        return names
-
-    def _container_of(self, service: str, podman_ps: list | None) -> str:
-        if podman_ps is not None:
-            for c in podman_ps:
-                labels = c.get("Labels") or {}
-                if (
-                    labels.get("com.docker.compose.project") == self.slug
-                    and labels.get("com.docker.compose.service") == service
-                ):
-                    return c["Names"][0]
+    def container(self, service: str) -> str:
+        """The container compose made for the service, found by compose's labels."""
+        labels = {"com.docker.compose.project": self.slug, "com.docker.compose.service": service}
+        if self.engine.name == "podman":
+            listed = json.loads(self.engine.run("ps", "-a", "--format", "json", check=True).stdout or "[]")
+            names = [c["Names"][0] for c in listed if labels.items() <= (c.get("Labels") or {}).items()]
         else:
-            ids = self.engine.run(
-                "ps",
-                "-q",
-                "--filter",
-                f"label=com.docker.compose.project={self.slug}",
-                "--filter",
-                f"label=com.docker.compose.service={service}",
-                check=True,
-            ).stdout.split()
-            if ids:
-                return ids[0]
-        raise BenchError(f"no container for {service} in {self.slug}")
-
-    def images(self) -> list[str]:
-        names = (
-            ["webserver", "daemon", "user_code"] if self.name == "three-images" else ["dagster", "user_code"]
-        )
-        return [f"localhost/{self.slug}-{n}:latest" for n in names]
+            filters = [arg for k, v in labels.items() for arg in ("--filter", f"label={k}={v}")]
+            names = self.engine.run("ps", "-q", *filters, check=True).stdout.split()
+        if not names:
+            raise BenchError(f"no container for {service} in {self.slug}")
+        return names[0]
 
 
 # --- one layout, measured ---------------------------------------------------------------------
@@ -360,16 +344,11 @@ def measure(layout: Layout, launches: int, volume: Launchpad | None, quick: bool
     began = time.monotonic()
     layout.copy()
     figures["copy_s"] = round(time.monotonic() - began, 2)
-    stack = Stack(layout.port, layout.location)
+    stack = layout.stack
     try:
         log(f"{layout.name}: {'build (cache allowed)' if quick else 'cold build'}")
-        started = time.monotonic()
-        layout.build()
-        figures["cold_build_s" if not quick else "cached_build_s"] = round(time.monotonic() - started, 1)
-        started = time.monotonic()
-        layout.start()
-        wait_loaded(stack)
-        figures["first_up_to_loaded_s"] = round(time.monotonic() - started, 1)
+        figures["cold_build_s" if not quick else "cached_build_s"] = round(seconds(layout.build), 1)
+        figures["first_up_to_loaded_s"] = round(seconds(layout.up), 1)
         launch_to_success(stack)
         key = "copy_to_first_success_s" if not quick else "copy_to_first_success_cached_s"
         figures[key] = round(time.monotonic() - began, 1)
@@ -388,31 +367,19 @@ def measure(layout: Layout, launches: int, volume: Launchpad | None, quick: bool
 
         log(f"{layout.name}: rebuilds")
         layout.change_code()
-        started = time.monotonic()
-        layout.build()
-        figures["rebuild_code_change_s"] = round(time.monotonic() - started, 2)
+        figures["rebuild_code_change_s"] = round(seconds(layout.build), 2)
         if not (quick and isinstance(layout, Baseline)):  # a full reinstall in baseline 1
             layout.change_config()
-            started = time.monotonic()
-            layout.build()
-            figures["rebuild_config_change_s"] = round(time.monotonic() - started, 2)
+            figures["rebuild_config_change_s"] = round(seconds(layout.build), 2)
 
         log(f"{layout.name}: down, up")
         layout.stop()
-        started = time.monotonic()
-        layout.start()
-        wait_loaded(stack)
-        figures["up_to_loaded_s"] = round(time.monotonic() - started, 2)
+        figures["up_to_loaded_s"] = round(seconds(layout.up), 2)
         launch_to_success(stack)
 
         if volume is None:
             # Code baked into the image: a code change goes live by rebuild + recreate.
-            layout.change_code()
-            started = time.monotonic()
-            changed_at = time.time()
-            layout.deliver_code_change()
-            wait_loaded(stack, after=changed_at)
-            figures["reload_s"] = round(time.monotonic() - started, 2)
+            figures["reload_s"] = round(layout.code_change_live(), 2)
             figures["reload_how"] = "rebuild the user-code image, recreate its container"
     finally:
         layout.remove()
@@ -426,17 +393,10 @@ def measure_reload(layout: Launchpad, log) -> float:
     """reload_s of the template: code mounted from the host (volume delivery), `make reload`."""
     log(f"{layout.name}: reload")
     layout.copy()
-    stack = Stack(layout.port, layout.location)
     try:
         layout.build()
-        layout.start()
-        wait_loaded(stack)
-        layout.change_code()
-        started = time.monotonic()
-        changed_at = time.time()
-        layout.deliver_code_change()
-        wait_loaded(stack, after=changed_at)
-        return round(time.monotonic() - started, 2)
+        layout.up()
+        return round(layout.code_change_live(), 2)
     finally:
         layout.remove()
 

@@ -10,7 +10,7 @@ from dagster_graphql import DagsterGraphQLClient
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
-LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus updatedTimestamp
   locationOrLoadError { __typename ... on PythonError { message causes { message } } } } } } }"""
 REPOSITORY = """query ($loc: String!) { repositoryOrError(repositorySelector:
   {repositoryLocationName: $loc, repositoryName: "__repository__"}) {
@@ -58,23 +58,26 @@ class Stack:
         assert not body.get("errors"), body["errors"]
         return body["data"]
 
-    def wait_loaded(self, timeout: float = 180) -> float:
-        """Poll real readiness (the location's load status), not container health."""
+    def wait_loaded(self, timeout: float = 180, after: float = 0.0, poll: float = 0.5) -> float:
+        """Poll real readiness (the location's load status), not container health; with `after`
+        (a time.time()), until the location was also loaded again since then. Polls every
+        `poll` s (benchmarks/run.py times with it: 0.1)."""
         started = time.monotonic()
         last = None
         while time.monotonic() - started < timeout:
-            try:
+            try:  # not up yet: connection refused, 502, partial workspace
                 entries = self.gql(LOCATIONS)["workspaceOrError"]["locationEntries"]
                 last = next(e for e in entries if e["name"] == self.location)
                 if (
                     last["loadStatus"] == "LOADED"
                     and last["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                    and last["updatedTimestamp"] > after
                 ):
                     return time.monotonic() - started
             except (requests.RequestException, StopIteration, KeyError, TypeError) as exc:
                 last = repr(exc)
-            time.sleep(0.5)
-        raise AssertionError(f"code location {self.location} not loaded: {last}")
+            time.sleep(poll)
+        raise AssertionError(f"code location {self.location} not loaded within {timeout} s: {last}")
 
     def repository(self) -> dict:
         repo = self.gql(REPOSITORY, loc=self.location)["repositoryOrError"]
