@@ -47,6 +47,13 @@ def tool_env() -> dict:
     return env
 
 
+def compose_argv(command: str) -> list[str]:
+    """A generated project's compose command (its computed answer `compose_command`, e.g.
+    "podman-compose") as arguments, the program found where the project's make finds it."""
+    program, *args = command.split()
+    return [shutil.which(program, path=tool_env()["PATH"]) or program, *args]
+
+
 @dataclass(frozen=True)
 class Engine:
     name: str  # "podman" or "docker"

@@ -1,11 +1,17 @@
 """Run tier: a covering set of combinations, started and used end to end.
 
 Each combination is rendered with Copier, started with the generated project's own
-`make up`, and driven from the host with Dagster's GraphQL client: the code location
-loads, the example job succeeds and records materializations, the daemon is alive and the
-sensor requests a run, code changes reload (volume delivery), runs get their own container
-(container launcher), and history survives `make down` / `make up`. Readiness is polled for
-real (UI and location status), never inferred from container health.
+`make up`, and driven from the host with Dagster's GraphQL client, one named step after
+the other (see test_stack_runs_end_to_end): the code location loads, the example job
+succeeds and records materializations, runs get their own container (container launcher),
+the containers are confined as compose.yaml promises, the project's own commands show the
+stack, the daemon is alive and the sensor requests a run, code changes reload (volume
+delivery), and history survives `make down` / `make up`. Readiness is polled for real (UI
+and location status), never inferred from container health.
+
+What Copier computes for a project (engine socket, PostgreSQL image, service UIDs, compose
+command, location name) is read from the rendered project (conftest.computed), never
+derived here again.
 """
 
 from __future__ import annotations
@@ -13,14 +19,27 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 import matrix
-from conftest import note
+from conftest import computed, note
 from dagster_api import Stack
-from engines import ENGINES, env_value, make, missing, remove_stack, render, unbuildable_reason
+from engines import (
+    ENGINES,
+    Engine,
+    compose_argv,
+    env_value,
+    make,
+    missing,
+    remove_stack,
+    render,
+    tool_env,
+    unbuildable_reason,
+)
 
 FACTORS = [
     "container_engine",
@@ -33,13 +52,15 @@ FACTORS = [
 CANDIDATES = [a for a in matrix.combinations() if unbuildable_reason(a) is None]
 RUN_SET = matrix.covering_set(CANDIDATES, FACTORS)
 FIGURES: dict[str, list[str]] = {}
+SERVICES = ("webserver", "daemon", "pipes")
 
 # A PostgreSQL that the stack reaches only through DAGSTER_PG_HOST, as it would a server of
-# its own; compose loads compose.override.yaml by itself (both tools).
+# its own; compose loads compose.override.yaml by itself (both tools). {image} is the
+# project's own PostgreSQL image (the computed answer postgres_image).
 EXTERNAL_DB = """\
 services:
   extdb:
-    image: docker.io/library/postgres:17-trixie
+    image: {image}
     container_name: {slug}-extdb
     environment:
       POSTGRES_USER: ext_user
@@ -74,6 +95,30 @@ defs = dg.Definitions(
 '''
 
 
+@dataclass
+class Deployment:
+    """One rendered project of the run tier, its engine and its UI, as the steps share them."""
+
+    engine: Engine
+    root: Path
+    answers: dict  # the combination's answers
+    port: int
+    slug: str = field(init=False)
+    package: str = field(init=False)
+    facts: dict = field(init=False)  # Copier's computed answers for this project
+    stack: Stack = field(init=False)
+    figures: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        recorded = yaml.safe_load((self.root / ".copier-answers.yml").read_text())
+        self.slug, self.package = recorded["project_slug"], recorded["package_name"]
+        self.facts = computed(self.root)
+        self.stack = Stack(self.port, self.facts["location_name"])
+
+    def container(self, service: str) -> str:
+        return f"{self.slug}-{service}"
+
+
 def set_env(root: Path, values: dict[str, str]) -> None:
     """Write .env from .env.example with some values replaced (as a user would edit it)."""
     text = (root / ".env.example").read_text()
@@ -90,28 +135,9 @@ def started_at(engine, names: list[str]) -> dict[str, str]:
     }
 
 
-def start_external_db(engine, root: Path, slug: str) -> None:
-    """An external database is up before the stack starts, as it would be in real life."""
-    result = subprocess.run([*engine.compose, "up", "-d", "extdb"], cwd=root, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    engine.wait_pg_ready(f"{slug}-extdb", "ext_user", "ext_db", "the external PostgreSQL")
-
-
-def up(engine, root: Path, port: int) -> float:
-    if (root / "compose.override.yaml").exists():
-        start_external_db(engine, root, root.name)
-    started = time.monotonic()
-    result = make(root, "up")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert f"Dagster UI ready at http://127.0.0.1:{port}" in result.stdout, result.stdout[-2000:]
-    return time.monotonic() - started
-
-
-def down_and_check(engine, root: Path, slug: str) -> None:
-    result = make(root, "down")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert engine.containers(slug) == [], f"containers left after make down: {engine.containers(slug)}"
-    assert f"{slug}_dagster" not in engine.networks(), "make down left the network behind"
+def proc_status(engine, container: str) -> dict[str, str]:
+    status = engine.run("exec", container, "cat", "/proc/1/status", check=True).stdout
+    return dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
 
 
 def start_sensor(stack: Stack, name: str) -> None:
@@ -123,17 +149,130 @@ def start_sensor(stack: Stack, name: str) -> None:
         time.sleep(2)
 
 
-def proc_status(engine, container: str) -> dict[str, str]:
-    status = engine.run("exec", container, "cat", "/proc/1/status", check=True).stdout
-    return dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+# ------------------------------------------------------------------ preparing a project
 
 
-def check_confinement(engine, root: Path, slug: str, answers: dict) -> None:
+def require_what_the_combination_needs(d: Deployment) -> None:
+    """The stand-in images and (container launcher) the engine's API socket are here."""
+    for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
+        image = env_value(d.root, setting)
+        if image and not d.engine.has_image(image):
+            missing(f"the stand-in {image} is not in {d.engine.name}'s store")
+    if d.answers["storage"] == "external-postgres" and not d.engine.has_image(d.facts["postgres_image"]):
+        missing(f"the PostgreSQL stand-in {d.facts['postgres_image']} is not in {d.engine.name}'s store")
+    if d.answers["run_launcher"] == "container":
+        socket, engine = d.facts["engine_socket"], d.engine.name
+        if not Path(socket).is_socket():
+            missing(f"the {engine} API socket {socket} is not there (.ci/install-engines.sh starts it)")
+
+
+def add_external_database(d: Deployment) -> None:
+    """External PostgreSQL: a server of its own (compose.override.yaml), named in .env."""
+    override = EXTERNAL_DB.replace("{image}", d.facts["postgres_image"]).replace("{slug}", d.slug)
+    (d.root / "compose.override.yaml").write_text(override)
+    set_env(d.root, EXTERNAL_ENV)
+
+
+def start_external_db(d: Deployment) -> None:
+    """An external database is up before the stack starts, as it would be in real life."""
+    result = subprocess.run(
+        [*compose_argv(d.facts["compose_command"]), "up", "-d", "extdb"],
+        cwd=d.root,
+        capture_output=True,
+        text=True,
+        env=tool_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    d.engine.wait_pg_ready(d.container("extdb"), "ext_user", "ext_db", "the external PostgreSQL")
+
+
+def up(d: Deployment) -> float:
+    """`make up` (after the external database, if any); the seconds until the UI was ready."""
+    if (d.root / "compose.override.yaml").exists():
+        start_external_db(d)
+    started = time.monotonic()
+    result = make(d.root, "up")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert f"Dagster UI ready at http://127.0.0.1:{d.port}" in result.stdout, result.stdout[-2000:]
+    return time.monotonic() - started
+
+
+def down_and_check(d: Deployment) -> None:
+    """`make down` leaves no container and no network of the project."""
+    result = make(d.root, "down")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    left = d.engine.containers(d.slug)
+    assert left == [], f"containers left after make down: {left}"
+    assert f"{d.slug}_dagster" not in d.engine.networks(), "make down left the network behind"
+
+
+# ------------------------------------------------------------- the steps, in their order
+
+
+def check_location_loaded(d: Deployment) -> None:
+    """The code location is LOADED and lists the example job, schedule, sensor and assets."""
+    d.stack.wait_loaded(timeout=60)
+    repo = d.stack.repository()
+    assert {j["name"] for j in repo["jobs"]} >= {"example_job"}
+    assert {s["name"] for s in repo["schedules"]} == {"example_schedule"}
+    assert {s["name"] for s in repo["sensors"]} == {"inbox_sensor"}
+    assert d.stack.asset_keys() >= {"raw_orders", "order_summary"}
+
+
+def check_example_job_succeeds(d: Deployment) -> tuple[str, set[str]]:
+    """The example job succeeds and records both materializations. Returns its run id and
+    the images of the run containers seen while it ran (container launcher)."""
+    seen_run_containers: set[str] = set()
+
+    def watch_run_containers():
+        if d.answers["run_launcher"] == "container":
+            ps = d.engine.run("ps", "-a", "--filter", "label=dagster/run_id", "--format", "{{.Image}}")
+            seen_run_containers.update(ps.stdout.split())
+
+    started = time.monotonic()
+    run_id = d.stack.launch()
+    status = d.stack.wait_run(run_id, on_poll=watch_run_containers)
+    launch_s = time.monotonic() - started
+    run = d.stack.run(run_id)
+    if status.value != "SUCCESS":
+        daemon_log = d.engine.run("logs", "--tail", "60", d.container("daemon"))
+        pytest.fail(
+            f"run {run_id} ended {status.value}: {d.stack.errors(run_id)}\n"
+            f"daemon log:\n{daemon_log.stdout[-3000:]}{daemon_log.stderr[-3000:]}"
+        )
+    assert run["stats"]["materializations"] == 2, run["stats"]
+    d.figures.append(f"launch->SUCCESS {launch_s:.1f} s")
+    return run_id, seen_run_containers
+
+
+def check_run_containers(d: Deployment, run_id: str, seen_run_containers: set[str]) -> None:
+    """Container launcher: the run had its own container, from the pipes image, removed
+    when the run ended. Code-server launcher: the run had no container of its own."""
+    tags = {t["key"]: t["value"] for t in d.stack.run(run_id)["tags"]}
+    if d.answers["run_launcher"] != "container":
+        assert "docker/container_id" not in tags
+        return
+    pipes_image = f"localhost/{d.slug}-pipes:latest"
+    assert tags.get("dagster/image") == pipes_image, tags
+    container = tags["docker/container_id"]
+    # The run is SUCCESS a moment before its process exits and the engine removes it.
+    deadline = time.monotonic() + 60
+    while d.engine.run("inspect", container).returncode == 0:
+        assert time.monotonic() < deadline, "the finished run's container was not removed"
+        time.sleep(0.5)
+    # (The dagster/image tag above is what the launcher started; any container we
+    # happened to see while polling must be that image.)
+    assert seen_run_containers <= {pipes_image}, f"run containers seen: {seen_run_containers}"
+
+
+def check_confinement(d: Deployment) -> None:
     """What compose.yaml promises, as the running containers really are."""
-    for service in ("webserver", "daemon", "pipes"):
-        container = f"{slug}-{service}"
+    engine, slug = d.engine, d.slug
+    uid, postgres_uid = str(d.facts["service_uid"]), str(d.facts["postgres_uid"])
+    for service in SERVICES:
+        container = d.container(service)
         status = proc_status(engine, container)
-        assert status["Uid"].split()[0] == "10001" and status["Gid"].split()[0] == "10001", service
+        assert status["Uid"].split()[0] == uid and status["Gid"].split()[0] == uid, service
         assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, (
             f"{service} has capabilities"
         )
@@ -144,138 +283,98 @@ def check_confinement(engine, root: Path, slug: str, answers: dict) -> None:
         assert engine.run("exec", container, "touch", "/tmp/probe").returncode == 0, f"{service}: no /tmp"
     # What the services wrote on the shared volume belongs to the service user.
     foreign = engine.run(
-        "exec", f"{slug}-pipes", "find", "/var/lib/dagster", "!", "-user", "10001", check=True
+        "exec", d.container("pipes"), "find", "/var/lib/dagster", "!", "-user", uid, check=True
     )
-    assert foreign.stdout.strip() == "", f"files on dagster-data not owned by 10001: {foreign.stdout[:500]}"
+    assert foreign.stdout.strip() == "", f"files on dagster-data not owned by {uid}: {foreign.stdout[:500]}"
     # The UI is published on 127.0.0.1 only; PostgreSQL is not published at all.
-    ports = engine.run("port", f"{slug}-webserver", check=True).stdout.split()
+    ports = engine.run("port", d.container("webserver"), check=True).stdout.split()
     assert ports and all(p.startswith("127.0.0.1:") for p in ports if ":" in p), ports
-    if answers["storage"] == "postgres":
-        assert engine.run("port", f"{slug}-postgres").stdout.strip() == "", "PostgreSQL is published"
-        status = proc_status(engine, f"{slug}-postgres")
-        assert status["Uid"].split()[0] == "999" and int(status["CapEff"], 16) == 0
+    if d.facts["bundled_postgres"]:
+        assert engine.run("port", d.container("postgres")).stdout.strip() == "", "PostgreSQL is published"
+        status = proc_status(engine, d.container("postgres"))
+        assert status["Uid"].split()[0] == postgres_uid and int(status["CapEff"], 16) == 0
     # The database password (from .env) is in no image's history or metadata.
-    password = re.search(r"^DAGSTER_PG_PASSWORD=(.*)$", (root / ".env").read_text(), re.M)
+    password = re.search(r"^DAGSTER_PG_PASSWORD=(.*)$", (d.root / ".env").read_text(), re.M)
     if password:
-        for service in ("webserver", "daemon", "pipes"):
+        for service in SERVICES:
             ref = f"localhost/{slug}-{service}:latest"
             assert password.group(1) not in engine.image_text(ref), f"the PostgreSQL password is in {ref}"
 
 
-def exercise(engine, root: Path, answers: dict, port: int, slug: str, figures: list[str]) -> None:
-    package = slug.replace("-", "_")
-    stack = Stack(port, package)
-    stack.wait_loaded(timeout=60)
-    repo = stack.repository()
-    assert {j["name"] for j in repo["jobs"]} >= {"example_job"}
-    assert {s["name"] for s in repo["schedules"]} == {"example_schedule"}
-    assert {s["name"] for s in repo["sensors"]} == {"inbox_sensor"}
-    assert stack.asset_keys() >= {"raw_orders", "order_summary"}
-
-    # The example job succeeds and records both materializations.
-    seen_run_containers: set[str] = set()
-
-    def watch_run_containers():
-        if answers["run_launcher"] == "container":
-            ps = engine.run("ps", "-a", "--filter", "label=dagster/run_id", "--format", "{{.Image}}")
-            seen_run_containers.update(ps.stdout.split())
-
-    started = time.monotonic()
-    run_id = stack.launch()
-    status = stack.wait_run(run_id, on_poll=watch_run_containers)
-    launch_s = time.monotonic() - started
-    run = stack.run(run_id)
-    if status.value != "SUCCESS":
-        daemon_log = engine.run("logs", "--tail", "60", f"{slug}-daemon")
-        pytest.fail(
-            f"run {run_id} ended {status.value}: {stack.errors(run_id)}\n"
-            f"daemon log:\n{daemon_log.stdout[-3000:]}{daemon_log.stderr[-3000:]}"
-        )
-    assert run["stats"]["materializations"] == 2, run["stats"]
-    figures.append(f"launch->SUCCESS {launch_s:.1f} s")
-
-    tags = {t["key"]: t["value"] for t in run["tags"]}
-    if answers["run_launcher"] == "container":
-        pipes_image = f"localhost/{slug}-pipes:latest"
-        assert tags.get("dagster/image") == pipes_image, tags
-        container = tags["docker/container_id"]
-        # The run is SUCCESS a moment before its process exits and the engine removes it.
-        deadline = time.monotonic() + 60
-        while engine.run("inspect", container).returncode == 0:
-            assert time.monotonic() < deadline, "the finished run's container was not removed"
-            time.sleep(0.5)
-        # (The dagster/image tag above is what the launcher started; any container we
-        # happened to see while polling must be that image.)
-        assert seen_run_containers <= {pipes_image}, f"run containers seen: {seen_run_containers}"
-    else:
-        assert "docker/container_id" not in tags
-
-    check_confinement(engine, root, slug, answers)
-
-    # The project's own status and log targets show the stack.
-    ps = make(root, "ps")
-    assert ps.returncode == 0 and all(f"{slug}-{s}" in ps.stdout for s in ("pipes", "webserver", "daemon")), (
-        ps
-    )
-    logs = make(root, "logs", "SERVICE=webserver", "LOGS_FLAGS=--tail=100", timeout=60)
+def check_project_commands(d: Deployment) -> None:
+    """The project's own status and log targets show the stack."""
+    ps = make(d.root, "ps")
+    assert ps.returncode == 0, ps
+    assert all(d.container(s) in ps.stdout for s in ("pipes", "webserver", "daemon")), ps.stdout
+    logs = make(d.root, "logs", "SERVICE=webserver", "LOGS_FLAGS=--tail=100", timeout=60)
     assert logs.returncode == 0 and "Serving dagster-webserver" in logs.stdout + logs.stderr, logs
 
-    # The daemon is alive, by its own check and by the instance's account.
-    assert engine.run("exec", f"{slug}-daemon", "dagster-daemon", "liveness-check").returncode == 0
-    daemons = stack.daemons()
-    assert all(daemons.get(d) for d in ("SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR")), daemons
 
-    # The sensor, switched on, sees a file in its inbox and requests a run that succeeds.
-    engine.run(
+def check_daemon_alive(d: Deployment) -> None:
+    """The daemon is alive, by its own check and by the instance's account."""
+    assert d.engine.run("exec", d.container("daemon"), "dagster-daemon", "liveness-check").returncode == 0
+    daemons = d.stack.daemons()
+    assert all(daemons.get(name) for name in ("SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR")), daemons
+
+
+def check_sensor_requests_a_run(d: Deployment) -> str:
+    """The sensor, switched on, sees a file in its inbox and requests a run that succeeds.
+    Returns that run's id."""
+    d.engine.run(
         "exec",
-        f"{slug}-pipes",
+        d.container("pipes"),
         "sh",
         "-c",
         "mkdir -p /var/lib/dagster/inbox && echo id > /var/lib/dagster/inbox/orders-1.csv",
         check=True,
     )
-    start_sensor(stack, "inbox_sensor")
+    start_sensor(d.stack, "inbox_sensor")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        ticks = [t for t in stack.sensor_ticks("inbox_sensor") if t["runIds"]]
+        ticks = [t for t in d.stack.sensor_ticks("inbox_sensor") if t["runIds"]]
         if ticks:
             break
         time.sleep(1)
     else:
-        pytest.fail(f"the sensor requested no run: {stack.sensor_ticks('inbox_sensor')}")
+        pytest.fail(f"the sensor requested no run: {d.stack.sensor_ticks('inbox_sensor')}")
     sensor_run = ticks[0]["runIds"][0]
-    assert stack.wait_run(sensor_run).value == "SUCCESS"
+    assert d.stack.wait_run(sensor_run).value == "SUCCESS"
+    return sensor_run
 
-    # Volume delivery: new code appears on reload, and no container restarts.
-    if answers["code_delivery"] == "volume":
-        names = [f"{slug}-{s}" for s in ("pipes", "webserver", "daemon")]
-        before = started_at(engine, names)
-        definitions = root / "pipes/src" / package / "definitions.py"
-        definitions.write_text(definitions.read_text() + RELOAD_ASSET)
-        started = time.monotonic()
-        reloaded = make(root, "reload")
-        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
-        assert "reload_check" in stack.asset_keys()
-        figures.append(f"reload {time.monotonic() - started:.1f} s")
-        assert started_at(engine, names) == before, "a container restarted during reload"
 
-    # History, schedule state and materializations survive make down / make up, on
-    # PostgreSQL and SQLite alike, and (image delivery) a rebuild with new code.
+def check_reload_picks_up_new_code(d: Deployment) -> None:
+    """Volume delivery: new code appears on `make reload`, and no container restarts."""
+    names = [d.container(s) for s in ("pipes", "webserver", "daemon")]
+    before = started_at(d.engine, names)
+    definitions = d.root / "pipes/src" / d.package / "definitions.py"
+    definitions.write_text(definitions.read_text() + RELOAD_ASSET)
+    started = time.monotonic()
+    reloaded = make(d.root, "reload")
+    assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+    assert "reload_check" in d.stack.asset_keys()
+    d.figures.append(f"reload {time.monotonic() - started:.1f} s")
+    assert started_at(d.engine, names) == before, "a container restarted during reload"
+
+
+def check_history_survives_down_and_up(d: Deployment, run_id: str, sensor_run: str) -> None:
+    """History, schedule state and materializations survive make down / make up, on
+    PostgreSQL and SQLite alike, and (image delivery) a rebuild with new code."""
+    stack = d.stack
     assert stack.start_schedule("example_schedule") == "ScheduleStateResult"
     materialized = stack.materializations("order_summary")
     assert materialized >= 2, materialized  # the job's run and the sensor's
-    down_and_check(engine, root, slug)
-    if answers["code_delivery"] == "image":
-        assets = root / "pipes/src" / package / "assets.py"
+    down_and_check(d)
+    if d.answers["code_delivery"] == "image":
+        assets = d.root / "pipes/src" / d.package / "assets.py"
         assets.write_text(assets.read_text() + "\n# changed while the stack was down\n")
-    figures.append(f"up->LOADED {up(engine, root, port):.1f} s (images built, volumes kept)")
+    d.figures.append(f"up->LOADED {up(d):.1f} s (images built, volumes kept)")
     stack.wait_loaded(timeout=60)
     assert {run_id, sensor_run} <= stack.run_ids()
     assert stack.run(run_id)["stats"]["materializations"] == 2
     assert stack.schedule_status("example_schedule") == "RUNNING"
     assert stack.materializations("order_summary") == materialized
-    if answers["code_delivery"] == "image":
-        baked = engine.run("exec", f"{slug}-pipes", "cat", f"/opt/dagster/app/{package}/assets.py")
+    if d.answers["code_delivery"] == "image":
+        baked = d.engine.run("exec", d.container("pipes"), "cat", f"/opt/dagster/app/{d.package}/assets.py")
         assert "changed while the stack was down" in baked.stdout, "make up did not rebuild pipes"
 
 
@@ -286,28 +385,27 @@ def test_stack_runs_end_to_end(answers, template_snapshot, tmp_path_factory):
     slug, port = f"lp-run-{index}", 3101 + index
     root = tmp_path_factory.mktemp("run") / slug
     render(template_snapshot, root, {**answers, "project_slug": slug, "ui_port": port})
-    for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
-        image = env_value(root, setting)
-        if image and not engine.has_image(image):
-            missing(f"the stand-in {image} is not in {engine.name}'s store")
+    d = Deployment(engine, root, answers, port, figures=[matrix.combo_id(answers)])
+    require_what_the_combination_needs(d)
     if answers["storage"] == "external-postgres":
-        (root / "compose.override.yaml").write_text(EXTERNAL_DB.replace("{slug}", slug))
-        set_env(root, EXTERNAL_ENV)
-        if not engine.has_image("docker.io/library/postgres:17-trixie"):
-            missing(f"the PostgreSQL stand-in is not in {engine.name}'s store")
-    if answers["run_launcher"] == "container":
-        socket = "/run/podman/podman.sock" if engine.name == "podman" else "/var/run/docker.sock"
-        if not Path(socket).is_socket():
-            missing(f"the {engine.name} API socket {socket} is not there (.ci/install-engines.sh starts it)")
+        add_external_database(d)
 
-    figures = [matrix.combo_id(answers)]
     try:
-        figures.append(f"first make up {up(engine, root, port):.0f} s (build included)")
-        exercise(engine, root, answers, port, slug, figures)
-        down_and_check(engine, root, slug)
+        d.figures.append(f"first make up {up(d):.0f} s (build included)")
+        check_location_loaded(d)
+        run_id, run_containers = check_example_job_succeeds(d)
+        check_run_containers(d, run_id, run_containers)
+        check_confinement(d)
+        check_project_commands(d)
+        check_daemon_alive(d)
+        sensor_run = check_sensor_requests_a_run(d)
+        if answers["code_delivery"] == "volume":
+            check_reload_picks_up_new_code(d)
+        check_history_survives_down_and_up(d, run_id, sensor_run)
+        down_and_check(d)
     finally:
         remove_stack(engine, root, slug)
-    FIGURES.setdefault(engine.name, []).append(", ".join(figures))
+    FIGURES.setdefault(engine.name, []).append(", ".join(d.figures))
     note(f"run tier, {engine.name}", " | ".join(FIGURES[engine.name]))
 
 
