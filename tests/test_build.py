@@ -14,11 +14,10 @@ import time
 import pytest
 
 import matrix
-from conftest import note
+from conftest import computed, note
 from engines import ENGINES, env_value, make, missing, render, unbuildable_reason, use_base
 
 IMAGE_SETS = matrix.image_sets()
-SERVICE_USER = "10001:10001"
 FIGURES: dict[str, dict] = {}
 # Every build gets this private-index "credential" as its build secret (secrets/pip.conf);
 # no image may contain it, in a layer, its history or its metadata. One fixed value, so
@@ -57,10 +56,12 @@ def shared_prefix(a: list, b: list) -> int:
     return sum(1 for _ in itertools.takewhile(lambda pair: pair[0] == pair[1], zip(a, b, strict=False)))
 
 
-def check_image(engine, ref: str, image: str, slug: str, answers: dict) -> dict:
+def check_image(engine, ref: str, image: str, slug: str, answers: dict, uid: int) -> dict:
+    """One built image: runs as the service user (`uid`, Copier's service_uid), kept its
+    HEALTHCHECK and labels, has the pinned Dagster and no build leftovers."""
     info = engine.inspect(ref)
     config = info["Config"]
-    assert config.get("User") == SERVICE_USER, f"{ref} runs as {config.get('User')!r}"
+    assert config.get("User") == f"{uid}:{uid}", f"{ref} runs as {config.get('User')!r}"
     # Docker keeps it in Config.Healthcheck, Podman's JSON at the top level.
     health = config.get("Healthcheck") or info.get("Healthcheck") or {}
     assert health.get("Test"), f"{ref} lost its HEALTHCHECK"
@@ -71,8 +72,8 @@ def check_image(engine, ref: str, image: str, slug: str, answers: dict) -> dict:
     out = engine.run(
         "run", "--rm", "--entrypoint", "sh", ref, "-c", f"id -u; dagster --version; {LEFTOVERS}", check=True
     )
-    uid, version, *leftovers = out.stdout.splitlines()
-    assert uid.strip() == "10001", f"{ref} runs as uid {uid!r}"
+    runs_as, version, *leftovers = out.stdout.splitlines()
+    assert runs_as.strip() == str(uid), f"{ref} runs as uid {runs_as!r}"
     assert f"version {answers['dagster_version']}" in version, version
     # Nothing the running image does not need: no packages' test suites, no bytecode cache of
     # the copied code, no compiler. (Installed packages keep their bytecode: without it every
@@ -82,7 +83,86 @@ def check_image(engine, ref: str, image: str, slug: str, answers: dict) -> dict:
     return info
 
 
-def test_image_set_builds_and_is_sound(answers, template_snapshot, tmp_path_factory):
+def check_cold_build_reads_the_secret_and_keeps_it_out(
+    engine, template_snapshot, answers: dict, root, base: str, figures: dict
+) -> None:
+    """The cold-build figure: the same set under another name, built from the base with one
+    tiny layer more, so that no build cache matches (the checks that follow use the real
+    build). The build really reads secrets/pip.conf: one pointing at a closed index fails;
+    with the real one, no byte of the three saved images holds the secret."""
+    slug = root.name
+    cold = render(template_snapshot, root.parent / "cold", {**answers, "project_slug": f"{slug}-cold"})
+    fresh = engine.fresh_base(base, f"{slug}-cold")
+    use_base(cold, fresh)
+    write_pip_conf(cold, BROKEN_PIP_CONF)
+    broken = make(cold, "build", timeout=600)
+    assert broken.returncode != 0, "the build ignored secrets/pip.conf"
+    assert "127.0.0.1" in broken.stdout + broken.stderr, broken.stdout[-2000:] + broken.stderr[-2000:]
+    write_pip_conf(cold, PIP_CONF)
+    started = time.monotonic()
+    result = make(cold, "build")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures["cold build"] = f"{time.monotonic() - started:.0f} s (three images, no build cache)"
+    for image in ("webserver", "daemon", "pipes"):
+        assert_no_secret(engine, f"localhost/{slug}-cold-{image}:latest", True, root.parent)
+    figures["build secret"] = "absent from every layer, history and metadata (cold set scanned byte by byte)"
+    engine.run(
+        "rmi",
+        f"localhost/{slug}-cold-webserver:latest",
+        f"localhost/{slug}-cold-daemon:latest",
+        f"localhost/{slug}-cold-pipes:latest",
+        fresh,
+    )
+
+
+def check_layers_shared(engine, infos: dict, base: str) -> None:
+    """All three share the base, the service user and the Dagster core (its requirements file
+    and the install); webserver and daemon also share the platform's requirements and install."""
+    web, daemon = infos["webserver"]["RootFS"]["Layers"], infos["daemon"]["RootFS"]["Layers"]
+    base_layers = len(engine.inspect(base)["RootFS"]["Layers"])
+    assert shared_prefix(web, daemon) >= base_layers + 5, "webserver and daemon share too few layers"
+    shared_with_pipes = shared_prefix(web, infos["pipes"]["RootFS"]["Layers"])
+    assert shared_with_pipes >= base_layers + 3, f"pipes shares {shared_with_pipes} layers with webserver"
+
+
+def check_pipes_has_the_code_only_when_baked(engine, pipes: str, package: str, answers: dict) -> None:
+    """Image delivery: the pipes image imports the package. Volume: it has dependencies only."""
+    probe = engine.run(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python3",
+        pipes,
+        "-c",
+        f"import sys\ntry:\n    import {package}.definitions\nexcept ModuleNotFoundError:\n    sys.exit(3)",
+    )
+    if answers["code_delivery"] == "image":
+        assert probe.returncode == 0, f"{pipes} does not contain {package}: {probe.stderr}"
+    else:
+        assert probe.returncode == 3, f"{pipes} (dependencies only) contains {package}: {probe.stderr}"
+
+
+def check_one_line_change_is_rebuilt(engine, root, pipes: str, package: str) -> float:
+    """Image delivery: after a one-line code change, `make build` bakes the change into pipes.
+    Returns the seconds it took (the rebuild and the check of the new image)."""
+    assets = root / "pipes/src" / package / "assets.py"
+    assets.write_text(assets.read_text().replace("range(1, 11)", "range(1, 12)"))
+    started = time.monotonic()
+    rebuilt = make(root, "build")
+    assert rebuilt.returncode == 0, rebuilt.stdout[-2000:]
+    baked = engine.run("run", "--rm", "--entrypoint", "cat", pipes, f"/opt/dagster/app/{package}/assets.py")
+    assert "range(1, 12)" in baked.stdout, "the rebuilt pipes image does not have the change"
+    return time.monotonic() - started
+
+
+def test_image_set_builds_runs_as_service_user_and_shares_layers(
+    answers, template_snapshot, tmp_path_factory
+):
+    """`make build` builds the set (once per engine also cold, proving the build secret is read
+    and kept out of every byte); each image runs as the service user with its healthcheck,
+    labels and pinned Dagster, no build leftovers and no secret in its history or metadata;
+    the images share their common layers; pipes has the code only when it is baked; and (image
+    delivery) a one-line code change is rebuilt."""
     if reason := unbuildable_reason(answers):
         pytest.skip(reason)
     engine = ENGINES[answers["container_engine"]].require()
@@ -100,81 +180,30 @@ def test_image_set_builds_and_is_sound(answers, template_snapshot, tmp_path_fact
 
     figures = FIGURES.setdefault(engine.name, {"sets built": 0})
     if "cold build" not in figures:
-        # The cold-build figure: the same set under another name, built from the base with one
-        # tiny layer more, so that no build cache matches (the checks below use the real build).
-        cold = render(template_snapshot, root.parent / "cold", {**answers, "project_slug": f"{slug}-cold"})
-        fresh = engine.fresh_base(base, f"{slug}-cold")
-        use_base(cold, fresh)
-        # The build really reads secrets/pip.conf: one pointing at a closed index fails.
-        write_pip_conf(cold, BROKEN_PIP_CONF)
-        broken = make(cold, "build", timeout=600)
-        assert broken.returncode != 0, "the build ignored secrets/pip.conf"
-        assert "127.0.0.1" in broken.stdout + broken.stderr, broken.stdout[-2000:] + broken.stderr[-2000:]
-        write_pip_conf(cold, PIP_CONF)
-        started = time.monotonic()
-        result = make(cold, "build")
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        figures["cold build"] = f"{time.monotonic() - started:.0f} s (three images, no build cache)"
-        for image in ("webserver", "daemon", "pipes"):
-            assert_no_secret(engine, f"localhost/{slug}-cold-{image}:latest", True, root.parent)
-        figures["build secret"] = (
-            "absent from every layer, history and metadata (cold set scanned byte by byte)"
-        )
-        engine.run(
-            "rmi",
-            f"localhost/{slug}-cold-webserver:latest",
-            f"localhost/{slug}-cold-daemon:latest",
-            f"localhost/{slug}-cold-pipes:latest",
-            fresh,
+        check_cold_build_reads_the_secret_and_keeps_it_out(
+            engine, template_snapshot, answers, root, base, figures
         )
     built = make(root, "build")
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
 
-    tag = env_value(root, "IMAGE_TAG")
+    tag, uid = env_value(root, "IMAGE_TAG"), computed(root)["service_uid"]
     infos = {
-        image: check_image(engine, f"localhost/{slug}-{image}:{tag}", image, slug, answers)
+        image: check_image(engine, f"localhost/{slug}-{image}:{tag}", image, slug, answers, uid)
         for image in ("webserver", "daemon", "pipes")
     }
     for image in infos:
         assert_no_secret(engine, f"localhost/{slug}-{image}:{tag}", False, root.parent)
-    # All three share the base, the service user and the Dagster core (its requirements file and
-    # the install); webserver and daemon also share the platform's requirements and install.
-    web, daemon = infos["webserver"]["RootFS"]["Layers"], infos["daemon"]["RootFS"]["Layers"]
-    base_layers = len(engine.inspect(base)["RootFS"]["Layers"])
-    assert shared_prefix(web, daemon) >= base_layers + 5, "webserver and daemon share too few layers"
-    shared_with_pipes = shared_prefix(web, infos["pipes"]["RootFS"]["Layers"])
-    assert shared_with_pipes >= base_layers + 3, f"pipes shares {shared_with_pipes} layers with webserver"
-
+    check_layers_shared(engine, infos, base)
     pipes = f"localhost/{slug}-pipes:{tag}"
-    probe = engine.run(
-        "run",
-        "--rm",
-        "--entrypoint",
-        "python3",
-        pipes,
-        "-c",
-        f"import sys\ntry:\n    import {package}.definitions\nexcept ModuleNotFoundError:\n    sys.exit(3)",
-    )
-    if answers["code_delivery"] == "image":
-        assert probe.returncode == 0, f"{pipes} does not contain {package}: {probe.stderr}"
-    else:
-        assert probe.returncode == 3, f"{pipes} (dependencies only) contains {package}: {probe.stderr}"
+    check_pipes_has_the_code_only_when_baked(engine, pipes, package, answers)
 
     figures["sets built"] += 1
     if "image sizes" not in figures:
         sizes = {i: infos[i]["Size"] for i in infos}
         figures["image sizes"] = ", ".join(f"{i} {s / 1e6:.0f} MB" for i, s in sizes.items())
     if answers["code_delivery"] == "image" and "rebuild after a one-line code change" not in figures:
-        assets = root / "pipes/src" / package / "assets.py"
-        assets.write_text(assets.read_text().replace("range(1, 11)", "range(1, 12)"))
-        started = time.monotonic()
-        rebuilt = make(root, "build")
-        assert rebuilt.returncode == 0, rebuilt.stdout[-2000:]
-        baked = engine.run(
-            "run", "--rm", "--entrypoint", "cat", pipes, f"/opt/dagster/app/{package}/assets.py"
-        )
-        assert "range(1, 12)" in baked.stdout, "the rebuilt pipes image does not have the change"
-        figures["rebuild after a one-line code change"] = f"{time.monotonic() - started:.1f} s (make build)"
+        seconds = check_one_line_change_is_rebuilt(engine, root, pipes, package)
+        figures["rebuild after a one-line code change"] = f"{seconds:.1f} s (make build)"
     note(f"build tier, {engine.name}", "; ".join(f"{k}: {v}" for k, v in figures.items()))
 
 
