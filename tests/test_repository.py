@@ -27,7 +27,7 @@ def test_readme_main_command_renders_the_defaults_and_starts_the_stack():
     assert " make -C " in main[0] and main[0].endswith(" up")
 
 
-def test_repository_layout():
+def test_repository_has_the_layout_copier_users_expect():
     for path in [
         "copier.yml",
         "template",
