@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import note
+from conftest import computed, note
 from dagster_api import Stack
 from engines import ENGINES, env_value, make, missing, remove_stack, render
 
@@ -67,8 +67,8 @@ class Live:
 
     def __init__(self, engine, root: Path, slug: str, port: int, answers: dict):
         self.engine, self.root, self.slug, self.answers = engine, root, slug, answers
-        self.package = slug.replace("-", "_")
-        self.stack = Stack(port, self.package)
+        self.package = answers["package_name"]
+        self.stack = Stack(port, computed(root)["location_name"])
 
     def name(self, service: str) -> str:
         return f"{self.slug}-{service}"
@@ -154,7 +154,7 @@ def live(request, template_snapshot, tmp_path_factory):
         image = env_value(root, setting)
         if image and not engine.has_image(image):
             missing(f"the stand-in {image} is not in {engine.name}'s store")
-    definitions = root / "pipes/src" / slug.replace("-", "_") / "definitions.py"
+    definitions = root / "pipes/src" / answers["package_name"] / "definitions.py"
     definitions.write_text(definitions.read_text() + SLOW_JOB)
     stack = Live(engine, root, slug, port, answers)
     try:
