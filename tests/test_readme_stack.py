@@ -8,13 +8,14 @@ import re
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from browser import capture_ui
-from conftest import ROOT, note
+from conftest import ROOT, computed, note
 from dagster_api import Stack
-from engines import ENGINES, make, missing, remove_stack, tool_env
+from engines import ENGINES, make, missing, remove_stack, render, tool_env
 
 ARTIFACTS = Path(os.environ.get("LAUNCHPAD_ARTIFACTS", ROOT / "test-artifacts"))
-DEFAULT_IMAGES = ["docker.io/library/python:3.13-slim-trixie", "docker.io/library/postgres:17-trixie"]
 
 
 def readme_main_command() -> str:
@@ -24,11 +25,23 @@ def readme_main_command() -> str:
     return commands[0]
 
 
-def test_readme_main_command_starts_the_default_stack(tmp_path):
-    engine = ENGINES["podman"].require()  # the default engine
-    for image in DEFAULT_IMAGES:
+def the_defaults(template_snapshot: Path, dest: Path) -> tuple[dict, dict]:
+    """What the README's command will render, known before it starts anything: the defaults
+    rendered from the test snapshot, as (recorded answers, Copier's computed answers)."""
+    render(template_snapshot, dest, {})
+    return yaml.safe_load((dest / ".copier-answers.yml").read_text()), computed(dest)
+
+
+def test_readme_main_command_starts_the_default_stack(template_snapshot, tmp_path):
+    answers, facts = the_defaults(template_snapshot, tmp_path / "defaults")
+    slug, port, location = answers["project_slug"], answers["ui_port"], facts["location_name"]
+    engine = ENGINES[facts["engine"]].require()  # the default engine
+    images = [facts["python_image"], *([facts["postgres_image"]] if facts["bundled_postgres"] else [])]
+    for image in images:
         if not engine.has_image(image):
-            missing(f"the stand-in {image} is not in podman's store (run tests/standins/make-standins.sh)")
+            missing(
+                f"the stand-in {image} is not in {engine.name}'s store (run tests/standins/make-standins.sh)"
+            )
     if not (ROOT / ".venv/bin/copier").exists():
         missing("the README's command runs .venv/bin/copier: run `bash .ci/run` (or create .venv) first")
     project = tmp_path / "data-platform"
@@ -41,26 +54,22 @@ def test_readme_main_command_starts_the_default_stack(tmp_path):
     )
     try:
         if result.returncode != 0:
-            logs = {
-                s: engine.run("logs", "--tail", "40", f"data-platform-{s}") for s in ("webserver", "postgres")
-            }
+            logs = {s: engine.run("logs", "--tail", "40", f"{slug}-{s}") for s in ("webserver", "postgres")}
             details = "\n".join(f"--- {s}:\n{r.stdout[-2500:]}{r.stderr[-2500:]}" for s, r in logs.items())
             raise AssertionError(f"{result.stdout[-3000:]}{result.stderr[-3000:]}\n{details}")
-        assert "Dagster UI ready at http://127.0.0.1:3000" in result.stdout
-        stack = Stack(3000, "data_platform")
+        assert f"Dagster UI ready at http://127.0.0.1:{port}" in result.stdout
+        stack = Stack(port, location)
         stack.wait_loaded(timeout=60)
         run_id = stack.launch()
         assert stack.wait_run(run_id).value == "SUCCESS", stack.errors(run_id)
 
-        seen = capture_ui(
-            stack.url, "data_platform", "example", ["raw_orders", "order_summary"], run_id, ARTIFACTS
-        )
+        seen = capture_ui(stack.url, location, "example", ["raw_orders", "order_summary"], run_id, ARTIFACTS)
         assert seen["asset graph"] == ["raw_orders", "order_summary"], seen
         assert seen["run page"], seen
         note("browser screenshots", f"{ARTIFACTS / 'ui-asset-graph.png'}, {ARTIFACTS / 'ui-run.png'}")
     finally:
         if (project / "Makefile").exists():
-            remove_stack(engine, project, "data-platform")
+            remove_stack(engine, project, slug)
 
 
 def test_missing_base_image_is_explained_not_a_raw_pull_error(tmp_path):
