@@ -306,7 +306,10 @@ def check_project_commands(d: Deployment) -> None:
     ps = make(d.root, "ps")
     assert ps.returncode == 0, ps
     assert all(d.container(s) in ps.stdout for s in ("pipes", "webserver", "daemon")), ps.stdout
-    logs = make(d.root, "logs", "SERVICE=webserver", "LOGS_FLAGS=--tail=100", timeout=60)
+    # Enough lines to reach back to the start: while pipes is still loading, the webserver logs
+    # a 40-line "code server unreachable" trace after "Serving ..." for each attempt to reach it
+    # (on a busy machine three are enough to push that line out of the last 100).
+    logs = make(d.root, "logs", "SERVICE=webserver", "LOGS_FLAGS=--tail=2000", timeout=60)
     assert logs.returncode == 0 and "Serving dagster-webserver" in logs.stdout + logs.stderr, logs
 
 
