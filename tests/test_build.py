@@ -70,15 +70,23 @@ def check_image(engine, ref: str, image: str, slug: str, answers: dict, uid: int
     assert labels.get("io.dagster.version") == answers["dagster_version"]
     assert labels.get("org.opencontainers.image.base.name")
     out = engine.run(
-        "run", "--rm", "--entrypoint", "sh", ref, "-c", f"id -u; dagster --version; {LEFTOVERS}", check=True
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        ref,
+        "-c",
+        f"id -u; dagster --version; /opt/venv/bin/pip --version; {LEFTOVERS}",
+        check=True,
     )
-    runs_as, version, *leftovers = out.stdout.splitlines()
+    runs_as, version, pip, *leftovers = out.stdout.splitlines()
     assert runs_as.strip() == str(uid), f"{ref} runs as uid {runs_as!r}"
     assert f"version {answers['dagster_version']}" in version, version
+    # pip stays, once, in the Dagster core layer the three images share (CHANGELOG, image.jinja).
+    assert pip.startswith("pip ") and "/opt/venv/" in pip, f"{ref}: no pip in /opt/venv: {pip!r}"
     # Nothing the running image does not need: no packages' test suites, no bytecode cache of
     # the copied code, no compiler. (Installed packages keep their bytecode: without it every
-    # process, each run included, compiles Dagster again, about 2 s more per start. pip stays,
-    # in the core layer the three images share.)
+    # process, each run included, compiles Dagster again, about 2 s more per start.)
     assert not leftovers, f"{ref} carries build leftovers: {leftovers[:10]}"
     return info
 
