@@ -60,7 +60,7 @@ INVALID = [
     (
         {"base_image": "ubi", "python_version": "3.13"},
         "python_version",
-        "UBI 9 offers Python 3.11 and 3.12 only",
+        "the ubi base image offers Python 3.11 and 3.12 only",
     ),
     ({"python_version": "3.10"}, "python_version", "not in"),
     ({"pipes_system_packages": "curl; rm -rf /"}, "pipes_system_packages", "package names"),
