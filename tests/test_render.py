@@ -310,6 +310,9 @@ def compose_services_match_the_answers(p: Project) -> None:
         assert services[name]["build"]["dockerfile"] == p.image_files()[name]
         assert services[name]["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{c['python_image']}}}"
         assert ("DAGSTER_PG_PASSWORD" in services[name].get("environment", {})) == c["uses_postgres"], name
+        # Every Dagster service starts after a bundled PostgreSQL answers (tools that honour it).
+        waits = services[name].get("depends_on", {}).get("postgres", {}).get("condition")
+        assert (waits == "service_healthy") == c["bundled_postgres"], f"{name} waits for postgres: {waits}"
     # The UI is published on the chosen address only; nothing else is published.
     bind, port = p.answer("ui_bind_address"), p.answer("ui_port")
     assert services["webserver"]["ports"] == [
