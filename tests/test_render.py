@@ -14,7 +14,7 @@ import json
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import yaml
 import matrix
 from conftest import COMPUTED_FILE, computed
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 JINJA_LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%|\{#")
 STRUCTURED = (".yml", ".yaml", ".toml", ".json")
 
@@ -34,6 +35,8 @@ class Project:
 
     answers: dict
     root: Path
+    _texts: dict = field(default_factory=dict, repr=False)
+    _parsed: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def computed(self) -> dict:
@@ -41,7 +44,7 @@ class Project:
 
     @cached_property
     def recorded(self) -> dict:
-        return yaml.safe_load((self.root / ".copier-answers.yml").read_text())
+        return self.yaml(".copier-answers.yml")
 
     @property
     def package(self) -> str:
@@ -52,10 +55,15 @@ class Project:
         return self.recorded[name]
 
     def text(self, rel: str) -> str:
-        return (self.root / rel).read_text()
+        if rel not in self._texts:
+            self._texts[rel] = (self.root / rel).read_text()
+        return self._texts[rel]
 
     def yaml(self, rel: str):
-        return yaml.safe_load(self.text(rel))
+        """The file parsed (libyaml's safe loader, once per file: the checks read it often)."""
+        if rel not in self._parsed:
+            self._parsed[rel] = yaml.load(self.text(rel), Loader=SAFE_LOADER)
+        return self._parsed[rel]
 
     @cached_property
     def files(self) -> set[str]:
@@ -136,7 +144,7 @@ def files_are_clean_and_parse(p: Project) -> None:
         assert not re.search(r"[ \t]$", text, re.M), f"trailing whitespace in {rel}"
         assert not re.search(r"^(<<<<<<< |=======$|>>>>>>> )", text, re.M), f"conflict marker in {rel}"
         if rel.endswith((".yml", ".yaml")):
-            yaml.safe_load(text)
+            p.yaml(rel)
         elif rel.endswith(".toml"):
             tomllib.loads(text)
         elif rel.endswith(".json"):
@@ -178,7 +186,7 @@ def no_empty_mappings_or_stray_blank_lines(p: Project) -> None:
         assert rel.endswith(".py") or "\n\n\n" not in text, f"two blank lines in a row in {rel}"
         if rel.endswith((".yml", ".yaml")):
             assert not blank_line_opening_a_block(text), f"a blank line opens a block in {rel}"
-            empty = empty_mappings(yaml.safe_load(text))
+            empty = empty_mappings(p.yaml(rel))
             assert not empty, f"empty mappings in {rel}: {empty}"
 
 
@@ -367,6 +375,16 @@ def check_project(answers: dict, root: Path) -> None:
         fn(project)
 
 
+PROJECTS: dict[Path, Project] = {}
+
+
+def project_of(answers: dict, root: Path) -> Project:
+    """One Project per rendered combination, shared by the promises (files read once)."""
+    if root not in PROJECTS:
+        PROJECTS[root] = Project(answers, root)
+    return PROJECTS[root]
+
+
 @pytest.mark.parametrize("promise", CHECKS, ids=[fn.__name__ for fn in CHECKS])
 def test_every_combination_keeps_it(promise, rendered_matrix):
     failures = []
@@ -375,7 +393,7 @@ def test_every_combination_keeps_it(promise, rendered_matrix):
             failures.append(f"{cid}: copier failed: {error}")
             continue
         try:
-            promise(Project(answers, root))
+            promise(project_of(answers, root))
         except AssertionError as failure:
             failures.append(f"{cid}: {failure}")
     assert not failures, f"{len(failures)} of {len(rendered_matrix)} combinations:\n" + "\n".join(
