@@ -44,6 +44,9 @@ def tool_env() -> dict:
     """Environment for a generated project's make targets: the test venv's tools on PATH."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("DOCKER_HOST", None)
+    # The test venv's uv (the pinned version): each project would otherwise install its own
+    # in .tools/ (test_lock covers that path).
+    env.setdefault("UV", str(VENV_BIN / "uv"))
     return env
 
 

@@ -9,6 +9,7 @@ own `make build`; bases that cannot exist here are skipped with the reason.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 
 import pytest
@@ -76,14 +77,17 @@ def check_image(engine, ref: str, image: str, slug: str, answers: dict, uid: int
         "sh",
         ref,
         "-c",
-        f"id -u; dagster --version; /opt/venv/bin/pip --version; {LEFTOVERS}",
+        f"id -u; dagster --version; ls /opt/venv/bin; {LEFTOVERS}",
         check=True,
     )
-    runs_as, version, pip, *leftovers = out.stdout.splitlines()
+    runs_as, version, *rest = out.stdout.splitlines()
     assert runs_as.strip() == str(uid), f"{ref} runs as uid {runs_as!r}"
     assert f"version {answers['dagster_version']}" in version, version
-    # pip stays, once, in the Dagster core layer the three images share (CHANGELOG, image.jinja).
-    assert pip.startswith("pip ") and "/opt/venv/" in pip, f"{ref}: no pip in /opt/venv: {pip!r}"
+    # uv installed the lock and left: no installer in the image, so nothing is installed
+    # outside the lock by accident (CHANGELOG, image.jinja).
+    tools = sorted(set(rest) & {"pip", "pip3", "uv", "uvx"})
+    assert "dagster" in rest and not tools, f"{ref}: installers in /opt/venv/bin: {tools}"
+    leftovers = [line for line in rest if line.startswith("/")]
     # Nothing the running image does not need: no packages' test suites, no bytecode cache of
     # the copied code, no compiler. (Installed packages keep their bytecode: without it every
     # process, each run included, compiles Dagster again, about 2 s more per start.)
@@ -163,6 +167,26 @@ def check_one_line_change_is_rebuilt(engine, root, pipes: str, package: str) -> 
     return time.monotonic() - started
 
 
+def check_tampered_hash_fails_the_build(root, engine) -> str:
+    """A hash changed in uv.lock (and exported by `make lock`, which does not download) makes
+    the install step fail with uv's message naming the package; nothing is installed."""
+    lock = root / "uv.lock"
+    text = lock.read_text()
+    start = text.index('\nname = "dagster-webserver"\n')
+    end = text.index("[[package]]", start)
+    block = re.sub(r"(sha256:[0-9a-f]{60})[0-9a-f]{4}", r"\g<1>0000", text[start:end])
+    lock.write_text(text[:start] + block + text[end:])
+    relocked = make(root, "lock")
+    assert relocked.returncode == 0, relocked.stdout + relocked.stderr
+    failed = make(root, "build")
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0, "a tampered hash did not fail the build"
+    assert "Hash mismatch for `dagster-webserver==" in output, output[-3000:]
+    lock.write_text(text)
+    assert make(root, "lock").returncode == 0
+    return "fails the build, uv naming the package (dagster-webserver)"
+
+
 def test_image_set_builds_runs_as_service_user_and_shares_layers(
     answers, template_snapshot, tmp_path_factory
 ):
@@ -212,6 +236,8 @@ def test_image_set_builds_runs_as_service_user_and_shares_layers(
     if answers["code_delivery"] == "image" and "rebuild after a one-line code change" not in figures:
         seconds = check_one_line_change_is_rebuilt(engine, root, pipes, package)
         figures["rebuild after a one-line code change"] = f"{seconds:.1f} s (make build)"
+    if "tampered hash in uv.lock" not in figures:
+        figures["tampered hash in uv.lock"] = check_tampered_hash_fails_the_build(root, engine)
     note(f"build tier, {engine.name}", "; ".join(f"{k}: {v}" for k, v in figures.items()))
 
 

@@ -117,8 +117,14 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "ruff.toml",
         "config/dagster.yaml",
         "config/workspace.yaml",
+        "pyproject.toml",
+        "uv.lock",
+        "uv.lock.sha256",
+        "platform/pyproject.toml",
         "platform/requirements.txt",
         "platform/requirements-core.txt",
+        "platform/requirements-uv.txt",
+        "platform/install_locked.py",
         *p.image_files().values(),
         "pipes/pyproject.toml",
         "pipes/requirements.txt",
@@ -208,7 +214,9 @@ def images_build_from_the_base_and_end_as_the_service_user(p: Project) -> None:
         users = re.findall(r"^USER (\S+)", text, re.M)
         assert users[-1] == f"{uid}:{uid}", f"{path} must end as the service user"
         assert ("0" in users) == c["build_as_root"], f"{path}: switches to root={'0' in users}"
-        assert "python3 -m venv /opt/venv" in text, path
+        # Every install step installs an export of uv.lock, with the installer that checks it.
+        installs = re.findall(r"^\s+python3 /opt/dagster/install_locked\.py install (\S+)$", text, re.M)
+        assert installs and len(installs) == len(re.findall(r"^RUN --mount=type=secret", text, re.M)), path
         assert f'io.dagster.launchpad.component="{image}"' in text
         assert f'io.dagster.version="{p.answer("dagster_version")}"' in text
         assert "chmod 777" not in text
@@ -258,28 +266,50 @@ def os_packages_use_the_bases_package_manager(p: Project) -> None:
             assert bool(re.search(rf"{INSTALL[manager]} .*{re.escape(packages)}", text)) == (image == "pipes")
 
 
+def locked_requirements(text: str) -> dict[str, str]:
+    """name -> version of an exported lock; every requirement must carry a hash."""
+    pins: dict[str, str] = {}
+    for entry in re.sub(r"\\\n", " ", text).splitlines():
+        if entry.strip() and not entry.lstrip().startswith("#"):
+            match = re.match(
+                r"([A-Za-z0-9._-]+)==(\S+)( ;[^-]*)?\s+(--hash=sha256:[0-9a-f]{64}\s*)+(#.*)?$", entry
+            )
+            assert match, f"not a pinned, hashed requirement: {entry!r}"
+            pins[match[1].lower()] = match[2]
+    return pins
+
+
 @check
-def images_install_the_pinned_dagster_set(p: Project) -> None:
-    """Every storage and launcher library is in every set (one image serves every config); the
-    core set, installed first by all three images (their shared layer), is in the other two."""
-    version, libs = p.answer("dagster_version"), p.computed["dagster_libs_version"]
-    core = {line for line in p.text("platform/requirements-core.txt").splitlines() if line[:1].isalpha()}
-    assert core == {
-        f"dagster=={version}",
-        f"dagster-postgres=={libs}",
-        f"dagster-docker=={libs}",
-        "sqlalchemy<2.1",
-    }
+def images_install_the_locked_dagster_set(p: Project) -> None:
+    """The Dagster version is declared once (pyproject.toml); each image installs an export of
+    uv.lock, every package pinned with its hashes; all three install the core set first (their
+    shared layer), and every storage and launcher library is in every set."""
+    version = p.answer("dagster_version")
+    minor, patch = version.split(".")[1:]
+    libs = f"0.{int(minor) + 16}.{patch}"  # Dagster's libraries: 0.(minor + 16).patch
+    declared = [
+        dep
+        for path in ("pyproject.toml", "platform/pyproject.toml", "pipes/pyproject.toml")
+        for dep in tomllib.loads(p.text(path))["project"]["dependencies"]
+    ]
+    assert [d for d in declared if "==" in d] == [f"dagster=={version}"], declared
+    core = locked_requirements(p.text("platform/requirements-core.txt"))
+    platform = locked_requirements(p.text("platform/requirements.txt"))
+    pipes = locked_requirements(p.text("pipes/requirements.txt"))
+    expected = {"dagster": version, "dagster-postgres": libs, "dagster-docker": libs}
+    for name, pins in (("core", core), ("platform", platform), ("pipes", pipes)):
+        assert expected.items() <= pins.items(), (name, {k: pins.get(k) for k in expected})
+        assert pins["sqlalchemy"] < "2.1", pins["sqlalchemy"]
+        assert core.items() <= pins.items(), f"{name} does not install the core set as locked"
+    assert platform["dagster-webserver"] == version == platform["dagster-graphql"]
+    assert "dagster-webserver" not in pipes
+    lock = tomllib.loads(p.text("uv.lock"))
+    locked = {pkg["name"]: pkg["version"] for pkg in lock["package"]}
+    assert all(locked.get(name) == v for name, v in platform.items() | pipes.items())
     for path in p.image_files().values():
-        first_install = p.text(path).split("pip install -r ", 1)[1].split()[0]
+        first_install = p.text(path).split("install_locked.py install ", 1)[1].split()[0]
         assert first_install == "/opt/dagster/requirements-core.txt", (path, first_install)
-    for req in ("platform/requirements.txt", "pipes/requirements.txt"):
-        lines = set(p.text(req).splitlines())
-        assert {f"dagster=={version}", f"dagster-postgres=={libs}", f"dagster-docker=={libs}"} <= lines
-        assert "sqlalchemy<2.1" in lines
-    platform = p.text("platform/requirements.txt")
-    assert f"dagster-webserver=={version}" in platform and f"dagster-graphql=={version}" in platform
-    assert "dagster-webserver" not in p.text("pipes/requirements.txt")
+    assert locked_requirements(p.text("platform/requirements-uv.txt")).keys() == {"uv"}
 
 
 @check

@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,49 +166,44 @@ def code_files(answers: dict, root: Path) -> list[Path]:
     """What the code location's own checks depend on: the package, its tests, its pins."""
     pipes = root / "pipes"
     code = [p for d in ("src", "tests") for p in (pipes / d).rglob("*") if p.is_file()]
-    return sorted(code) + [pipes / "requirements.txt", pipes / "pyproject.toml"]
+    return sorted(code) + [pipes / "requirements.txt", pipes / "pyproject.toml", root / "uv.lock"]
 
 
 def instance_files(answers: dict, root: Path) -> list[Path]:
-    return [root / "config/dagster.yaml", root / "pipes/requirements.txt"]
+    return [root / "config/dagster.yaml", root / "uv.lock"]
+
+
+UV = str(Path(sys.executable).with_name("uv"))
 
 
 def dagster_venv(root: Path) -> Path:
-    """A virtualenv with the project's pinned Dagster set and dev tools, cached by content."""
-    pyproject = (root / "pipes/pyproject.toml").read_text()
-    dev = [
-        d
-        for d in tomllib.loads(pyproject)["project"]["optional-dependencies"]["dev"]
-        if d.startswith(("pytest", "dagster"))
-    ]
-    reqs = [
-        line
-        for line in (root / "pipes/requirements.txt").read_text().splitlines()
-        if line and not line.startswith("#")
-    ]
-    version = next(r.split("==")[1] for r in reqs if r.startswith("dagster=="))
-    libs = computed(root)["dagster_libs_version"]
-    # One environment per Dagster version, with every optional library, serves every variant.
-    wanted = sorted(set(reqs) | set(dev) | {f"dagster-postgres=={libs}", f"dagster-docker=={libs}"})
-    key = hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:12]
-    venv = CACHE / "venvs" / f"dagster-{version}-{key}"
+    """A virtualenv with the project's locked set and dev tools (what `make test` installs:
+    uv.lock's export for pipes, dev group included, hashes checked), cached by content."""
+    export = [UV, "export", "--frozen", "--package", "pipes", "--no-emit-workspace", "--no-header", "--quiet"]
+    export = run(export, cwd=root)
+    assert export.returncode == 0, export.stdout
+    key = hashlib.sha256(export.stdout.encode()).hexdigest()[:12]
+    venv = CACHE / "venvs" / f"dagster-locked-{key}"
     if not (venv / ".complete").exists():
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
-        assert run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
-        result = run(
-            [str(venv / "bin/python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", *wanted],
-            timeout=900,
-        )
-        assert result.returncode == 0, result.stdout
-        (venv / ".complete").write_text("\n".join(wanted))
+        locked = venv.parent / f"{venv.name}.txt"
+        locked.write_text(export.stdout)
+        python = str(venv / "bin/python")
+        for cmd in (
+            [UV, "venv", "--quiet", "--python", sys.executable, str(venv)],
+            [UV, "pip", "sync", "--quiet", "--python", python, "--require-hashes", str(locked)],
+        ):
+            result = run(cmd, timeout=900)
+            assert result.returncode == 0, result.stdout
+        (venv / ".complete").write_text(key)
     return venv
 
 
 def test_generated_code_loads_and_its_tests_pass(rendered_matrix):
     groups = distinct(rendered_matrix, code_files)
     roots = [root for root, _ in groups.values()]
-    venvs = {root: dagster_venv(root) for root in roots}  # sequential: pip installs
+    venvs = {root: dagster_venv(root) for root in roots}  # sequential: installs
 
     def check(root: Path) -> list[str]:
         venv = venvs[root]

@@ -17,6 +17,7 @@ from pathlib import Path
 import copier
 import pytest
 import yaml
+from test_lock import add_dependency, make
 
 from conftest import ROOT, snapshot_template
 
@@ -150,7 +151,16 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
     assert "    purge_after_days: 30\n" in files["config/dagster.yaml"]
     assert "    purge_after_days: 90\n" not in files["config/dagster.yaml"]
     assert files["compose.override.yaml"] == OVERRIDE
-    assert "pyarrow==18.1.0" in files["pipes/requirements.txt"]
+    # The dependency added to v0.1.0's pipes/requirements.txt moved into pipes/pyproject.toml
+    # (the v0.2.0 migration); the lock is the user's to refresh, and `make build` says so.
+    assert '    "pyarrow==18.1.0",\n' in files["pipes/pyproject.toml"]
+    assert "pyarrow" not in files["pipes/requirements.txt"]
+    refused = make(project, "build")
+    assert refused.returncode != 0 and "run 'make lock', then build again" in refused.stdout, refused.stdout
+    locked = make(project, "lock")
+    assert locked.returncode == 0, locked.stdout
+    assert "pyarrow==18.1.0 \\\n    --hash=sha256:" in (project / "pipes/requirements.txt").read_text()
+    assert make(project, "check-lock").returncode == 0
     # New boilerplate arrived.
     assert "check-merge-conflict" in files[".pre-commit-config.yaml"]
     assert "copier check-update" in files["docs/update.md"]
@@ -179,6 +189,48 @@ def test_untouched_project_updates_to_exactly_a_fresh_copy(template_repo, tmp_pa
     assert set(updated) == set(expected)
     different = [f for f in expected if updated[f] != expected[f]]
     assert not different, different
+
+
+def test_dagster_bump_brings_the_new_lock_to_an_untouched_project(template_repo, tmp_path):
+    old = {**NEW_ANSWERS, "dagster_version": "1.12.22"}
+    project = copy(template_repo, tmp_path / "project", template_repo["newest"], old)
+    update(project, template_repo["newest"], dagster_version="1.13.27")
+    fresh = tmp_path / "fresh"
+    copier.run_copy(
+        str(template_repo["path"]),
+        fresh,
+        vcs_ref=template_repo["newest"],
+        data={**NEW_ANSWERS, "dagster_version": "1.13.27"},
+        defaults=True,
+        quiet=True,
+    )
+    updated, expected = tree(project), tree(fresh)
+    assert [f for f in expected if updated.get(f) != expected[f]] == []
+    assert 'version = "1.13.27"' in updated["uv.lock"]
+    assert make(project, "check-lock").returncode == 0
+
+
+def test_dagster_bump_leaves_a_users_lock_to_them_and_build_says_make_lock(template_repo, tmp_path):
+    old = {**NEW_ANSWERS, "dagster_version": "1.12.22"}
+    project = copy(template_repo, tmp_path / "project", template_repo["newest"], old)
+    add_dependency(project, "pyarrow>=18")
+    assert make(project, "lock").returncode == 0
+    git("commit", "--quiet", "-am", "add pyarrow", cwd=project)
+
+    update(project, template_repo["newest"], dagster_version="1.13.27")
+
+    # The declarations merged (new Dagster pin, the user's dependency); the lock did not.
+    assert '"dagster==1.13.27"' in (project / "pyproject.toml").read_text()
+    assert '"pyarrow>=18"' in (project / "pipes/pyproject.toml").read_text()
+    refused = make(project, "build")
+    assert refused.returncode != 0
+    assert "run 'make lock', then build again" in refused.stdout, refused.stdout
+    locked = make(project, "lock")
+    assert locked.returncode == 0, locked.stdout
+    requirements = (project / "pipes/requirements.txt").read_text()
+    assert "\ndagster==1.13.27 \\\n" in requirements and "\npyarrow==" in requirements
+    assert not CONFLICT.search((project / "uv.lock").read_text())
+    assert make(project, "check-lock").returncode == 0
 
 
 def test_conflicting_edit_is_shown_inline_never_lost(template_repo, tmp_path):

@@ -1,0 +1,170 @@
+"""Locked dependencies: the locks the template ships, and the generated project's `make lock`
+and `make build` guard, with the real uv against PyPI (no engine needed).
+
+The template ships uv.lock and its three exports for each `dagster_version` choice
+(template/_locks/, refreshed by `python tools/refresh_locks.py`). A generated project declares
+its dependencies in pyproject.toml files; `make lock` resolves them; `make build` refuses a
+lock that no longer matches, before any image is built.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import copier
+import pytest
+
+import matrix
+from conftest import note, run
+
+UV = str(Path(sys.executable).with_name("uv"))
+EXPORTS = ("platform/requirements-core.txt", "platform/requirements.txt", "pipes/requirements.txt")
+# Python versions the base images offer, and the two C libraries (Debian/UBI glibc, Alpine musl).
+PYTHONS = sorted(
+    {p for base in matrix.questions()["base_images"]["default"].values() for p in base["pythons"]}
+)
+
+
+def render(template_snapshot: Path, dest: Path, **answers) -> Path:
+    copier.run_copy(str(template_snapshot), dest, data=answers, defaults=True, quiet=True)
+    return dest
+
+
+def make(project: Path, *targets: str, **variables: str):
+    # ENGINE/COMPOSE=false: nothing here may reach an engine (the guard runs before a build).
+    settings = {"UV": UV, "ENGINE": "false", "COMPOSE": "false", **variables}
+    return run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(project),
+            *targets,
+            *(f"{k}={v}" for k, v in settings.items()),
+        ]
+    )
+
+
+def add_dependency(project: Path, requirement: str) -> None:
+    pyproject = project / "pipes/pyproject.toml"
+    text = pyproject.read_text()
+    anchor = '    "dagster-core",\n'
+    assert anchor in text
+    pyproject.write_text(text.replace(anchor, f'{anchor}    "{requirement}",\n', 1))
+
+
+def snapshot(project: Path) -> dict[str, bytes]:
+    return {path: (project / path).read_bytes() for path in ("uv.lock", "uv.lock.sha256", *EXPORTS)}
+
+
+@pytest.mark.parametrize("version", matrix.choice_values("dagster_version"))
+def test_shipped_lock_matches_its_declarations_on_every_python_and_libc(template_snapshot, tmp_path, version):
+    project = render(template_snapshot, tmp_path / "project", dagster_version=version)
+    check = make(project, "check-lock")
+    assert check.returncode == 0, (
+        f"the shipped lock for {version} is stale; run tools/refresh_locks.py\n{check.stdout}"
+    )
+    lock = tomllib.loads((project / "uv.lock").read_text())
+    assert lock["requires-python"] == ">=3.11"
+    # Universal: one resolution covers every Python the bases offer; compiled packages carry
+    # wheels for each of them, for glibc (manylinux) and musl (musllinux).
+    grpcio = next(p for p in lock["package"] if p["name"] == "grpcio")
+    wheels = [w["url"].rsplit("/", 1)[1] for w in grpcio["wheels"]]
+    for python in PYTHONS:
+        tag = "cp" + python.replace(".", "")
+        for libc in ("manylinux", "musllinux"):
+            assert any(f"-{tag}-" in w and libc in w and "x86_64" in w for w in wheels), (python, libc)
+    dagster = next(p for p in lock["package"] if p["name"] == "dagster")
+    assert dagster["version"] == version
+
+
+def test_build_refuses_a_stale_lock_with_one_instruction(template_snapshot, tmp_path):
+    project = render(template_snapshot, tmp_path / "project")
+    add_dependency(project, "pyarrow>=18")
+    build = make(project, "build")
+    assert build.returncode != 0, build.stdout
+    errors = [line for line in build.stdout.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: uv.lock does not match the declared dependencies (pyproject.toml files) or the package "
+        "index: run 'make lock', then build again"
+    ], build.stdout
+    # An export edited by hand is refused too (the images install the exports).
+    project = render(template_snapshot, tmp_path / "edited")
+    requirements = project / "pipes/requirements.txt"
+    requirements.write_text(requirements.read_text() + "pyarrow==18.1.0\n")
+    build = make(project, "build")
+    assert build.returncode != 0
+    assert "error: pipes/requirements.txt is not the export of uv.lock: run 'make lock'" in build.stdout
+
+
+def test_make_lock_adds_a_dependency_to_pipes_only_and_refuses_one_that_does_not_exist(
+    template_snapshot, tmp_path
+):
+    project = render(template_snapshot, tmp_path / "project")
+    before = snapshot(project)
+    add_dependency(project, "pyarrow>=18")
+    started = time.monotonic()
+    lock = make(project, "lock")
+    note("make lock after adding one dependency (s)", round(time.monotonic() - started, 2))
+    assert lock.returncode == 0, lock.stdout
+    after = snapshot(project)
+    # Only the pipes image's requirements change: the platform images are not rebuilt.
+    changed = [path for path in after if after[path] != before[path]]
+    assert changed == ["uv.lock", "uv.lock.sha256", "pipes/requirements.txt"]
+    assert re.search(rb"^pyarrow==[0-9.]+ \\\n    --hash=sha256:", after["pipes/requirements.txt"], re.M)
+    assert make(project, "check-lock").returncode == 0
+
+    add_dependency(project, "launchpad-no-such-package-4c1e")
+    failed = make(project, "lock")
+    assert failed.returncode != 0
+    assert "launchpad-no-such-package-4c1e" in failed.stdout and "was not found" in failed.stdout, (
+        failed.stdout
+    )
+    assert (
+        "error: locking failed (see above); uv.lock and the requirements files are unchanged" in failed.stdout
+    )
+    assert snapshot(project) == after, "a failed `make lock` changed the lock or an export"
+
+
+def test_a_fresh_project_installs_the_pinned_uv_with_its_hashes(template_snapshot, tmp_path):
+    """Without UV set, `make` installs uv (platform/requirements-uv.txt, hashes checked) in .tools/."""
+    project = render(template_snapshot, tmp_path / "project")
+    env = {key: value for key, value in os.environ.items() if key != "UV"}
+    check = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(project), "check-lock"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    version = run([str(project / ".tools/bin/uv"), "--version"])
+    assert version.stdout.split()[:2] == ["uv", matrix.questions()["uv_version"]["default"]], version.stdout
+
+
+def test_make_test_and_lint_use_the_locked_set_and_refuse_a_stale_one(template_snapshot, tmp_path):
+    """`make lint test` installs uv.lock's set plus the dev tools into .venv (uv sync --locked)
+    and passes on a fresh project; with a dependency declared but not locked it stops."""
+    project = render(template_snapshot, tmp_path / "project")
+    checked = make(project, "lint", "test")
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    freeze = run([UV, "pip", "freeze", "--python", str(project / ".venv/bin/python")])
+    installed = dict(line.split("==", 1) for line in freeze.stdout.splitlines() if "==" in line)
+    locked = {p["name"]: p["version"] for p in tomllib.loads((project / "uv.lock").read_text())["package"]}
+    assert installed, freeze.stdout
+    assert {name: v for name, v in installed.items() if locked.get(name) != v} == {}, (
+        "installed outside the lock"
+    )
+    assert installed["dagster"] == matrix.questions()["dagster_version"]["default"]
+    assert {"pytest", "ruff", "dagster-webserver"} <= installed.keys()
+
+    add_dependency(project, "tomli-w>=1.0")
+    (project / ".venv/.installed").unlink()
+    stale = make(project, "test")
+    assert stale.returncode != 0
+    assert "--locked" in stale.stdout and "uv.lock" in stale.stdout, stale.stdout[-2000:]
