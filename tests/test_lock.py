@@ -1,8 +1,9 @@
 """Locked dependencies: the locks the template ships, and the generated project's `make lock`
 and `make build` guard, with the real uv against PyPI (no engine needed).
 
-The template ships uv.lock and its three exports for each `dagster_version` choice
-(template/_locks/, refreshed by `python tools/refresh_locks.py`). A generated project declares
+The template ships uv.lock, its checksum and its three exports for each `dagster_version`
+choice (conditional files such as `template/{% if dagster_version == 'X' %}uv.lock{% endif %}`,
+refreshed by `python tools/refresh_locks.py`). A generated project declares
 its dependencies in pyproject.toml files; `make lock` resolves them; `make build` refuses a
 lock that no longer matches, before any image is built.
 """

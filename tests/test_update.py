@@ -102,6 +102,23 @@ def tree(root: Path) -> dict[str, str]:
     return files
 
 
+def fresh_tree(repo: dict, dest: Path, answers: dict) -> dict[str, str]:
+    """tree() of a fresh copy of the newest release with `answers`."""
+    copier.run_copy(str(repo["path"]), dest, vcs_ref=repo["newest"], data=answers, defaults=True, quiet=True)
+    return tree(dest)
+
+
+def update_answer_like_fresh(repo: dict, tmp_path: Path, answers: dict, **change) -> tuple[Path, dict]:
+    """Copy the newest release with `answers`, update with the answers in `change`: the project
+    must equal a fresh copy with both. Returns (project, its tree())."""
+    project = copy(repo, tmp_path / "project", repo["newest"], answers)
+    update(project, repo["newest"], **change)
+    updated, expected = tree(project), fresh_tree(repo, tmp_path / "fresh", {**answers, **change})
+    assert set(updated) == set(expected)
+    assert [f for f in expected if updated[f] != expected[f]] == []
+    return project, updated
+
+
 def answers_of(project: Path) -> dict:
     return yaml.safe_load((project / ".copier-answers.yml").read_text())
 
@@ -176,16 +193,7 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
 def test_untouched_project_updates_to_exactly_a_fresh_copy(template_repo, tmp_path):
     project = copy(template_repo, tmp_path / "project", template_repo["previous"], OLD_ANSWERS)
     update(project, template_repo["newest"])
-    fresh = tmp_path / "fresh"
-    copier.run_copy(
-        str(template_repo["path"]),
-        fresh,
-        vcs_ref=template_repo["newest"],
-        data=NEW_ANSWERS,
-        defaults=True,
-        quiet=True,
-    )
-    updated, expected = tree(project), tree(fresh)
+    updated, expected = tree(project), fresh_tree(template_repo, tmp_path / "fresh", NEW_ANSWERS)
     assert set(updated) == set(expected)
     different = [f for f in expected if updated[f] != expected[f]]
     assert not different, different
@@ -193,19 +201,7 @@ def test_untouched_project_updates_to_exactly_a_fresh_copy(template_repo, tmp_pa
 
 def test_dagster_bump_brings_the_new_lock_to_an_untouched_project(template_repo, tmp_path):
     old = {**NEW_ANSWERS, "dagster_version": "1.12.22"}
-    project = copy(template_repo, tmp_path / "project", template_repo["newest"], old)
-    update(project, template_repo["newest"], dagster_version="1.13.27")
-    fresh = tmp_path / "fresh"
-    copier.run_copy(
-        str(template_repo["path"]),
-        fresh,
-        vcs_ref=template_repo["newest"],
-        data={**NEW_ANSWERS, "dagster_version": "1.13.27"},
-        defaults=True,
-        quiet=True,
-    )
-    updated, expected = tree(project), tree(fresh)
-    assert [f for f in expected if updated.get(f) != expected[f]] == []
+    project, updated = update_answer_like_fresh(template_repo, tmp_path, old, dagster_version="1.13.27")
     assert 'version = "1.13.27"' in updated["uv.lock"]
     assert make(project, "check-lock").returncode == 0
 
@@ -272,20 +268,7 @@ def test_notes_appended_to_the_readme_merge_without_conflict(template_repo, tmp_
 
 def test_changing_an_answer_during_update_rerenders_consistently(template_repo, tmp_path):
     answers = {**NEW_ANSWERS, "code_delivery": "image"}
-    project = copy(template_repo, tmp_path / "project", template_repo["newest"], answers)
-    update(project, template_repo["newest"], code_delivery="volume")
-    fresh = tmp_path / "fresh"
-    copier.run_copy(
-        str(template_repo["path"]),
-        fresh,
-        vcs_ref=template_repo["newest"],
-        data={**answers, "code_delivery": "volume"},
-        defaults=True,
-        quiet=True,
-    )
-    updated, expected = tree(project), tree(fresh)
-    assert set(updated) == set(expected)
-    assert [f for f in expected if updated[f] != expected[f]] == []
+    project, updated = update_answer_like_fresh(template_repo, tmp_path, answers, code_delivery="volume")
     assert "COPY pipes/src/" not in updated["pipes/Dockerfile"]
     assert "/opt/dagster/app/update_test:ro,z" in updated["compose.yaml"]
     assert answers_of(project)["code_delivery"] == "volume"

@@ -6,8 +6,10 @@
 For each Dagster version offered in copier.yml this renders the default project, runs its own
 `make lock` (uv, universal: every Python version and platform the template offers, glibc and
 musl) and copies uv.lock, its checksum and the three exported requirements files back into
-template/_locks/VERSION/. It also writes template/_locks/requirements-uv.txt: the pinned uv of
-copier.yml's `uv_version`, with the hashes of every platform's wheel. tests/test_lock.py
+the template as conditional files, e.g. `template/{% if dagster_version == '1.13.27' %}uv.lock{%
+endif %}`: Copier writes the one for the project's version and copies it verbatim (a lock is
+data, never a Jinja template). It also writes template/platform/requirements-uv.txt: the pinned
+uv of copier.yml's `uv_version`, with the hashes of every platform's wheel. tests/test_lock.py
 (`test_shipped_lock_matches_its_declarations_on_every_python_and_libc`) fails when a shipped
 lock is stale.
 """
@@ -27,15 +29,21 @@ sys.path.insert(0, str(ROOT / "tests"))
 import matrix  # noqa: E402
 from conftest import snapshot_template  # noqa: E402
 
-LOCKS = ROOT / "template" / "_locks"
-# Project file -> its name in template/_locks/VERSION/.
-SHIPPED = {
-    "uv.lock": "uv.lock",
-    "uv.lock.sha256": "uv.lock.sha256",
-    "platform/requirements-core.txt": "requirements-core.txt",
-    "platform/requirements.txt": "requirements-platform.txt",
-    "pipes/requirements.txt": "requirements-pipes.txt",
-}
+TEMPLATE = ROOT / "template"
+# The files of a project that `make lock` writes, shipped for each Dagster version.
+SHIPPED = (
+    "uv.lock",
+    "uv.lock.sha256",
+    "platform/requirements-core.txt",
+    "platform/requirements.txt",
+    "pipes/requirements.txt",
+)
+
+
+def shipped(path: str, version: str) -> Path:
+    """Where the template keeps a project's `path` for one Dagster version."""
+    parent, _, name = path.rpartition("/")
+    return TEMPLATE / parent / f"{{% if dagster_version == '{version}' %}}{name}{{% endif %}}"
 
 
 def uv() -> str:
@@ -53,7 +61,7 @@ def refresh_uv_requirements(uv_bin: str, version: str) -> None:
     header = (
         f"# uv {version}: installs the images' locked dependencies, runs `make lock` (every wheel's hash).\n"
     )
-    (LOCKS / "requirements-uv.txt").write_text(header + out)
+    (TEMPLATE / "platform" / "requirements-uv.txt").write_text(header + out)
 
 
 def main() -> int:
@@ -73,25 +81,21 @@ def main() -> int:
         )
     refresh_uv_requirements(uv_bin, uv_version)
     for version in matrix.choice_values("dagster_version"):
-        shipped = LOCKS / version
-        shipped.mkdir(parents=True, exist_ok=True)
-        for name in SHIPPED.values():  # a new version starts from empty files
-            (shipped / name).touch()
+        for path in SHIPPED:  # a new version starts from empty files
+            shipped(path, version).touch()
         with tempfile.TemporaryDirectory() as tmp:
             template = snapshot_template(Path(tmp) / "template")
             project = Path(tmp) / "project"
-            copier.run_copy(
-                str(template), str(project), data={"dagster_version": version}, defaults=True, quiet=True
-            )
+            answers = {"dagster_version": version}
+            copier.run_copy(str(template), str(project), data=answers, defaults=True, quiet=True)
             if not (project / "uv.lock").read_text().strip():
                 (project / "uv.lock").unlink()
             flags = "--upgrade" if args.upgrade else ""
-            subprocess.run(
-                ["make", "-C", str(project), "lock", f"UV={uv_bin}", f"LOCK_FLAGS={flags}"], check=True
-            )
-            for path, name in SHIPPED.items():
-                shutil.copyfile(project / path, shipped / name)
-        print(f"dagster {version}: template/_locks/{version}/ ({', '.join(SHIPPED.values())})")
+            make = ["make", "-C", str(project), "lock", f"UV={uv_bin}", f"LOCK_FLAGS={flags}"]
+            subprocess.run(make, check=True)
+            for path in SHIPPED:
+                shutil.copyfile(project / path, shipped(path, version))
+        print(f"dagster {version}: {', '.join(SHIPPED)}")
     return 0
 
 

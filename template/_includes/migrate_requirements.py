@@ -58,7 +58,7 @@ def main(template: Path, dagster_version: str) -> int:
             return 1
         lines = "".join(f"    {json.dumps(entry)},\n" for entry in moved if json.dumps(entry) not in pyproject)
         PYPROJECT.write_text(pyproject.replace(ANCHOR, ANCHOR + lines, 1))
-    export = template / "template" / "_locks" / dagster_version / "requirements-pipes.txt"
+    export = template / "template" / "pipes" / f"{{% if dagster_version == '{dagster_version}' %}}requirements.txt{{% endif %}}"
     if export.is_file():
         REQUIREMENTS.write_text(export.read_text())
     if moved:

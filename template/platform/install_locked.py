@@ -71,8 +71,8 @@ def install(requirements: str) -> int:
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(VENV)], check=True)
     with tempfile.TemporaryDirectory(prefix="uv-") as tools:
         subprocess.run([sys.executable, "-m", "venv", tools], check=True)
-        pip = [f"{tools}/bin/python", "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps"]
-        subprocess.run([*pip, "-r", str(UV_REQUIREMENTS)], env=env, check=True)
+        pip = [f"{tools}/bin/python", "-m", "pip", "install", "--quiet", "--require-hashes"]
+        subprocess.run([*pip, "--no-deps", "-r", str(UV_REQUIREMENTS)], env=env, check=True)
         sync = [
             f"{tools}/bin/uv", "pip", "sync", "--python", str(VENV / "bin" / "python"),
             "--require-hashes", "--no-build", "--compile-bytecode", requirements,
