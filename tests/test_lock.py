@@ -109,6 +109,7 @@ def test_make_lock_adds_a_dependency_to_pipes_only_and_refuses_one_that_does_not
 ):
     project = render(template_snapshot, tmp_path / "project")
     before = snapshot(project)
+    mtimes = {path: (project / path).stat().st_mtime_ns for path in EXPORTS}
     add_dependency(project, "pyarrow>=18")
     started = time.monotonic()
     lock = make(project, "lock")
@@ -118,6 +119,9 @@ def test_make_lock_adds_a_dependency_to_pipes_only_and_refuses_one_that_does_not
     # Only the pipes image's requirements change: the platform images are not rebuilt.
     changed = [path for path in after if after[path] != before[path]]
     assert changed == ["uv.lock", "uv.lock.sha256", "pipes/requirements.txt"]
+    # make decides by modification time: the platform images' inputs were not rewritten.
+    touched = [path for path in EXPORTS if (project / path).stat().st_mtime_ns != mtimes[path]]
+    assert touched == ["pipes/requirements.txt"], touched
     assert re.search(rb"^pyarrow==[0-9.]+ \\\n    --hash=sha256:", after["pipes/requirements.txt"], re.M)
     assert make(project, "check-lock").returncode == 0
 
