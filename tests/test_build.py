@@ -8,6 +8,7 @@ own `make build`; bases that cannot exist here are skipped with the reason.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import time
@@ -187,6 +188,31 @@ def check_tampered_hash_fails_the_build(root, engine) -> str:
     return "fails the build, uv naming the package (dagster-webserver)"
 
 
+def check_kept_uv_wheel_is_verified(engine, root, base: str, tmp_dir) -> str:
+    """The install step keeps uv's wheel in the build cache and checks its hash each time: a
+    kept wheel altered on the build host is never run; it is fetched again."""
+    cache = tmp_dir / "uv-wheel-cache"
+    cache.mkdir()
+    (cache / "requirements.txt").write_text(
+        "six==1.17.0 --hash=sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274\n"
+    )
+    install = [
+        "run", "--rm", "--user", "0", "--entrypoint", "python3",
+        "-v", f"{root / 'platform'}:/opt/dagster:ro", "-v", f"{cache}:/var/cache/launchpad",
+        base, "/opt/dagster/install_locked.py", "install", "/var/cache/launchpad/requirements.txt",
+    ]  # fmt: skip
+    engine.run(*install, check=True, timeout=600)
+    (kept,) = cache.glob("uv-wheel/*/uv-*.whl")
+    hashes = set(re.findall(r"sha256:([0-9a-f]{64})", (root / "platform/requirements-uv.txt").read_text()))
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() in hashes
+    kept.write_bytes(b"#!/bin/sh\necho tampered\n")
+    again = engine.run(*install, check=True, timeout=600)
+    assert "tampered" not in again.stdout + again.stderr
+    assert "Installed 1 package" in again.stdout + again.stderr, again.stdout + again.stderr
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() in hashes, "the altered wheel was kept"
+    return f"kept in the build cache ({kept.name}), an altered copy fetched again"
+
+
 def test_image_set_builds_runs_as_service_user_and_shares_layers(
     answers, template_snapshot, tmp_path_factory
 ):
@@ -236,6 +262,8 @@ def test_image_set_builds_runs_as_service_user_and_shares_layers(
     if answers["code_delivery"] == "image" and "rebuild after a one-line code change" not in figures:
         seconds = check_one_line_change_is_rebuilt(engine, root, pipes, package)
         figures["rebuild after a one-line code change"] = f"{seconds:.1f} s (make build)"
+    if "uv wheel" not in figures:
+        figures["uv wheel"] = check_kept_uv_wheel_is_verified(engine, root, base, root.parent)
     if "tampered hash in uv.lock" not in figures:
         figures["tampered hash in uv.lock"] = check_tampered_hash_fails_the_build(root, engine)
     note(f"build tier, {engine.name}", "; ".join(f"{k}: {v}" for k, v in figures.items()))

@@ -4,11 +4,12 @@
     python3 install_locked.py uv UV ARGS...           (on the host: run uv with your index)
 
 `install` brings uv from your package index (platform/requirements-uv.txt, its hashes
-checked) into a temporary directory, installs REQUIREMENTS (an export of uv.lock, written by
+checked; the binary is kept in the build cache, so this happens once per machine and uv
+version), installs REQUIREMENTS (an export of uv.lock, written by
 `make lock`) with `uv pip sync --require-hashes --no-build`: every package at its locked
 version, each file checked against its hash, no source build (the images carry no
-compiler), nothing resolved and nothing else installed; bytecode is compiled. Then uv goes
-again: it never reaches the image. The downloads are kept in a build cache mount.
+compiler), nothing resolved and nothing else installed; bytecode is compiled. uv runs from
+the build cache mount and never reaches the image; the downloads are kept there too.
 
 A private package index (URL with credentials) goes in secrets/pip.conf, as for pip: the build
 mounts it as a secret for this step only (never in a layer, the history or an ARG/ENV), and
@@ -18,11 +19,16 @@ its index-url and extra-index-url are passed to uv, which does not read pip.conf
 from __future__ import annotations
 
 import configparser
+import hashlib
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import zipfile
 from pathlib import Path
 
 VENV = Path("/opt/venv")
@@ -52,11 +58,56 @@ def index_env(pip_conf: Path) -> dict[str, str]:
     return env
 
 
+def uv_binary(env: dict[str, str], tmp: str) -> Path:
+    """uv unpacked into `tmp` from its wheel, which is checked against the hashes in
+    requirements-uv.txt each time. The wheel is fetched with pip the first time and kept in
+    the build cache, so later install steps and builds skip the download."""
+    text = UV_REQUIREMENTS.read_text()
+    hashes = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", text))
+    libc = "-".join(platform.libc_ver()) or "musl"
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    kept = CACHE / "uv-wheel" / f"{key}-{sysconfig.get_platform()}-{libc}"
+
+    def verified() -> Path | None:
+        for wheel in kept.glob("uv-*.whl"):
+            if hashlib.sha256(wheel.read_bytes()).hexdigest() in hashes:
+                return wheel
+            wheel.unlink()  # not one of the locked wheels: fetch again
+        return None
+
+    wheel = verified()
+    if wheel is None:
+        pip = [sys.executable, "-m", "pip"]
+        if subprocess.run([*pip, "--version"], capture_output=True).returncode != 0:
+            # A base image without pip: a throwaway virtualenv brings one.
+            subprocess.run([sys.executable, "-m", "venv", f"{tmp}/venv"], check=True)
+            pip = [f"{tmp}/venv/bin/python", "-m", "pip"]
+        download = [
+            *pip, "download", "--quiet", "--no-deps", "--only-binary=:all:", "--require-hashes",
+            "--dest", f"{tmp}/wheel", "-r", str(UV_REQUIREMENTS),
+        ]  # fmt: skip
+        subprocess.run(download, env=env, check=True)
+        (fetched,) = Path(tmp, "wheel").glob("uv-*.whl")
+        kept.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fetched, kept / f".{fetched.name}.{os.getpid()}")
+        os.replace(kept / f".{fetched.name}.{os.getpid()}", kept / fetched.name)  # atomic
+        wheel = verified()
+        if wheel is None:
+            sys.exit(f"{fetched.name}: its hash is not in {UV_REQUIREMENTS}")
+    with zipfile.ZipFile(wheel) as archive:
+        (member,) = [n for n in archive.namelist() if n.endswith(".data/scripts/uv")]
+        uv = Path(tmp, "uv")
+        uv.write_bytes(archive.read(member))
+    uv.chmod(0o755)
+    return uv
+
+
 def install(requirements: str) -> int:
     env = dict(os.environ)
     env.update(
         PIP_CACHE_DIR=str(CACHE / "pip"),
         PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_ROOT_USER_ACTION="ignore",
         UV_CACHE_DIR=str(CACHE / "uv"),
         UV_LINK_MODE="copy",
         UV_PYTHON_DOWNLOADS="never",
@@ -69,12 +120,9 @@ def install(requirements: str) -> int:
         env.update(index_env(PIP_CONF))
     if not (VENV / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(VENV)], check=True)
-    with tempfile.TemporaryDirectory(prefix="uv-") as tools:
-        subprocess.run([sys.executable, "-m", "venv", tools], check=True)
-        pip = [f"{tools}/bin/python", "-m", "pip", "install", "--quiet", "--require-hashes"]
-        subprocess.run([*pip, "--no-deps", "-r", str(UV_REQUIREMENTS)], env=env, check=True)
+    with tempfile.TemporaryDirectory(prefix="uv-") as tmp:
         sync = [
-            f"{tools}/bin/uv", "pip", "sync", "--python", str(VENV / "bin" / "python"),
+            str(uv_binary(env, tmp)), "pip", "sync", "--python", str(VENV / "bin" / "python"),
             "--require-hashes", "--no-build", "--compile-bytecode", requirements,
         ]  # fmt: skip
         result = subprocess.run(sync, env=env)
