@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fast_copier  # noqa: E402
 import matrix  # noqa: E402
 
 ROOT = matrix.ROOT
@@ -78,13 +79,16 @@ def template_snapshot(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def rendered_matrix(template_snapshot, tmp_path_factory) -> dict[str, tuple[dict, Path, str | None]]:
-    """Render every combination of copier.yml once, in parallel: id -> (answers, dir, error)."""
+    """Render every combination of copier.yml once, in parallel: id -> (answers, dir, error).
+    The workers render with fast_copier (tests/fast_copier.py): the same files, about four
+    times faster (copier.yml parsed and the templates compiled once per worker)."""
     out = tmp_path_factory.mktemp("matrix")
     jobs = {
         matrix.combo_id(a): (str(template_snapshot), str(out / matrix.combo_id(a)), a)
         for a in matrix.combinations()
     }
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+    assert not (template_snapshot / ".git").exists()  # fast_copier's premise: no git
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2, initializer=fast_copier.apply) as pool:
         results = dict(zip(jobs, pool.map(_render, jobs.values(), chunksize=8), strict=True))
     note("combinations rendered", len(results))
     return {cid: (jobs[cid][2], Path(dst), error) for cid, (dst, error) in results.items()}

@@ -38,8 +38,8 @@ from engines import ENGINES, env_value, make, missing, remove_stack, render
 # LAUNCHPAD_BURST_DOCKER, e.g. 200 as the hardening issue first measured: about 13 minutes on
 # a 2-core machine, which CI's time budget cannot carry; longer bursts belong to a benchmark).
 BURST = {
-    "podman": int(os.environ.get("LAUNCHPAD_BURST_PODMAN", "60")),
-    "docker": int(os.environ.get("LAUNCHPAD_BURST_DOCKER", "40")),
+    "podman": int(os.environ.get("LAUNCHPAD_BURST_PODMAN", "30")),
+    "docker": int(os.environ.get("LAUNCHPAD_BURST_DOCKER", "30")),
 }
 PORTS = {"podman": 3201, "docker": 3202}
 SERVICES = ("postgres", "pipes", "webserver", "daemon")

@@ -10,6 +10,7 @@ lock that no longer matches, before any image is built.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -138,18 +139,36 @@ def test_make_lock_adds_a_dependency_to_pipes_only_and_refuses_one_that_does_not
 
 
 def test_a_fresh_project_installs_the_pinned_uv_with_its_hashes(template_snapshot, tmp_path):
-    """Without UV set, `make` installs uv (platform/requirements-uv.txt, hashes checked) in .tools/."""
-    project = render(template_snapshot, tmp_path / "project")
+    """Without UV set, `make` puts the pinned uv in .tools/ from its wheel (a hash of
+    platform/requirements-uv.txt), downloaded once into the user's cache: a second project
+    reuses it, and a kept wheel altered on disk is never used: it is downloaded again."""
+    cache = tmp_path / "cache"
     env = {key: value for key, value in os.environ.items() if key != "UV"}
-    check = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(project), "check-lock"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    version = run([str(project / ".tools/bin/uv"), "--version"])
-    assert version.stdout.split()[:2] == ["uv", matrix.questions()["uv_version"]["default"]], version.stdout
+    env["XDG_CACHE_HOME"] = str(cache)
+    requirements = (matrix.ROOT / "template/platform/requirements-uv.txt").read_text()
+    hashes = set(re.findall(r"sha256:([0-9a-f]{64})", requirements))
+    pinned = ["uv", matrix.questions()["uv_version"]["default"]]
+
+    def bootstrap(name: str) -> Path:
+        project = render(template_snapshot, tmp_path / name)
+        check = subprocess.run(
+            ["make", "--no-print-directory", "-C", str(project), "check-lock"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        version = run([str(project / ".tools/bin/uv"), "--version"])
+        assert version.stdout.split()[:2] == pinned, version.stdout
+        (wheel,) = cache.glob("dagster-launchpad/uv-wheel/*/uv-*.whl")
+        assert hashlib.sha256(wheel.read_bytes()).hexdigest() in hashes, "the kept wheel is not a locked one"
+        return wheel
+
+    wheel = bootstrap("first")
+    kept = wheel.stat().st_mtime_ns
+    assert bootstrap("second").stat().st_mtime_ns == kept, "the kept wheel was downloaded again"
+    wheel.write_bytes(b"not uv")
+    bootstrap("third")  # the altered wheel is replaced by a good download, then used
 
 
 def test_make_test_and_lint_use_the_locked_set_and_refuse_a_stale_one(template_snapshot, tmp_path):

@@ -10,6 +10,7 @@ itself: `conftest.computed` reads them from the rendered project.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tomllib
@@ -144,17 +145,31 @@ def files_are_clean_and_parse(p: Project) -> None:
     """No Jinja left; structured files parse; the project's own pre-commit hooks would pass
     (one final newline, no trailing whitespace, no conflict-marker line)."""
     for rel in p.files:
-        text = p.text(rel)
-        assert not JINJA_LEFTOVER.search(text), f"leftover Jinja in {rel}"
-        assert text.endswith("\n") and not text.endswith("\n\n"), f"{rel} must end with one newline"
-        assert not re.search(r"[ \t]$", text, re.M), f"trailing whitespace in {rel}"
-        assert not re.search(r"^(<<<<<<< |=======$|>>>>>>> )", text, re.M), f"conflict marker in {rel}"
+        problem = unclean(Path(rel).suffix, p.text(rel))
+        assert problem is None, f"{rel}: {problem}"
         if rel.endswith((".yml", ".yaml")):
             p.yaml(rel)
-        elif rel.endswith(".toml"):
+
+
+@functools.cache  # the same text in many combinations (uv.lock alone: 200 kB) is checked once
+def unclean(suffix: str, text: str) -> str | None:
+    """What is wrong with a file's text (None: clean); TOML and JSON must parse."""
+    if JINJA_LEFTOVER.search(text):
+        return "leftover Jinja"
+    if not text.endswith("\n") or text.endswith("\n\n"):
+        return "must end with one newline"
+    if re.search(r"[ \t]$", text, re.M):
+        return "trailing whitespace"
+    if re.search(r"^(<<<<<<< |=======$|>>>>>>> )", text, re.M):
+        return "conflict marker"
+    try:
+        if suffix == ".toml":
             tomllib.loads(text)
-        elif rel.endswith(".json"):
+        elif suffix == ".json":
             json.loads(text)
+    except ValueError as error:
+        return f"does not parse: {error}"
+    return None
 
 
 def empty_mappings(node, path: str = "") -> list[str]:
@@ -266,6 +281,7 @@ def os_packages_use_the_bases_package_manager(p: Project) -> None:
             assert bool(re.search(rf"{INSTALL[manager]} .*{re.escape(packages)}", text)) == (image == "pipes")
 
 
+@functools.cache  # each export is the same text in many combinations; callers only read it
 def locked_requirements(text: str) -> dict[str, str]:
     """name -> version of an exported lock; every requirement must carry a hash."""
     pins: dict[str, str] = {}
@@ -277,6 +293,12 @@ def locked_requirements(text: str) -> dict[str, str]:
             assert match, f"not a pinned, hashed requirement: {entry!r}"
             pins[match[1].lower()] = match[2]
     return pins
+
+
+@functools.cache
+def locked_versions(lock: str) -> dict[str, str]:
+    """name -> version of every package in a uv.lock."""
+    return {pkg["name"]: pkg["version"] for pkg in tomllib.loads(lock)["package"]}
 
 
 @check
@@ -303,8 +325,7 @@ def images_install_the_locked_dagster_set(p: Project) -> None:
         assert core.items() <= pins.items(), f"{name} does not install the core set as locked"
     assert platform["dagster-webserver"] == version == platform["dagster-graphql"]
     assert "dagster-webserver" not in pipes
-    lock = tomllib.loads(p.text("uv.lock"))
-    locked = {pkg["name"]: pkg["version"] for pkg in lock["package"]}
+    locked = locked_versions(p.text("uv.lock"))
     assert all(locked.get(name) == v for name, v in platform.items() | pipes.items())
     for path in p.image_files().values():
         first_install = p.text(path).split("install_locked.py install ", 1)[1].split()[0]
