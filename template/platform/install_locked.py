@@ -1,6 +1,7 @@
 """Install an exported lock into /opt/venv with uv, exactly: the image builds run this.
 
     python3 install_locked.py install REQUIREMENTS   (in an image build, as root)
+    python3 install_locked.py fetch-uv DEST           (on the host: the pinned uv, as DEST)
     python3 install_locked.py uv UV ARGS...           (on the host: run uv with your index)
 
 `install` brings uv from your package index (platform/requirements-uv.txt, its hashes
@@ -14,6 +15,11 @@ the build cache mount and never reaches the image; the downloads are kept there 
 A private package index (URL with credentials) goes in secrets/pip.conf, as for pip: the build
 mounts it as a secret for this step only (never in a layer, the history or an ARG/ENV), and
 its index-url and extra-index-url are passed to uv, which does not read pip.conf itself.
+
+`fetch-uv` does on the host what `install` does for its own uv: the wheel, fetched with pip
+(your usual pip configuration, then secrets/pip.conf) and kept in ~/.cache/dagster-launchpad (or $XDG_CACHE_HOME),
+is checked against requirements-uv.txt and its uv binary copied to DEST: one download per
+machine and uv version, whatever the number of projects.
 """
 
 from __future__ import annotations
@@ -58,15 +64,15 @@ def index_env(pip_conf: Path) -> dict[str, str]:
     return env
 
 
-def uv_binary(env: dict[str, str], tmp: str) -> Path:
+def uv_binary(env: dict[str, str], tmp: str, cache: Path = CACHE) -> Path:
     """uv unpacked into `tmp` from its wheel, which is checked against the hashes in
     requirements-uv.txt each time. The wheel is fetched with pip the first time and kept in
-    the build cache, so later install steps and builds skip the download."""
+    `cache` (in builds: the build cache mount), so later steps and builds skip the download."""
     text = UV_REQUIREMENTS.read_text()
     hashes = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", text))
     libc = "-".join(platform.libc_ver()) or "musl"
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
-    kept = CACHE / "uv-wheel" / f"{key}-{sysconfig.get_platform()}-{libc}"
+    kept = cache / "uv-wheel" / f"{key}-{sysconfig.get_platform()}-{libc}"
 
     def verified() -> Path | None:
         for wheel in kept.glob("uv-*.whl"):
@@ -132,9 +138,24 @@ def install(requirements: str) -> int:
     return result.returncode
 
 
+def fetch_uv(dest: str) -> int:
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dagster-launchpad"
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    if Path("secrets/pip.conf").is_file():  # read after (over) your usual pip configuration
+        env["PIP_CONFIG_FILE"] = str(Path("secrets/pip.conf").resolve())
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="uv-") as tmp:
+        shutil.copyfile(uv_binary(env, tmp, home), f"{dest}.partial")
+    os.chmod(f"{dest}.partial", 0o755)
+    os.replace(f"{dest}.partial", dest)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "install":
         return install(argv[1])
+    if len(argv) == 2 and argv[0] == "fetch-uv":
+        return fetch_uv(argv[1])
     if argv and argv[0] == "uv" and len(argv) > 2:
         env = dict(os.environ, **index_env(Path("secrets/pip.conf")))
         os.execvpe(argv[1], argv[1:], env)
