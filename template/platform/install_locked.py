@@ -17,9 +17,9 @@ mounts it as a secret for this step only (never in a layer, the history or an AR
 its index-url and extra-index-url are passed to uv, which does not read pip.conf itself.
 
 `fetch-uv` does on the host what `install` does for its own uv: the wheel, fetched with pip
-(your usual pip configuration, then secrets/pip.conf) and kept in ~/.cache/dagster-launchpad (or $XDG_CACHE_HOME),
-is checked against requirements-uv.txt and its uv binary copied to DEST: one download per
-machine and uv version, whatever the number of projects.
+(your usual pip configuration, then secrets/pip.conf) and kept in ~/.cache/dagster-launchpad
+(or $XDG_CACHE_HOME), is checked against requirements-uv.txt and its uv binary copied to
+DEST: one download per machine and uv version, whatever the number of projects.
 """
 
 from __future__ import annotations
