@@ -161,6 +161,11 @@ class Engine:
 ENGINES = {name: Engine(name) for name in ("podman", "docker")}
 
 
+def uv_wheel_hashes(requirements: Path) -> set[str]:
+    """The SHA-256 of every uv wheel that a requirements-uv.txt allows."""
+    return set(re.findall(r"--hash=sha256:([0-9a-f]{64})", requirements.read_text()))
+
+
 def render(template: Path, dest: Path, answers: dict) -> Path:
     """A real `copier copy` of the template with these answers (no --trust needed)."""
     import copier

@@ -70,7 +70,7 @@ def unfit_patches() -> list[str]:
 def unfit_message(problems: list[str]) -> str:
     return "\n".join(
         [
-            "fast_copier patches private Copier functions (PATCHED in tests/test_fuzz.py) for the "
+            "fast_copier patches private Copier functions (PATCHED in tests/fast_copier.py) for the "
             "pinned Copier only. On a Copier upgrade, re-check those functions in the new release, "
             "adapt fast_copier and PATCHED, and bump the copier pin in pyproject.toml.",
             *(f"- {problem}" for problem in problems),

@@ -17,7 +17,7 @@ import pytest
 
 import matrix
 from conftest import computed, note
-from engines import ENGINES, env_value, make, missing, render, unbuildable_reason, use_base
+from engines import ENGINES, env_value, make, missing, render, unbuildable_reason, use_base, uv_wheel_hashes
 
 IMAGE_SETS = matrix.image_sets()
 FIGURES: dict[str, dict] = {}
@@ -203,7 +203,7 @@ def check_kept_uv_wheel_is_verified(engine, root, base: str, tmp_dir) -> str:
     ]  # fmt: skip
     engine.run(*install, check=True, timeout=600)
     (kept,) = cache.glob("uv-wheel/*/uv-*.whl")
-    hashes = set(re.findall(r"sha256:([0-9a-f]{64})", (root / "platform/requirements-uv.txt").read_text()))
+    hashes = uv_wheel_hashes(root / "platform/requirements-uv.txt")
     assert hashlib.sha256(kept.read_bytes()).hexdigest() in hashes
     kept.write_bytes(b"#!/bin/sh\necho tampered\n")
     again = engine.run(*install, check=True, timeout=600)

@@ -24,6 +24,7 @@ import pytest
 
 import matrix
 from conftest import note, run
+from engines import uv_wheel_hashes
 
 UV = str(Path(sys.executable).with_name("uv"))
 EXPORTS = ("platform/requirements-core.txt", "platform/requirements.txt", "pipes/requirements.txt")
@@ -145,8 +146,7 @@ def test_a_fresh_project_installs_the_pinned_uv_with_its_hashes(template_snapsho
     cache = tmp_path / "cache"
     env = {key: value for key, value in os.environ.items() if key != "UV"}
     env["XDG_CACHE_HOME"] = str(cache)
-    requirements = (matrix.ROOT / "template/platform/requirements-uv.txt").read_text()
-    hashes = set(re.findall(r"sha256:([0-9a-f]{64})", requirements))
+    hashes = uv_wheel_hashes(matrix.ROOT / "template/platform/requirements-uv.txt")
     pinned = ["uv", matrix.questions()["uv_version"]["default"]]
 
     def bootstrap(name: str) -> Path:

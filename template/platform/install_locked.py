@@ -5,12 +5,12 @@
     python3 install_locked.py uv UV ARGS...           (on the host: run uv with your index)
 
 `install` brings uv from your package index (platform/requirements-uv.txt, its hashes
-checked; the binary is kept in the build cache, so this happens once per machine and uv
-version), installs REQUIREMENTS (an export of uv.lock, written by
-`make lock`) with `uv pip sync --require-hashes --no-build`: every package at its locked
-version, each file checked against its hash, no source build (the images carry no
-compiler), nothing resolved and nothing else installed; bytecode is compiled. uv runs from
-the build cache mount and never reaches the image; the downloads are kept there too.
+checked; the wheel is kept in the build cache, so it is downloaded once per machine and uv
+version), installs REQUIREMENTS (an export of uv.lock, written by `make lock`) with
+`uv pip sync --require-hashes --no-build`: every package at its locked version, each file
+checked against its hash, no source build (the images carry no compiler), nothing resolved
+and nothing else installed; bytecode is compiled. uv runs from a temporary directory and
+never reaches the image; the downloads are kept in the build cache mount too.
 
 A private package index (URL with credentials) goes in secrets/pip.conf, as for pip: the build
 mounts it as a secret for this step only (never in a layer, the history or an ARG/ENV), and
@@ -70,7 +70,7 @@ def uv_binary(env: dict[str, str], tmp: str, cache: Path = CACHE) -> Path:
     `cache` (in builds: the build cache mount), so later steps and builds skip the download."""
     text = UV_REQUIREMENTS.read_text()
     hashes = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", text))
-    libc = "-".join(platform.libc_ver()) or "musl"
+    libc = "-".join(filter(None, platform.libc_ver())) or "musl"  # ("", "") on musl
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
     kept = cache / "uv-wheel" / f"{key}-{sysconfig.get_platform()}-{libc}"
 
