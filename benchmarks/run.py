@@ -559,6 +559,11 @@ def main() -> int:
     parser.add_argument("--layout", action="append", choices=LAYOUTS, help="only this layout (repeatable)")
     parser.add_argument("--launches", type=int, help="launches for the median (default 5; 1 with --quick)")
     parser.add_argument(
+        "--matrix-step",
+        type=int,
+        help="render every N-th combination of the matrix (default 1; 40 with --quick; 0: none)",
+    )
+    parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks/results.json", help="where to write the JSON"
     )
     args = parser.parse_args()
@@ -590,8 +595,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lpbench-") as tmp:
         work = Path(tmp)
         template = snapshot_template(work / "template")
-        log("rendering the matrix" + (" (every 40th combination)" if args.quick else ""))
-        report["render"] = render_matrix(template, work, 40 if args.quick else 1)
+        step = args.matrix_step if args.matrix_step is not None else (40 if args.quick else 1)
+        if step > 0:
+            log("rendering the matrix" + (f" (every {step}th combination)" if step > 1 else ""))
+            report["render"] = render_matrix(template, work, step)
+        elif args.json.is_file() and "render" in (previous := json.loads(args.json.read_text())):
+            # Not measured this time: the JSON keeps the last measurement, marked as such.
+            report["render"] = {**previous["render"], "carried_over": True}
         for engine in engines:
             report["machine"][f"{engine.name}_version"] = engine.run("--version").stdout.strip()
             result: dict = {}
@@ -613,11 +623,14 @@ def main() -> int:
             report["engines"][engine.name] = result
             print(table(engine.name, result), flush=True)
 
-    r = report["render"]
-    print(
-        f"render: {r['combinations']} of {r['of']} combinations in {r['matrix_s']} s "
-        f"(median {r['median_s']} s, max {r['max_s']} s per combination)"
-    )
+    r = report.get("render")
+    if r and not r.get("carried_over"):
+        print(
+            f"render: {r['combinations']} of {r['of']} combinations in {r['matrix_s']} s "
+            f"(median {r['median_s']} s, max {r['max_s']} s per combination)"
+        )
+    else:
+        log("render: not measured (--matrix-step 0)" + (": the JSON keeps the last figures" if r else ""))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     log(f"JSON written to {args.json}")
