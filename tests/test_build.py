@@ -12,6 +12,8 @@ import hashlib
 import itertools
 import re
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -128,14 +130,37 @@ def check_cold_build_reads_the_secret_and_keeps_it_out(
     )
 
 
-def check_layers_shared(engine, infos: dict, base: str) -> None:
+def instructions(containerfile: Path) -> list[str]:
+    """The instructions of an image definition, continuation lines joined, comments dropped."""
+    lines = [line for line in containerfile.read_text().splitlines() if not line.lstrip().startswith("#")]
+    return [" ".join(i.split()) for i in "\n".join(lines).replace("\\\n", " ").splitlines() if i.strip()]
+
+
+def common_layer_steps(first: Path, second: Path) -> int:
+    """How many layer-making steps (RUN, COPY, ADD) two image definitions have in common,
+    instruction for instruction from the top: the layers their images should share."""
+    steps = 0
+    for a, b in zip(instructions(first), instructions(second)):
+        if a != b:
+            break
+        steps += a.split()[0] in ("RUN", "COPY", "ADD")
+    return steps
+
+
+def check_layers_shared(engine, infos: dict, base: str, root: Path) -> None:
     """All three share the base, the service user and the Dagster core (its requirements file
-    and the install); webserver and daemon also share the platform's requirements and install."""
+    and the install); webserver and daemon also share the platform's requirements and install:
+    every layer of the instructions their definitions have in common."""
     web, daemon = infos["webserver"]["RootFS"]["Layers"], infos["daemon"]["RootFS"]["Layers"]
     base_layers = len(engine.inspect(base)["RootFS"]["Layers"])
-    assert shared_prefix(web, daemon) >= base_layers + 5, "webserver and daemon share too few layers"
+    containerfile = computed(root)["containerfile"]
+    web_file, daemon_file = (root / f"platform/{i}/{containerfile}" for i in ("webserver", "daemon"))
+    pipes_file = root / f"pipes/{containerfile}"
+    platform_steps, core_steps = common_layer_steps(web_file, daemon_file), common_layer_steps(web_file, pipes_file)
+    assert core_steps >= 2 and platform_steps >= core_steps + 2, (platform_steps, core_steps)
+    assert shared_prefix(web, daemon) >= base_layers + platform_steps, "webserver and daemon share too few layers"
     shared_with_pipes = shared_prefix(web, infos["pipes"]["RootFS"]["Layers"])
-    assert shared_with_pipes >= base_layers + 3, f"pipes shares {shared_with_pipes} layers with webserver"
+    assert shared_with_pipes >= base_layers + core_steps, f"pipes shares {shared_with_pipes} layers with webserver"
 
 
 def check_pipes_has_the_code_only_when_baked(engine, pipes: str, package: str, answers: dict) -> None:
@@ -189,8 +214,9 @@ def check_tampered_hash_fails_the_build(root, engine) -> str:
 
 
 def check_kept_uv_wheel_is_verified(engine, root, base: str, tmp_dir) -> str:
-    """The install step keeps uv's wheel in the build cache and checks its hash each time: a
-    kept wheel altered on the build host is never run; it is fetched again."""
+    """The install step keeps uv's wheel and its unpacked binary in the build cache and checks
+    both each time: a kept wheel altered on the build host is fetched again, an altered binary
+    is unpacked again; neither is ever run."""
     cache = tmp_dir / "uv-wheel-cache"
     cache.mkdir()
     (cache / "requirements.txt").write_text(
@@ -210,7 +236,18 @@ def check_kept_uv_wheel_is_verified(engine, root, base: str, tmp_dir) -> str:
     assert "tampered" not in again.stdout + again.stderr
     assert "Installed 1 package" in again.stdout + again.stderr, again.stdout + again.stderr
     assert hashlib.sha256(kept.read_bytes()).hexdigest() in hashes, "the altered wheel was kept"
-    return f"kept in the build cache ({kept.name}), an altered copy fetched again"
+    # The binary unpacked beside it is checked against the wheel's RECORD: altered, unpacked again.
+    binary = kept.parent / "uv"
+    with zipfile.ZipFile(kept) as wheel:
+        (member,) = [n for n in wheel.namelist() if n.endswith(".data/scripts/uv")]
+        unpacked = wheel.read(member)
+    assert binary.read_bytes() == unpacked, "the uv binary is not kept beside its wheel"
+    binary.write_bytes(b"#!/bin/sh\necho tampered\n")
+    third = engine.run(*install, check=True, timeout=600)
+    assert "tampered" not in third.stdout + third.stderr
+    assert "Installed 1 package" in third.stdout + third.stderr, third.stdout + third.stderr
+    assert binary.read_bytes() == unpacked, "the altered uv binary was kept"
+    return f"kept in the build cache ({kept.name} and its binary), altered copies replaced"
 
 
 def test_image_set_builds_runs_as_service_user_and_shares_layers(
@@ -251,7 +288,7 @@ def test_image_set_builds_runs_as_service_user_and_shares_layers(
     }
     for image in infos:
         assert_no_secret(engine, f"localhost/{slug}-{image}:{tag}", False, root.parent)
-    check_layers_shared(engine, infos, base)
+    check_layers_shared(engine, infos, base, root)
     pipes = f"localhost/{slug}-pipes:{tag}"
     check_pipes_has_the_code_only_when_baked(engine, pipes, package, answers)
 

@@ -142,7 +142,8 @@ def test_make_lock_adds_a_dependency_to_pipes_only_and_refuses_one_that_does_not
 def test_a_fresh_project_installs_the_pinned_uv_with_its_hashes(template_snapshot, tmp_path):
     """Without UV set, `make` puts the pinned uv in .tools/ from its wheel (a hash of
     platform/requirements-uv.txt), downloaded once into the user's cache: a second project
-    reuses it, and a kept wheel altered on disk is never used: it is downloaded again."""
+    reuses it, and a kept wheel altered on disk is never used: it is downloaded again (and an
+    altered copy of the binary unpacked beside it is unpacked again)."""
     cache = tmp_path / "cache"
     env = {key: value for key, value in os.environ.items() if key != "UV"}
     env["XDG_CACHE_HOME"] = str(cache)
@@ -169,6 +170,8 @@ def test_a_fresh_project_installs_the_pinned_uv_with_its_hashes(template_snapsho
     assert bootstrap("second").stat().st_mtime_ns == kept, "the kept wheel was downloaded again"
     wheel.write_bytes(b"not uv")
     bootstrap("third")  # the altered wheel is replaced by a good download, then used
+    (wheel.parent / "uv").write_bytes(b"#!/bin/sh\necho tampered\n")
+    bootstrap("fourth")  # the binary kept beside it, altered, is unpacked again from the wheel
 
 
 def test_make_test_and_lint_use_the_locked_set_and_refuse_a_stale_one(template_snapshot, tmp_path):

@@ -9,8 +9,9 @@ checked; the wheel is kept in the build cache, so it is downloaded once per mach
 version), installs REQUIREMENTS (an export of uv.lock, written by `make lock`) with
 `uv pip sync --require-hashes --no-build`: every package at its locked version, each file
 checked against its hash, no source build (the images carry no compiler), nothing resolved
-and nothing else installed; bytecode is compiled. uv runs from a temporary directory and
-never reaches the image; the downloads are kept in the build cache mount too.
+and nothing else installed; bytecode is compiled. uv runs from the build cache mount (its
+binary kept beside the wheel, checked against the wheel's RECORD each time) and never reaches
+the image; the downloads are kept in the build cache mount too.
 
 A private package index (URL with credentials) goes in secrets/pip.conf, as for pip: the build
 mounts it as a secret for this step only (never in a layer, the history or an ARG/ENV), and
@@ -35,6 +36,7 @@ import sys
 import sysconfig
 import tempfile
 import zipfile
+from base64 import urlsafe_b64encode
 from pathlib import Path
 
 VENV = Path("/opt/venv")
@@ -65,9 +67,10 @@ def index_env(pip_conf: Path) -> dict[str, str]:
 
 
 def uv_binary(env: dict[str, str], tmp: str, cache: Path = CACHE) -> Path:
-    """uv unpacked into `tmp` from its wheel, which is checked against the hashes in
-    requirements-uv.txt each time. The wheel is fetched with pip the first time and kept in
-    `cache` (in builds: the build cache mount), so later steps and builds skip the download."""
+    """uv from its wheel, which is checked against the hashes in requirements-uv.txt each time.
+    The wheel is fetched with pip the first time (into `tmp`) and kept in `cache` (in builds:
+    the build cache mount) with its unpacked binary, so later steps and builds skip the
+    download and the unzipping."""
     text = UV_REQUIREMENTS.read_text()
     hashes = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", text))
     libc = "-".join(filter(None, platform.libc_ver())) or "musl"  # ("", "") on musl
@@ -100,11 +103,23 @@ def uv_binary(env: dict[str, str], tmp: str, cache: Path = CACHE) -> Path:
         wheel = verified()
         if wheel is None:
             sys.exit(f"{fetched.name}: its hash is not in {UV_REQUIREMENTS}")
+    # The binary is kept beside its wheel too, and checked against the wheel's RECORD (which
+    # the wheel's own hash vouches for) each time: unzipping it costs more than hashing it.
     with zipfile.ZipFile(wheel) as archive:
         (member,) = [n for n in archive.namelist() if n.endswith(".data/scripts/uv")]
-        uv = Path(tmp, "uv")
-        uv.write_bytes(archive.read(member))
-    uv.chmod(0o755)
+        (record,) = [n for n in archive.namelist() if n.endswith(".dist-info/RECORD")]
+        (digest,) = [
+            line.split(",")[1].removeprefix("sha256=")
+            for line in archive.read(record).decode().splitlines()
+            if line.split(",")[0] == member
+        ]
+        uv = kept / "uv"
+        found = hashlib.sha256(uv.read_bytes()).digest() if uv.is_file() else b""
+        if urlsafe_b64encode(found).decode().rstrip("=") != digest:
+            partial = kept / f".uv.{os.getpid()}"
+            partial.write_bytes(archive.read(member))
+            partial.chmod(0o755)
+            os.replace(partial, uv)  # atomic: a parallel build sees the old or the new file
     return uv
 
 
