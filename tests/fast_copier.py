@@ -117,6 +117,10 @@ def apply(patch: Callable[[object, str, object], None] = setattr) -> None:
         )
         if key not in compiled:
             compiled[key] = compile_uncached(self, source, name, filename, raw, defer_init)
+        else:
+            # Compiling runs the extensions' preprocess hooks, which may reset state: Copier's
+            # yield extension forgets the previous path's `{% yield %}` there. Run them.
+            self.preprocess(source, name, filename)
         return compiled[key]
 
     load_uncached = copier._template.load_template_config

@@ -439,6 +439,31 @@ def test_fast_copier_fits_the_installed_copier():
     assert not problems, fast_copier_module.unfit_message(problems)
 
 
+def test_fast_copier_renders_yield_paths_as_copier_does(tmp_path, monkeypatch):
+    """A `{% yield %}` path (one directory per list item) renders the same with fast_copier as
+    with Copier, run after run: the memoized compile still runs the extensions' preprocess
+    hooks, where Copier's yield extension forgets the previous path's yield."""
+    template = tmp_path / "template"
+    item = template / "{% yield item from items %}{{ item }}{% endyield %}"
+    item.mkdir(parents=True)
+    (template / "copier.yml").write_text('items:\n  type: yaml\n  default: "[a]"\n')
+    (item / "name.txt.jinja").write_text("{{ item }} of {{ items | join(',') }}\n")
+
+    def rendered(run: str) -> dict:
+        out = {}
+        for items in (["a"], ["b", "c", "d"], ["e", "f"]):
+            dest = tmp_path / run / "-".join(items)
+            copier.run_copy(str(template), str(dest), data={"items": items}, defaults=True, quiet=True)
+            out["-".join(items)] = {p.relative_to(dest).as_posix(): p.read_text() for p in dest.rglob("*.txt")}
+        return out
+
+    expected = rendered("copier")
+    assert expected["b-c-d"]["c/name.txt"] == "c of b,c,d\n", expected
+    fast_copier_module.apply(monkeypatch.setattr)
+    assert rendered("fast-1") == expected
+    assert rendered("fast-2") == expected  # every path compiled before: all from the memo
+
+
 @pytest.fixture
 def fast_copier(monkeypatch, template_snapshot):
     """Copier with fast_copier.apply's memoization (see tests/fast_copier.py)."""
