@@ -140,7 +140,7 @@ def common_layer_steps(first: Path, second: Path) -> int:
     """How many layer-making steps (RUN, COPY, ADD) two image definitions have in common,
     instruction for instruction from the top: the layers their images should share."""
     steps = 0
-    for a, b in zip(instructions(first), instructions(second)):
+    for a, b in zip(instructions(first), instructions(second), strict=False):
         if a != b:
             break
         steps += a.split()[0] in ("RUN", "COPY", "ADD")
@@ -156,11 +156,13 @@ def check_layers_shared(engine, infos: dict, base: str, root: Path) -> None:
     containerfile = computed(root)["containerfile"]
     web_file, daemon_file = (root / f"platform/{i}/{containerfile}" for i in ("webserver", "daemon"))
     pipes_file = root / f"pipes/{containerfile}"
-    platform_steps, core_steps = common_layer_steps(web_file, daemon_file), common_layer_steps(web_file, pipes_file)
+    platform_steps = common_layer_steps(web_file, daemon_file)
+    core_steps = common_layer_steps(web_file, pipes_file)
     assert core_steps >= 2 and platform_steps >= core_steps + 2, (platform_steps, core_steps)
-    assert shared_prefix(web, daemon) >= base_layers + platform_steps, "webserver and daemon share too few layers"
-    shared_with_pipes = shared_prefix(web, infos["pipes"]["RootFS"]["Layers"])
-    assert shared_with_pipes >= base_layers + core_steps, f"pipes shares {shared_with_pipes} layers with webserver"
+    shared = shared_prefix(web, daemon)
+    assert shared >= base_layers + platform_steps, f"webserver and daemon share {shared} layers"
+    with_pipes = shared_prefix(web, infos["pipes"]["RootFS"]["Layers"])
+    assert with_pipes >= base_layers + core_steps, f"pipes shares {with_pipes} layers with webserver"
 
 
 def check_pipes_has_the_code_only_when_baked(engine, pipes: str, package: str, answers: dict) -> None:

@@ -454,7 +454,8 @@ def test_fast_copier_renders_yield_paths_as_copier_does(tmp_path, monkeypatch):
         for items in (["a"], ["b", "c", "d"], ["e", "f"]):
             dest = tmp_path / run / "-".join(items)
             copier.run_copy(str(template), str(dest), data={"items": items}, defaults=True, quiet=True)
-            out["-".join(items)] = {p.relative_to(dest).as_posix(): p.read_text() for p in dest.rglob("*.txt")}
+            files = {p.relative_to(dest).as_posix(): p.read_text() for p in dest.rglob("*.txt")}
+            out["-".join(items)] = files
         return out
 
     expected = rendered("copier")

@@ -230,7 +230,8 @@ def images_build_from_the_base_and_end_as_the_service_user(p: Project) -> None:
         assert users[-1] == f"{uid}:{uid}", f"{path} must end as the service user"
         assert ("0" in users) == c["build_as_root"], f"{path}: switches to root={'0' in users}"
         # Every install step installs an export of uv.lock, with the installer that checks it.
-        installs = re.findall(r"^\s+(?:&& )?python3 /opt/dagster/install_locked\.py install (\S+)$", text, re.M)
+        installer = r"^\s+(?:&& )?python3 /opt/dagster/install_locked\.py install (\S+)$"
+        installs = re.findall(installer, text, re.M)
         assert installs and len(installs) == len(re.findall(r"^RUN --mount=type=secret", text, re.M)), path
         assert f'io.dagster.launchpad.component="{image}"' in text
         assert f'io.dagster.version="{p.answer("dagster_version")}"' in text
