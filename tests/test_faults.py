@@ -157,6 +157,18 @@ def live(request, template_snapshot, tmp_path_factory):
             missing(f"the stand-in {image} is not in {engine.name}'s store")
     definitions = root / "pipes/src" / answers["package_name"] / "definitions.py"
     definitions.write_text(definitions.read_text() + SLOW_JOB)
+    # Run monitoring as a user may tune it (dagster.yaml is the project's): a run caught
+    # mid-launch is failed after 60 s instead of 180, and checked every 10 s instead of 30,
+    # so the tier waits minutes less; what it proves is the same.
+    config = root / "config/dagster.yaml"
+    text = config.read_text()
+    for default, tuned in (
+        ("start_timeout_seconds: 180", "start_timeout_seconds: 60"),
+        ("poll_interval_seconds: 30", "poll_interval_seconds: 10"),
+    ):
+        assert default in text, f"config/dagster.yaml no longer has '{default}'"
+        text = text.replace(default, tuned)
+    config.write_text(text)
     stack = Live(engine, root, slug, port, answers)
     try:
         result = make(root, "up")
