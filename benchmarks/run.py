@@ -172,6 +172,7 @@ class Layout:
         self.root = work / self.slug
         self.port = PORTS[name]
         self.base: str | None = None  # set: build from this base instead of the configured one
+        self.anonymous: set[str] = set()  # anonymous volumes seen, removed with the stack
 
     @cached_property
     def stack(self) -> Stack:
@@ -217,14 +218,29 @@ class Layout:
     def images(self) -> list[str]:
         return [f"localhost/{self.slug}-{n}:latest" for n in self.image_names]
 
+    def note_anonymous_volumes(self) -> None:
+        """Remember the anonymous volumes of the stack's containers (an image's VOLUME with no
+        named volume over it, as PostgreSQL's data in the baselines): neither a recreated
+        container nor podman-compose's `down -v` removes them, so remove() does."""
+        if names := self.engine.containers(self.slug):
+            inspected = self.engine.run("container", "inspect", *names)
+            for container in json.loads(inspected.stdout or "[]"):
+                for mount in container.get("Mounts") or []:
+                    if mount.get("Type") == "volume" and re.fullmatch(r"[0-9a-f]{64}", mount.get("Name", "")):
+                        self.anonymous.add(mount["Name"])
+
     def remove(self) -> None:
-        """The stack with everything it made, its images and its fresh base."""
+        """The stack with everything it made, its images and its fresh base, and the
+        anonymous volumes its containers ever had (see note_anonymous_volumes)."""
+        self.note_anonymous_volumes()
         try:
             self.tear_down()
         except BenchError:  # a stack that never started
             pass
         if self.engine.name == "podman":
             self.engine.run("pod", "rm", "-f", f"pod_{self.slug}")
+        if self.anonymous:
+            self.engine.run("volume", "rm", "-f", *sorted(self.anonymous))
         self.engine.run("rmi", "-f", *self.images(), *([self.base] if self.base else []))
 
 
@@ -440,6 +456,7 @@ def measure(layout: Layout, launches: int, volume: Launchpad | None, quick: bool
             figures.update(layout.add_dependency())
 
         log(f"{layout.name}: down, up")
+        layout.note_anonymous_volumes()
         layout.stop()
         figures["up_to_loaded_s"] = round(seconds(layout.up), 2)
         launch_to_success(stack)
