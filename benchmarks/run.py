@@ -165,6 +165,7 @@ class Layout:
     location: str  # the code location's name
     code_file: Path  # a one-line change here is a code change
     config_file: Path  # and here a dagster.yaml change
+    build_only = False  # True: only the cold build and the image sizes are measured
 
     def __init__(self, name: str, engine: Engine, work: Path):
         self.name, self.engine = name, engine
@@ -249,8 +250,10 @@ class Launchpad(Layout):
 
     services = image_names = ("webserver", "daemon", "pipes")
 
-    def __init__(self, engine: Engine, work: Path, template: Path, delivery: str = "image"):
-        super().__init__("launchpad" if delivery == "image" else "launchpad-volume", engine, work)
+    def __init__(
+        self, engine: Engine, work: Path, template: Path, delivery: str = "image", name: str | None = None
+    ):
+        super().__init__(name or ("launchpad" if delivery == "image" else "launchpad-volume"), engine, work)
         self.template, self.delivery = template, delivery
         self.location = self.package = self.slug.replace("-", "_")
         self.code_file = self.root / "pipes/src" / self.package / "assets.py"
@@ -329,11 +332,7 @@ class LaunchpadPip(Launchpad):
     )
 
     def __init__(self, engine: Engine, work: Path, template: Path):
-        super().__init__(engine, work, template)
-        Layout.__init__(self, "launchpad-pip", engine, work)
-        self.location = self.package = self.slug.replace("-", "_")
-        self.code_file = self.root / "pipes/src" / self.package / "assets.py"
-        self.config_file = self.root / "config/dagster.yaml"
+        super().__init__(engine, work, template, name="launchpad-pip")
 
     def copy(self) -> None:
         super().copy()
@@ -424,7 +423,7 @@ def measure(layout: Layout, launches: int, volume: Launchpad | None, quick: bool
     try:
         log(f"{layout.name}: {'build (cache allowed)' if quick else 'cold build'}")
         figures["cold_build_s" if not quick else "cached_build_s"] = round(seconds(layout.build), 1)
-        if getattr(layout, "build_only", False):
+        if layout.build_only:
             figures["image_bytes"], figures["unique_bytes"] = image_sizes(layout.engine, layout.images())
             return figures
         figures["first_up_to_loaded_s"] = round(seconds(layout.up), 1)
