@@ -39,13 +39,19 @@ from dagster_api import Stack  # noqa: E402
 from engines import ENGINES, Engine, env_value, render, tool_env, use_base  # noqa: E402
 
 BASELINES = ROOT / "benchmarks" / "baselines"
-LAYOUTS = ("launchpad", "launchpad-pip", "three-images", "shared-platform")
+LAYOUTS = ("launchpad", "launchpad-pip", "three-images", "shared-platform", "launchpad-locations")
+# The numbers of code locations that launchpad-locations builds (issue 13).
+LOCATION_COUNTS = (1, 2, 3)
 PORTS = {
     "launchpad": 3301,
     "launchpad-volume": 3302,
     "three-images": 3303,
     "shared-platform": 3304,
     "launchpad-pip": 3305,
+    # launchpad-locations: the default project with 1, 2 and 3 code locations
+    "lp-1loc": 3306,
+    "lp-2loc": 3307,
+    "lp-3loc": 3308,
 }
 # Targets for the default render (issue 6); lower is better for every figure.
 TARGETS = {
@@ -246,17 +252,25 @@ class Layout:
 
 
 class Launchpad(Layout):
-    """The template's default answers, through the generated project's Makefile."""
-
-    services = image_names = ("webserver", "daemon", "pipes")
+    """The template's default answers, through the generated project's Makefile (with
+    `locations` > 1, as many code locations: the default one, then extra_1, extra_2, ...)."""
 
     def __init__(
-        self, engine: Engine, work: Path, template: Path, delivery: str = "image", name: str | None = None
+        self,
+        engine: Engine,
+        work: Path,
+        template: Path,
+        delivery: str = "image",
+        name: str | None = None,
+        locations: int = 1,
     ):
         super().__init__(name or ("launchpad" if delivery == "image" else "launchpad-volume"), engine, work)
         self.template, self.delivery = template, delivery
         self.location = self.package = self.slug.replace("-", "_")
-        self.code_file = self.root / "pipes/src" / self.package / "assets.py"
+        self.locations = [self.package, *(f"extra_{i}" for i in range(1, locations))]
+        pipes = tuple(f"pipes-{name.replace('_', '-')}" for name in self.locations)
+        self.services = self.image_names = ("webserver", "daemon", *pipes)
+        self.code_file = self.root / "pipes" / self.package / "src" / self.package / "assets.py"
         self.config_file = self.root / "config/dagster.yaml"
 
     def make(self, *targets: str, timeout: float = 1800) -> None:
@@ -268,6 +282,7 @@ class Launchpad(Layout):
             "code_delivery": self.delivery,
             "project_slug": self.slug,
             "ui_port": self.port,
+            "code_locations": self.locations,
         }
         render(self.template, self.root, answers)
         for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
@@ -300,11 +315,11 @@ class Launchpad(Layout):
     def add_dependency(self) -> dict:
         """Declare one dependency of the code location, `make lock`, `make build`: the lock time
         (uv against the package index), the rebuild, and which images were rebuilt."""
-        pyproject = self.root / "pipes/pyproject.toml"
+        pyproject = self.root / "pipes" / self.package / "pyproject.toml"
         anchor = '    "dagster-core",\n'
         text = pyproject.read_text()
         if anchor not in text:
-            raise BenchError("pipes/pyproject.toml has no dependencies list to add to")
+            raise BenchError(f"{pyproject} has no dependencies list to add to")
         pyproject.write_text(text.replace(anchor, f'{anchor}    "{DEPENDENCY}",\n', 1))
         stamps = {i: (self.root / ".build" / i).stat().st_mtime_ns for i in self.image_names}
         figures = {
@@ -336,7 +351,7 @@ class LaunchpadPip(Launchpad):
 
     def copy(self) -> None:
         super().copy()
-        for image in ("platform/webserver", "platform/daemon", "pipes"):
+        for image in ("platform/webserver", "platform/daemon", *(f"pipes/{n}" for n in self.locations)):
             (path,) = [p for p in (self.root / image).iterdir() if p.name in ("Containerfile", "Dockerfile")]
             text, count = self.INSTALL.subn(self.PIP, path.read_text())
             if not count:
@@ -375,8 +390,9 @@ class Baseline(Layout):
         # The same pins and the same example code as the rendered project.
         shutil.copy2(self.rendered / "platform/requirements.txt", self.root / "requirements.txt")
         code = self.root / "code"
-        shutil.copytree(self.rendered / "pipes/src" / self.package, code / "example")
-        shutil.copy2(self.rendered / "pipes/requirements.txt", code / "requirements.txt")
+        location = self.rendered / "pipes" / self.package
+        shutil.copytree(location / "src" / self.package, code / "example")
+        shutil.copy2(location / "requirements.txt", code / "requirements.txt")
 
     def build(self) -> None:
         self.compose("build")
@@ -482,6 +498,35 @@ def measure_reload(layout: Launchpad, log) -> float:
         return round(layout.code_change_live(), 2)
     finally:
         layout.remove()
+
+
+def measure_locations(engine: Engine, work: Path, template: Path, stand_in: str, quick: bool, log) -> dict:
+    """The default project with 1, 2 and 3 code locations (the same example code and no extra
+    dependencies in each): its cold build and its images' unique bytes; for 1 and 3, the time
+    from `make up` (images built, stack down) to every location LOADED. Each extra location
+    should cost only its own dependencies and code: a few MB."""
+    figures: dict = {}
+    for count in LOCATION_COUNTS:
+        layout = Launchpad(engine, work, template, name=f"lp-{count}loc", locations=count)
+        if not quick:
+            layout.base = engine.fresh_base(stand_in, layout.slug)
+        layout.copy()
+        try:
+            log(f"{layout.name}: {'build (cache allowed)' if quick else 'cold build'}")
+            figures[f"locations_{count}_cold_build_s"] = round(seconds(layout.build), 1)
+            _, figures[f"locations_{count}_unique_bytes"] = image_sizes(engine, layout.images())
+            if count in (1, LOCATION_COUNTS[-1]):
+                layout.up()
+                launch_to_success(layout.stack)
+                layout.note_anonymous_volumes()
+                layout.stop()
+                figures[f"locations_{count}_up_to_loaded_s"] = round(seconds(layout.up), 2)
+        finally:
+            layout.remove()
+    first, last = LOCATION_COUNTS[0], LOCATION_COUNTS[-1]
+    extra = figures[f"locations_{last}_unique_bytes"] - figures[f"locations_{first}_unique_bytes"]
+    figures["locations_bytes_per_extra_location"] = round(extra / (last - first))
+    return figures
 
 
 def render_matrix(template: Path, work: Path, step: int) -> dict:
@@ -595,8 +640,24 @@ def table(engine: str, result: dict) -> str:
             f"{cell('three-images', key, unit):>11}{cell('shared-platform', key, unit):>12}"
             f"{ratio.get(key, '-'):>7}  {mark}"
         )
+    locations = result.get("launchpad-locations", {})
+    if locations:
+        lines.append(
+            "  launchpad, code locations: "
+            + ", ".join(
+                f"{n}: cold build {locations[f'locations_{n}_cold_build_s']} s, "
+                f"{locations[f'locations_{n}_unique_bytes'] / 1e6:.0f} MB"
+                + (
+                    f", up -> LOADED {locations[f'locations_{n}_up_to_loaded_s']} s"
+                    if f"locations_{n}_up_to_loaded_s" in locations
+                    else ""
+                )
+                for n in LOCATION_COUNTS
+            )
+            + f"; {locations['locations_bytes_per_extra_location'] / 1e6:.1f} MB per extra location"
+        )
     for layout in LAYOUTS:
-        if layout in result:
+        if layout in result and "image_bytes" in result[layout]:
             sizes = ", ".join(
                 f"{r.split('/')[-1]} {b / 1e6:.0f} MB" for r, b in result[layout]["image_bytes"].items()
             )
@@ -675,6 +736,10 @@ def main() -> int:
             default.copy()
             stand_in = env_value(default.root, "BASE_IMAGE")
             for name in layouts:
+                if name == "launchpad-locations":
+                    log(f"{engine.name}: {name}")
+                    result[name] = measure_locations(engine, work, template, stand_in, args.quick, log)
+                    continue
                 if name == "launchpad":
                     layout = Launchpad(engine, work, template)
                     volume = Launchpad(engine, work, template, delivery="volume")

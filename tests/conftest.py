@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -78,20 +79,54 @@ def template_snapshot(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rendered_matrix(template_snapshot, tmp_path_factory) -> dict[str, tuple[dict, Path, str | None]]:
-    """Render every combination of copier.yml once, in parallel: id -> (answers, dir, error).
+def _renders(template_snapshot, tmp_path_factory) -> dict[str, tuple[dict, Path, str | None]]:
+    """Render every combination of copier.yml once, and the few multi-location combinations
+    (matrix.multi_location_combinations), in parallel: id -> (answers, dir, error).
     The workers render with fast_copier (tests/fast_copier.py): the same files, about four
     times faster (copier.yml parsed and the templates compiled once per worker)."""
     out = tmp_path_factory.mktemp("matrix")
-    jobs = {
-        matrix.combo_id(a): (str(template_snapshot), str(out / matrix.combo_id(a)), a)
-        for a in matrix.combinations()
-    }
+    combos = matrix.combinations() + matrix.multi_location_combinations()
+    jobs = {matrix.combo_id(a): (str(template_snapshot), str(out / matrix.combo_id(a)), a) for a in combos}
+    assert len(jobs) == len(combos), "two combinations share an id"
     assert not (template_snapshot / ".git").exists()  # fast_copier's premise: no git
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2, initializer=fast_copier.apply) as pool:
         results = dict(zip(jobs, pool.map(_render, jobs.values(), chunksize=8), strict=True))
-    note("combinations rendered", len(results))
     return {cid: (jobs[cid][2], Path(dst), error) for cid, (dst, error) in results.items()}
+
+
+@pytest.fixture(scope="session")
+def rendered_matrix(_renders) -> dict[str, tuple[dict, Path, str | None]]:
+    """Every combination of copier.yml (one code location, the default), rendered once:
+    id -> (answers, dir, error)."""
+    ids = {matrix.combo_id(a) for a in matrix.combinations()}
+    rendered = {cid: result for cid, result in _renders.items() if cid in ids}
+    note("combinations rendered", len(rendered))
+    return rendered
+
+
+@pytest.fixture(scope="session")
+def rendered_multi_location(_renders) -> dict[str, tuple[dict, Path, str | None]]:
+    """The few combinations rendered with several code locations (matrix.MULTI_LOCATIONS)."""
+    ids = {matrix.combo_id(a) for a in matrix.multi_location_combinations()}
+    rendered = {cid: result for cid, result in _renders.items() if cid in ids}
+    note(f"combinations rendered with {len(matrix.MULTI_LOCATIONS)} code locations", len(rendered))
+    return rendered
+
+
+@pytest.fixture(scope="session")
+def rendered_projects(rendered_matrix, rendered_multi_location) -> dict[str, tuple[dict, Path, str | None]]:
+    """Every rendered project the render tier checks: the matrix, then the multi-location ones."""
+    return {**rendered_matrix, **rendered_multi_location}
+
+
+def answers_of(root: Path) -> dict:
+    """The answers a rendered project recorded (.copier-answers.yml)."""
+    return yaml.safe_load((root / ".copier-answers.yml").read_text())
+
+
+def code_locations(root: Path) -> list[str]:
+    """The code locations of a rendered project, in the order it declares them."""
+    return list(answers_of(root)["code_locations"])
 
 
 def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None, timeout: float = 600):

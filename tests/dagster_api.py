@@ -91,7 +91,13 @@ class Stack:
         self, job: str = "example_job", tags: dict | None = None, run_config: dict | None = None
     ) -> str:
         return self.client.submit_job_execution(
-            job, repository_location_name=self.location, tags=tags, run_config=run_config
+            job,
+            repository_location_name=self.location,
+            # The repository that dg.Definitions makes: named, as jobs of the same name may
+            # exist in other code locations.
+            repository_name="__repository__",
+            tags=tags,
+            run_config=run_config,
         )
 
     def location_error(self) -> str | None:

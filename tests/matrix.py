@@ -153,7 +153,10 @@ def choice_questions() -> list[str]:
 
 
 def combo_id(answers: dict) -> str:
-    return "-".join(str(answers[k]) for k in choice_questions() if k in answers)
+    cid = "-".join(str(answers[k]) for k in choice_questions() if k in answers)
+    if "code_locations" in answers:  # the multi-location renders (see multi_location_combinations)
+        cid += "-locations=" + "+".join(map(str, answers["code_locations"]))
+    return cid
 
 
 # The answers that change what an image contains (the build tier builds one image set per
@@ -199,3 +202,48 @@ def covering_set(candidates: list[dict], factors: list[str]) -> list[dict]:
         chosen.append(best)
         wanted -= pairs(best)
     return chosen
+
+
+# The render tier renders every combination above with one code location (the default: the
+# package), and a few with several: MULTI_LOCATIONS, in the combinations of
+# multi_location_combinations(), so that every per-location file and entry is checked with
+# more than one location too.
+MULTI_LOCATIONS = ("data_platform", "sales", "ml_models")
+# The answers whose files change with the number of code locations (compose services and
+# their environment, volumes, images, workspace entries, the ignore file, the locks).
+MULTI_LOCATION_FACTORS = ("container_engine", "code_delivery", "run_launcher", "storage", "dagster_version")
+
+
+def each_value_set(candidates: list[dict], factors: tuple[str, ...]) -> list[dict]:
+    """A small set of `candidates` in which every value of each of `factors` appears (greedy:
+    the candidate with the most values not yet seen; ties: the earlier, default-most one)."""
+
+    def values(a: dict) -> set:
+        return {(f, a[f]) for f in factors}
+
+    wanted = set().union(*(values(a) for a in candidates))
+    chosen: list[dict] = []
+    while wanted:
+        best = max(candidates, key=lambda a: len(values(a) & wanted))
+        chosen.append(best)
+        wanted -= values(best)
+    return chosen
+
+
+def code_location_limits() -> tuple[int, int]:
+    """(most code locations, longest name), as code_locations' validator states them."""
+    import re
+
+    validator = questions()["code_locations"]["validator"]
+    count = re.search(r"code_locations \| length > (\d+)", validator)
+    length = re.search(r"name \| length > (\d+)", validator)
+    assert count and length, "code_locations' validator no longer states its limits as the tests read them"
+    return int(count[1]), int(length[1])
+
+
+def multi_location_combinations() -> list[dict]:
+    """A few accepted combinations, each answered with the code locations MULTI_LOCATIONS:
+    every value of MULTI_LOCATION_FACTORS appears in one of them (both engines, both code
+    deliveries, both run launchers, every storage, every Dagster version)."""
+    chosen = each_value_set(combinations(), MULTI_LOCATION_FACTORS)
+    return [{**answers, "code_locations": list(MULTI_LOCATIONS)} for answers in chosen]

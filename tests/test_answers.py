@@ -12,7 +12,11 @@ import copier
 import pytest
 import yaml
 
+import matrix
 from conftest import run
+
+# code_locations' limits, as its validator states them: how many names, how long each.
+MAX_LOCATIONS, MAX_LOCATION_NAME = matrix.code_location_limits()
 
 INVALID = [
     # (answers, question, words the message must contain)
@@ -65,6 +69,37 @@ INVALID = [
     ({"python_version": "3.10"}, "python_version", "not in"),
     ({"pipes_system_packages": "curl; rm -rf /"}, "pipes_system_packages", "package names"),
     ({"pipes_system_packages": "libpq5\x85"}, "pipes_system_packages", "package names"),
+    # code_locations: a YAML list (given as a list, or as its YAML text, e.g. --data) of 1 to
+    # 10 unique names, each a lowercase package name nothing else in the stack or Python owns.
+    ({"code_locations": "sales"}, "code_locations", "must be a YAML list of names"),
+    ({"code_locations": {"sales": "pipes"}}, "code_locations", "must be a YAML list of names"),
+    ({"code_locations": "{sales: pipes}"}, "code_locations", "must be a YAML list of names"),
+    ({"code_locations": 3}, "code_locations", "must be a YAML list of names"),
+    ({"code_locations": []}, "code_locations", "must name at least one code location"),
+    ({"code_locations": "[]"}, "code_locations", "must name at least one code location"),
+    (
+        {"code_locations": [f"loc{i}" for i in range(MAX_LOCATIONS + 1)]},
+        "code_locations",
+        f"at most {MAX_LOCATIONS} code locations (got {MAX_LOCATIONS + 1})",
+    ),
+    ({"code_locations": ["sales", "1abc"]}, "code_locations", "'1abc' is not a code location name"),
+    ({"code_locations": ["Sales"]}, "code_locations", "'Sales' is not a code location name"),
+    ({"code_locations": ["a__b"]}, "code_locations", "'a__b' is not a code location name"),
+    ({"code_locations": ["a-b"]}, "code_locations", "'a-b' is not a code location name"),
+    ({"code_locations": ["x_"]}, "code_locations", "'x_' is not a code location name"),
+    (
+        {"code_locations": ["a" * (MAX_LOCATION_NAME + 1)]},
+        "code_locations",
+        f"at most {MAX_LOCATION_NAME} characters",
+    ),
+    ({"code_locations": [7]}, "code_locations", "'7' is not a code location name"),
+    ({"code_locations": "[sales, class]"}, "code_locations", "'class' is a Python keyword"),
+    ({"code_locations": ["dagster"]}, "code_locations", "'dagster' would shadow the dagster package"),
+    ({"code_locations": ["dagster_x"]}, "code_locations", "'dagster_x' would shadow the dagster package"),
+    ({"code_locations": ["json"]}, "code_locations", "'json' shadows a standard-library"),
+    ({"code_locations": ["webserver"]}, "code_locations", "'webserver' is taken by the stack"),
+    ({"code_locations": ["sales", "pipes"]}, "code_locations", "'pipes' is taken by the stack"),
+    ({"code_locations": ["a", "a"]}, "code_locations", "'a' is named twice"),
     ({"code_delivery": "git"}, "code_delivery", "not in"),
     ({"storage": "mysql"}, "storage", "not in"),
     ({"run_launcher": "k8s"}, "run_launcher", "not in"),
@@ -119,6 +154,8 @@ def test_boundary_answers_are_accepted(template_snapshot, tmp_path):
         "project_name": "Ünïcode & Co. Data Platform (EU)",
         "project_slug": "a" * 40,
         "package_name": "_" + "a" * 39,
+        # The default (the package's name) is no code location name here: name one.
+        "code_locations": ["z" + "a" * (MAX_LOCATION_NAME - 1)],
         "ui_port": 65535,
         "ui_bind_address": "0.0.0.0",
         "max_concurrent_runs": 100,
@@ -130,9 +167,44 @@ def test_boundary_answers_are_accepted(template_snapshot, tmp_path):
     copier.run_copy(str(template_snapshot), tmp_path / "out", data=answers, defaults=True, quiet=True)
     recorded = yaml.safe_load((tmp_path / "out/.copier-answers.yml").read_text())
     assert {k: recorded[k] for k in answers} == answers
-    pipes = (tmp_path / "out/pipes/Containerfile").read_text()
+    (location,) = recorded["code_locations"]
+    pipes = (tmp_path / f"out/pipes/{location}/Containerfile").read_text()
     assert "microdnf install -y --nodocs libpq5 unixodbc-dev" in pipes
     assert f"ARG BASE_IMAGE={answers['custom_base_image']}" in pipes
+
+
+# The most code locations the question takes (ten), the longest name among them.
+TEN_LOCATIONS = [
+    "a" + "b" * (MAX_LOCATION_NAME - 1),
+    "sales",
+    "ml2",
+    "a1_b2_c3",
+    "x",
+    "eu_sales",
+    "finance",
+    "hr",
+]
+TEN_LOCATIONS += [f"more{i}" for i in range(MAX_LOCATIONS - len(TEN_LOCATIONS))]
+
+
+@pytest.mark.parametrize("given", [TEN_LOCATIONS, "[" + ", ".join(TEN_LOCATIONS) + "]"], ids=["list", "yaml"])
+def test_ten_code_locations_are_accepted(given, template_snapshot, tmp_path):
+    """Ten names (the limit; the longest name allowed among them), given as a list or as YAML
+    text (as `--data` gives it): each gets its directory, compose service and workspace entry,
+    in the order given."""
+    copier.run_copy(
+        str(template_snapshot), tmp_path / "out", data={"code_locations": given}, defaults=True, quiet=True
+    )
+    out = tmp_path / "out"
+    recorded = yaml.safe_load((out / ".copier-answers.yml").read_text())
+    assert recorded["code_locations"] == TEN_LOCATIONS
+    assert sorted(p.name for p in (out / "pipes").iterdir() if p.is_dir()) == sorted(TEN_LOCATIONS)
+    for name in TEN_LOCATIONS:
+        assert (out / f"pipes/{name}/src/{name}/definitions.py").is_file(), name
+    workspace = yaml.safe_load((out / "config/workspace.yaml").read_text())
+    assert [e["grpc_server"]["location_name"] for e in workspace["load_from"]] == TEN_LOCATIONS
+    services = yaml.safe_load((out / "compose.yaml").read_text())["services"]
+    assert {f"pipes-{name.replace('_', '-')}" for name in TEN_LOCATIONS} <= set(services)
 
 
 def test_defaults_render_with_pytest_copie_from_git(copie):
@@ -143,5 +215,7 @@ def test_defaults_render_with_pytest_copie_from_git(copie):
     recorded = yaml.safe_load((result.project_dir / ".copier-answers.yml").read_text())
     assert recorded["_src_path"] and recorded["_commit"]
     assert recorded["container_engine"] == "podman" and recorded["storage"] == "postgres"
-    assert (result.project_dir / "pipes/Containerfile").is_file()
+    assert recorded["code_locations"] == [recorded["package_name"]]
+    location = recorded["package_name"]
+    assert (result.project_dir / f"pipes/{location}/Containerfile").is_file()
     assert "DAGSTER_PG_PASSWORD" not in (result.project_dir / ".copier-answers.yml").read_text()

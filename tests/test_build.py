@@ -117,17 +117,12 @@ def check_cold_build_reads_the_secret_and_keeps_it_out(
     started = time.monotonic()
     result = make(cold, "build")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    figures["cold build"] = f"{time.monotonic() - started:.0f} s (three images, no build cache)"
-    for image in ("webserver", "daemon", "pipes"):
+    images = ["webserver", "daemon", *computed(cold)["pipes_services"].values()]
+    figures["cold build"] = f"{time.monotonic() - started:.0f} s ({len(images)} images, no build cache)"
+    for image in images:
         assert_no_secret(engine, f"localhost/{slug}-cold-{image}:latest", True, root.parent)
     figures["build secret"] = "absent from every layer, history and metadata (cold set scanned byte by byte)"
-    engine.run(
-        "rmi",
-        f"localhost/{slug}-cold-webserver:latest",
-        f"localhost/{slug}-cold-daemon:latest",
-        f"localhost/{slug}-cold-pipes:latest",
-        fresh,
-    )
+    engine.run("rmi", *(f"localhost/{slug}-cold-{image}:latest" for image in images), fresh)
 
 
 def instructions(containerfile: Path) -> list[str]:
@@ -148,51 +143,65 @@ def common_layer_steps(first: Path, second: Path) -> int:
 
 
 def check_layers_shared(engine, infos: dict, base: str, root: Path) -> None:
-    """All three share the base, the service user and the Dagster core (its requirements file
+    """All images share the base, the service user and the Dagster core (its requirements file
     and the install); webserver and daemon also share the platform's requirements and install:
-    every layer of the instructions their definitions have in common."""
+    every layer of the instructions their definitions have in common. Every code location's
+    image shares the core layers."""
     web, daemon = infos["webserver"]["RootFS"]["Layers"], infos["daemon"]["RootFS"]["Layers"]
     base_layers = len(engine.inspect(base)["RootFS"]["Layers"])
     containerfile = computed(root)["containerfile"]
     web_file, daemon_file = (root / f"platform/{i}/{containerfile}" for i in ("webserver", "daemon"))
-    pipes_file = root / f"pipes/{containerfile}"
     platform_steps = common_layer_steps(web_file, daemon_file)
-    core_steps = common_layer_steps(web_file, pipes_file)
-    assert core_steps >= 2 and platform_steps >= core_steps + 2, (platform_steps, core_steps)
     shared = shared_prefix(web, daemon)
     assert shared >= base_layers + platform_steps, f"webserver and daemon share {shared} layers"
-    with_pipes = shared_prefix(web, infos["pipes"]["RootFS"]["Layers"])
-    assert with_pipes >= base_layers + core_steps, f"pipes shares {with_pipes} layers with webserver"
+    for location, service in computed(root)["pipes_services"].items():
+        core_steps = common_layer_steps(web_file, root / f"pipes/{location}/{containerfile}")
+        assert core_steps >= 2 and platform_steps >= core_steps + 2, (platform_steps, core_steps)
+        with_pipes = shared_prefix(web, infos[service]["RootFS"]["Layers"])
+        assert with_pipes >= base_layers + core_steps, f"{service} shares {with_pipes} layers with webserver"
 
 
-def check_pipes_has_the_code_only_when_baked(engine, pipes: str, package: str, answers: dict) -> None:
-    """Image delivery: the pipes image imports the package. Volume: it has dependencies only."""
+def has_package(engine, image: str, package: str) -> bool:
     probe = engine.run(
         "run",
         "--rm",
         "--entrypoint",
         "python3",
-        pipes,
+        image,
         "-c",
         f"import sys\ntry:\n    import {package}.definitions\nexcept ModuleNotFoundError:\n    sys.exit(3)",
     )
-    if answers["code_delivery"] == "image":
-        assert probe.returncode == 0, f"{pipes} does not contain {package}: {probe.stderr}"
-    else:
-        assert probe.returncode == 3, f"{pipes} (dependencies only) contains {package}: {probe.stderr}"
+    assert probe.returncode in (0, 3), f"{image}: {probe.stderr}"
+    return probe.returncode == 0
 
 
-def check_one_line_change_is_rebuilt(engine, root, pipes: str, package: str) -> float:
-    """Image delivery: after a one-line code change, `make build` bakes the change into pipes.
+def check_pipes_have_their_code_only_when_baked(engine, images: dict, answers: dict) -> None:
+    """Image delivery: each code location's image imports its own package, and no other
+    location's. Volume: they have dependencies only."""
+    for package, image in images.items():
+        found = {other for other in images if has_package(engine, image, other)}
+        expected = {package} if answers["code_delivery"] == "image" else set()
+        assert found == expected, f"{image} contains the packages {found}, expected {expected}"
+
+
+def check_one_line_change_is_rebuilt(engine, root, images: dict) -> float:
+    """Image delivery: after a one-line code change in the first code location, `make build`
+    bakes the change into its image, and leaves the other locations' images as they were.
     Returns the seconds it took (the rebuild and the check of the new image)."""
-    assets = root / "pipes/src" / package / "assets.py"
+    package, *others = images
+    pipes = images[package]
+    ids = {other: engine.inspect(images[other])["Id"] for other in others}
+    assets = root / "pipes" / package / "src" / package / "assets.py"
     assets.write_text(assets.read_text().replace("range(1, 11)", "range(1, 12)"))
     started = time.monotonic()
     rebuilt = make(root, "build")
     assert rebuilt.returncode == 0, rebuilt.stdout[-2000:]
     baked = engine.run("run", "--rm", "--entrypoint", "cat", pipes, f"/opt/dagster/app/{package}/assets.py")
     assert "range(1, 12)" in baked.stdout, "the rebuilt pipes image does not have the change"
-    return time.monotonic() - started
+    seconds = time.monotonic() - started
+    rebuilt_others = [other for other in others if engine.inspect(images[other])["Id"] != ids[other]]
+    assert not rebuilt_others, f"a change in {package} rebuilt {rebuilt_others} too"
+    return seconds
 
 
 def check_tampered_hash_fails_the_build(root, engine) -> str:
@@ -258,24 +267,28 @@ def test_image_set_builds_runs_as_service_user_and_shares_layers(
     """`make build` builds the set (once per engine also cold, proving the build secret is read
     and kept out of every byte); each image runs as the service user with its healthcheck,
     labels and pinned Dagster, no build leftovers and no secret in its history or metadata;
-    the images share their common layers; pipes has the code only when it is baked; and (image
-    delivery) a one-line code change is rebuilt."""
+    the images share their common layers; each code location's image has its code (and no
+    other's) only when it is baked; and (image delivery) a one-line code change is rebuilt, in
+    that location's image alone. The first set of each engine has two code locations."""
     if reason := unbuildable_reason(answers):
         pytest.skip(reason)
     engine = ENGINES[answers["container_engine"]].require()
     index = IMAGE_SETS.index(answers)
     slug = f"lp-build-{index}"
-    root = render(
-        template_snapshot, tmp_path_factory.mktemp("build") / slug, {**answers, "project_slug": slug}
-    )
     package = slug.replace("-", "_")
+    figures = FIGURES.setdefault(engine.name, {"sets built": 0})
+    locations = [package, "second"] if "cold build" not in figures else [package]
+    root = render(
+        template_snapshot,
+        tmp_path_factory.mktemp("build") / slug,
+        {**answers, "project_slug": slug, "code_locations": locations},
+    )
     write_pip_conf(root, PIP_CONF)
     assert SECRET not in (root / ".copier-answers.yml").read_text()
     base = env_value(root, "BASE_IMAGE")
     if not engine.has_image(base):
         missing(f"the stand-in {base} is not in {engine.name}'s store (run tests/standins/make-standins.sh)")
 
-    figures = FIGURES.setdefault(engine.name, {"sets built": 0})
     if "cold build" not in figures:
         check_cold_build_reads_the_secret_and_keeps_it_out(
             engine, template_snapshot, answers, root, base, figures
@@ -284,22 +297,25 @@ def test_image_set_builds_runs_as_service_user_and_shares_layers(
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
 
     tag, uid = env_value(root, "IMAGE_TAG"), computed(root)["service_uid"]
+    services = computed(root)["pipes_services"]
     infos = {
         image: check_image(engine, f"localhost/{slug}-{image}:{tag}", image, slug, answers, uid)
-        for image in ("webserver", "daemon", "pipes")
+        for image in ("webserver", "daemon", *services.values())
     }
     for image in infos:
         assert_no_secret(engine, f"localhost/{slug}-{image}:{tag}", False, root.parent)
     check_layers_shared(engine, infos, base, root)
-    pipes = f"localhost/{slug}-pipes:{tag}"
-    check_pipes_has_the_code_only_when_baked(engine, pipes, package, answers)
+    pipes = {location: f"localhost/{slug}-{service}:{tag}" for location, service in services.items()}
+    check_pipes_have_their_code_only_when_baked(engine, pipes, answers)
+    if len(pipes) > 1:
+        figures["code locations"] = f"{len(pipes)} in the first set, each image with its own package only"
 
     figures["sets built"] += 1
     if "image sizes" not in figures:
         sizes = {i: infos[i]["Size"] for i in infos}
         figures["image sizes"] = ", ".join(f"{i} {s / 1e6:.0f} MB" for i, s in sizes.items())
     if answers["code_delivery"] == "image" and "rebuild after a one-line code change" not in figures:
-        seconds = check_one_line_change_is_rebuilt(engine, root, pipes, package)
+        seconds = check_one_line_change_is_rebuilt(engine, root, pipes)
         figures["rebuild after a one-line code change"] = f"{seconds:.1f} s (make build)"
     if "uv wheel" not in figures:
         figures["uv wheel"] = check_kept_uv_wheel_is_verified(engine, root, base, root.parent)

@@ -42,7 +42,9 @@ BURST = {
     "docker": int(os.environ.get("LAUNCHPAD_BURST_DOCKER", "30")),
 }
 PORTS = {"podman": 3201, "docker": 3202}
-SERVICES = ("postgres", "pipes", "webserver", "daemon")
+# The stack has two code locations: the first (named after the package) and this one, to
+# prove that a fault in one leaves the other serving and running.
+SECOND = "second"
 FIGURES: dict[str, dict[str, str]] = {}
 
 SLOW_JOB = '''
@@ -68,8 +70,12 @@ class Live:
 
     def __init__(self, engine, root: Path, slug: str, port: int, answers: dict):
         self.engine, self.root, self.slug, self.answers = engine, root, slug, answers
-        self.package = answers["package_name"]
-        self.stack = Stack(port, computed(root)["location_name"])
+        self.package = answers["code_locations"][0]
+        self.stack = Stack(port, self.package)
+        self.other = Stack(port, SECOND)
+        services = computed(root)["pipes_services"]
+        self.pipes, self.other_pipes = services[self.package], services[SECOND]
+        self.services = ["postgres", "webserver", "daemon", *services.values()]
 
     def name(self, service: str) -> str:
         return f"{self.slug}-{service}"
@@ -148,6 +154,7 @@ def live(request, template_snapshot, tmp_path_factory):
         "code_delivery": "volume",
         "project_slug": slug,
         "ui_port": port,
+        "code_locations": [slug.replace("-", "_"), SECOND],
     }
     root = render(template_snapshot, tmp_path_factory.mktemp("fault") / slug, choices)
     answers = yaml.safe_load((root / ".copier-answers.yml").read_text())
@@ -155,8 +162,9 @@ def live(request, template_snapshot, tmp_path_factory):
         image = env_value(root, setting)
         if image and not engine.has_image(image):
             missing(f"the stand-in {image} is not in {engine.name}'s store")
-    definitions = root / "pipes/src" / answers["package_name"] / "definitions.py"
-    definitions.write_text(definitions.read_text() + SLOW_JOB)
+    for location in answers["code_locations"]:
+        definitions = root / "pipes" / location / "src" / location / "definitions.py"
+        definitions.write_text(definitions.read_text() + SLOW_JOB)
     # Run monitoring as a user may tune it (dagster.yaml is the project's): a run caught
     # mid-launch is failed after 60 s instead of 180, and checked every 10 s instead of 30,
     # so the tier waits minutes less; what it proves is the same.
@@ -174,6 +182,7 @@ def live(request, template_snapshot, tmp_path_factory):
         result = make(root, "up")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         stack.stack.wait_loaded(timeout=60)
+        stack.other.wait_loaded(timeout=60)
         yield stack
     finally:
         remove_stack(engine, root, slug)
@@ -188,20 +197,27 @@ def figure(live: Live, key: str, value: str) -> None:
 def test_pipes_killed_during_a_run_fails_it_retries_it_and_runs_the_queue(live):
     stack, limit = live.stack, live.answers["max_concurrent_runs"]
     nap = {"ops": {"nap": {"config": {"seconds": 20}}}}
-    # Fill every slot of the queue with slow runs (the first one may be retried once) ...
+    # Fill every slot of the queue with slow runs: one in the other code location, the rest in
+    # the first (the first one may be retried once) ...
+    other = live.other.launch("slow_job", run_config=nap)
     slow = [stack.launch("slow_job", tags={"dagster/max_retries": "1"}, run_config=nap)]
-    slow += [stack.launch("slow_job", run_config=nap) for _ in range(limit - 1)]
-    for run in slow:
+    slow += [stack.launch("slow_job", run_config=nap) for _ in range(limit - 2)]
+    for run in [other, *slow]:
         live.wait_status(run, {"STARTED"}, timeout=120)
-    # ... so that these wait in the queue while pipes dies.
+    # ... so that these wait in the queue while the first location's container dies.
     queued = [stack.launch() for _ in range(3)]
     assert {r["status"] for r in stack.runs_by_id(queued)} == {"QUEUED"}
-    started = live.sigkill("pipes")
-    back = live.wait_restarted("pipes", started)
+    other_started = live.state(live.other_pipes)[1]
+    started = live.sigkill(live.pipes)
+    back = live.wait_restarted(live.pipes, started)
 
     # The interrupted runs end in a definite state: FAILURE, with the reason.
     assert {r["status"] for r in live.wait_all(slow, timeout=180)} == {"FAILURE"}
     assert any("pipes container restarted" in m for m in stack.errors(slow[0])), stack.errors(slow[0])
+    # The other code location's run was not touched: it finished, in a container that did not
+    # restart.
+    assert live.wait_all([other], timeout=180)[0]["status"] == "SUCCESS", live.other.errors(other)
+    assert live.state(live.other_pipes)[1] == other_started, "the other code location restarted"
     # ... and the retry policy (dagster/max_retries) re-runs the first, successfully.
     retry = live.retry_of(slow[0], timeout=240)
     # The queued runs went through once pipes was back.
@@ -212,7 +228,7 @@ def test_pipes_killed_during_a_run_fails_it_retries_it_and_runs_the_queue(live):
         live,
         "pipes SIGKILL",
         f"back in {back:.0f} s; {len(slow)} interrupted runs FAILURE, the one with a retry policy "
-        f"re-run to SUCCESS; {len(queued)} queued runs SUCCESS",
+        f"re-run to SUCCESS; {len(queued)} queued runs SUCCESS; the other location's run SUCCESS",
     )
 
 
@@ -266,7 +282,7 @@ def test_postgres_restart_while_idle_and_while_runs_queue(live):
     assert {r["status"] for r in live.wait_all(queued, timeout=600)} == {"SUCCESS"}
     after = stack.run_ids()
     assert before | set(queued) <= after and len(after) == len(before) + 1 + len(queued), "run records lost"
-    for service in ("webserver", "daemon", "pipes"):
+    for service in live.services:
         assert live.state(service)[2] == "running", service
     figure(
         live,
@@ -277,7 +293,7 @@ def test_postgres_restart_while_idle_and_while_runs_queue(live):
 
 def test_syntax_error_in_mounted_code_is_reported_and_recovers(live):
     stack = live.stack
-    definitions = live.root / "pipes/src" / live.package / "definitions.py"
+    definitions = live.root / "pipes" / live.package / "src" / live.package / "definitions.py"
     good = definitions.read_text()
     before = {s: live.state(s)[1] for s in ("webserver", "daemon")}
     definitions.write_text(good + "\ndef broken(:\n")
@@ -287,6 +303,10 @@ def test_syntax_error_in_mounted_code_is_reported_and_recovers(live):
         assert "SyntaxError" in reloaded.stdout + reloaded.stderr, reloaded.stdout + reloaded.stderr
         error = stack.location_error()
         assert error and "SyntaxError" in error, error
+        # The other code location still serves, and runs its jobs.
+        assert live.other.location_error() is None
+        other = live.other.launch()
+        assert live.wait_all([other], timeout=300)[0]["status"] == "SUCCESS", live.other.errors(other)
         # The UI still serves; webserver and daemon did not restart.
         assert stack.daemons().get("SCHEDULER") is not None
         assert {s: live.state(s)[1] for s in before} == before
@@ -301,7 +321,8 @@ def test_syntax_error_in_mounted_code_is_reported_and_recovers(live):
     figure(
         live,
         "syntax error",
-        f"reported as a failed location, recovered by make reload in {time.monotonic() - started:.1f} s",
+        f"reported as a failed location (the other location ran a job meanwhile), recovered by make "
+        f"reload in {time.monotonic() - started:.1f} s",
     )
 
 
@@ -318,10 +339,10 @@ class MemorySampler(threading.Thread):
 
     def __init__(self, live: Live):
         super().__init__(daemon=True)
-        self.live, self.peaks, self.done = live, {s: 0.0 for s in SERVICES}, threading.Event()
+        self.live, self.peaks, self.done = live, {s: 0.0 for s in live.services}, threading.Event()
 
     def run(self) -> None:
-        names = [self.live.name(s) for s in SERVICES]
+        names = [self.live.name(s) for s in self.live.services]
         while not self.done.is_set():
             out = self.live.engine.run(
                 "stats", "--no-stream", "--format", "{{.Name}}|{{.MemUsage}}", *names, timeout=60

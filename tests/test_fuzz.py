@@ -4,7 +4,10 @@ Every question of copier.yml gets, per answer set, either no answer (its default
 its valid values, or a hostile one: arbitrary Unicode (control characters, NUL, line
 separators, surrogates), quotes, backslashes, Jinja delimiters, `../` and absolute paths,
 shell metacharacters, very long strings, empty and blank strings, wrong types,
-out-of-range numbers, malformed image references and addresses. The property:
+out-of-range numbers, malformed image references and addresses. code_locations (a YAML
+list) gets lists of valid names (as a list, or as the YAML text `--data` gives), and hostile
+ones: bad, reserved or duplicate names, hostile text among the names, empty or too long lists,
+mappings, scalars and other YAML text. The property:
 
 - either Copier refuses the set with the validator message of a question that can
   legitimately refuse it (one answered with a hostile value, a default derived from
@@ -67,6 +70,9 @@ INT_QUESTIONS = {name for name, spec in QUESTIONS.items() if type(spec["default"
 # unanswered, a hostile or unlucky earlier answer may make its default invalid.
 DERIVED = {name for name, spec in QUESTIONS.items() if "{{" in str(spec.get("default", ""))}
 RESERVED = set(CONSTANTS["python_reserved"]) | set(CONSTANTS["python_stdlib_clashes"]) | {"dagster"}
+LOCATION_RESERVED = RESERVED | set(CONSTANTS["reserved_location_names"])
+# Questions answered in YAML (Copier parses a text answer; the validator gets the value).
+YAML_QUESTIONS = {name for name, spec in QUESTIONS.items() if spec.get("type") == "yaml"}
 
 # ------------------------------------------------------------------ valid values
 
@@ -84,14 +90,38 @@ image_reference = st.builds(
     st.one_of(st.just(""), st.from_regex(r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)),
     st.one_of(st.just(""), st.from_regex(r"@sha256:[a-f0-9]{64}", fullmatch=True)),
 )
+MAX_LOCATIONS, MAX_LOCATION_NAME = matrix.code_location_limits()
+location_name = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9]{0,7}(_[a-z0-9]{1,5}){0,3}", fullmatch=True),
+    st.from_regex(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", fullmatch=True).filter(
+        lambda s: len(s) <= MAX_LOCATION_NAME
+    ),
+).filter(lambda s: s not in LOCATION_RESERVED and not s.startswith("dagster_"))
+
+
+def yaml_text(value) -> str:
+    """The YAML text of a value, as `--data code_locations=...` gives it."""
+    return yaml.safe_dump(value, default_flow_style=True).strip()
+
+
+# Mostly one to three code locations (each renders a directory of its own), up to the most allowed.
+location_lists = st.one_of(
+    st.lists(location_name, min_size=1, max_size=3, unique=True),
+    st.lists(location_name, min_size=1, max_size=MAX_LOCATIONS, unique=True),
+)
 VALID = {
     "project_name": text_safe.filter(bool),
     "project_slug": st.from_regex(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?", fullmatch=True).filter(
         lambda s: "--" not in s
     ),
-    "package_name": st.from_regex(r"[a-z_][a-z0-9_]{0,39}", fullmatch=True).filter(
-        lambda s: s not in RESERVED and not s.startswith("dagster_")
+    # The first code location's default is the package's name: often one it accepts too.
+    "package_name": st.one_of(
+        location_name,
+        st.from_regex(r"[a-z_][a-z0-9_]{0,39}", fullmatch=True).filter(
+            lambda s: s not in RESERVED and not s.startswith("dagster_")
+        ),
     ),
+    "code_locations": st.one_of(location_lists, location_lists.map(yaml_text)),
     "project_description": st.text(TEXT_SAFE, max_size=200).map(str.strip),
     "custom_base_image": image_reference,
     "pipes_system_packages": st.lists(
@@ -297,9 +327,62 @@ HOSTILE_INT = st.one_of(
 )
 
 
+def yaml_parses(text: str) -> bool:
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return True
+
+
+BAD_LOCATION_NAMES = [
+    "1abc",
+    "Sales",
+    "a__b",
+    "a-b",
+    "x_",
+    "_x",
+    "a b",
+    "a.b",
+    "a" * (MAX_LOCATION_NAME + 1),
+    "dagster_x",
+    "",
+    *sorted(n for n in LOCATION_RESERVED if isinstance(n, str)),
+]
+hostile_location = st.one_of(
+    st.sampled_from(BAD_LOCATION_NAMES), hostile_text, wrong_type, near(["sales", "ml"])
+)
+hostile_location_list = st.one_of(
+    # valid names with a hostile one among them
+    st.builds(
+        lambda names, bad, i: names[: i % (len(names) + 1)] + [bad] + names[i % (len(names) + 1) :],
+        st.lists(location_name, max_size=5, unique=True),
+        hostile_location,
+        st.integers(0, 5),
+    ),
+    st.just([]),
+    st.lists(location_name, min_size=MAX_LOCATIONS + 1, max_size=MAX_LOCATIONS + 4, unique=True),  # too many
+    # a name twice
+    st.builds(lambda names, i: names + [names[i % len(names)]], location_lists, st.integers(0, 9)),
+)
+HOSTILE_LOCATIONS = st.one_of(
+    hostile_location_list,
+    hostile_location_list.map(yaml_text),
+    wrong_type,
+    st.dictionaries(location_name, st.one_of(location_name, st.integers(), st.none()), max_size=2),
+    st.dictionaries(location_name, location_name, min_size=1, max_size=2).map(yaml_text),
+    # Any other text YAML reads (a scalar, a mapping, a list). Text YAML cannot read, Copier
+    # refuses with its YAML parser's message alone, which names no question: not fuzzed.
+    hostile_text.filter(yaml_parses),
+    location_name,  # one name, not a list of one
+)
+
+
 def hostile(name: str) -> st.SearchStrategy:
     if name in INT_QUESTIONS:
         return st.one_of(HOSTILE_INT, hostile_text)
+    if name == "code_locations":
+        return HOSTILE_LOCATIONS
     # Text questions: lists or mappings would only reach Copier through a data file, and
     # Copier's str() conversion refuses them without naming the question (see docs/testing.md).
     options = [hostile_text, wrong_type]
@@ -347,6 +430,8 @@ def cast(name: str, value):
     """The answer as Copier records it (for values it accepts)."""
     if name in INT_QUESTIONS:
         return int(value)
+    if name in YAML_QUESTIONS:  # text is read as YAML (as Copier does); other values kept
+        return yaml.safe_load(value) if isinstance(value, str) else value
     return value if isinstance(value, str) else str(value)
 
 
@@ -358,6 +443,8 @@ def expectations(answers: dict) -> tuple[dict, set[str], set[str]]:
         given = name in answers
         try:
             value = cast(name, answers[name]) if given else matrix._render(ENV, spec.get("default"), context)
+            if not given and name in YAML_QUESTIONS:
+                value = yaml.safe_load(value)
         except Exception:  # a value that cannot be cast: Copier refuses it
             continue
         if not given and name in INT_QUESTIONS:
@@ -412,11 +499,15 @@ def check_carried(expected: dict, root: Path) -> None:
     readme = (root / "README.md").read_text()
     if "project_name" in expected:
         assert readme.startswith(f"# {expected['project_name']}\n\n")
+    locations = yaml.safe_load((root / ".copier-answers.yml").read_text())["code_locations"]
     if "project_description" in expected:
-        if expected["project_description"]:  # an empty one leaves no paragraph behind
-            assert f"\n\n{expected['project_description']}\n\n" in readme
-        pyproject = tomllib.loads((root / "pipes/pyproject.toml").read_text())
-        assert pyproject["project"]["description"] == expected["project_description"]
+        description = expected["project_description"]
+        if description:  # an empty one leaves no paragraph behind
+            assert f"\n\n{description}\n\n" in readme
+        for location in locations:
+            pyproject = tomllib.loads((root / f"pipes/{location}/pyproject.toml").read_text())
+            described = f"{description}: " if description else ""
+            assert pyproject["project"]["description"] == f"{described}code location {location}"
     if "max_concurrent_runs" in expected:
         instance = yaml.safe_load((root / "config/dagster.yaml").read_text())
         assert instance["run_coordinator"]["config"]["max_concurrent_runs"] == expected["max_concurrent_runs"]
@@ -428,7 +519,8 @@ def check_carried(expected: dict, root: Path) -> None:
     packages = expected.get("pipes_system_packages", "").split()
     if packages:
         containerfile = "Containerfile" if expected["container_engine"] == "podman" else "Dockerfile"
-        assert " ".join(packages) in (root / "pipes" / containerfile).read_text()
+        for location in locations:
+            assert " ".join(packages) in (root / "pipes" / location / containerfile).read_text()
 
 
 def test_fast_copier_fits_the_installed_copier():
@@ -489,6 +581,7 @@ def test_fuzzed_answers_are_refused_by_name_or_render_a_sound_project(
     snapshot_before = listing(template_snapshot)
     outcomes: Counter[str] = Counter()
     seconds: Counter[str] = Counter()
+    locations: Counter[int] = Counter()  # rendered sets by their number of code locations
 
     @settings(
         max_examples=EXAMPLES,
@@ -527,6 +620,7 @@ def test_fuzzed_answers_are_refused_by_name_or_render_a_sound_project(
             assert not hidden & set(recorded), "an answer to a question that was not asked is recorded"
             check_project(expected, dest)
             check_carried(expected, dest)
+            locations[len(recorded["code_locations"])] += 1
             outcomes["rendered" if not bad else "rendered (hostile answer accepted)"] += 1
             seconds["rendered"] += time.perf_counter() - start
         finally:
@@ -546,6 +640,8 @@ def test_fuzzed_answers_are_refused_by_name_or_render_a_sound_project(
         f"({outcomes['rendered (hostile answer accepted)']} with a hostile-looking answer accepted), "
         f"{sum(refused.values())} refused by a validator "
         f"({', '.join(f'{k} {v}' for k, v in refused.items())}); "
+        f"{sum(v for k, v in locations.items() if k > 1)} of the rendered with several code locations "
+        f"(up to {max(locations, default=0)}); "
         f"{seconds['rendered'] / max(rendered, 1):.2f} s per rendered set, "
         f"{seconds['refused'] / max(sum(refused.values()), 1):.2f} s per refused set",
     )

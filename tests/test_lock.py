@@ -1,9 +1,9 @@
 """Locked dependencies: the locks the template ships, and the generated project's `make lock`
 and `make build` guard, with the real uv against PyPI (no engine needed).
 
-The template ships uv.lock, its checksum and its three exports for each `dagster_version`
-choice (conditional files such as `template/{% if dagster_version == 'X' %}uv.lock{% endif %}`,
-refreshed by `python tools/refresh_locks.py`). A generated project declares
+The template ships a lock and its exports for each `dagster_version` choice (uv.lock assembled
+by template/uv.lock.jinja around one workspace member per code location, the exports as
+conditional files; refreshed by `python tools/refresh_locks.py`). A generated project declares
 its dependencies in pyproject.toml files; `make lock` resolves them; `make build` refuses a
 lock that no longer matches, before any image is built.
 """
@@ -21,13 +21,14 @@ from pathlib import Path
 
 import copier
 import pytest
+import yaml
 
 import matrix
 from conftest import note, run
 from engines import uv_wheel_hashes
 
 UV = str(Path(sys.executable).with_name("uv"))
-EXPORTS = ("platform/requirements-core.txt", "platform/requirements.txt", "pipes/requirements.txt")
+PLATFORM_EXPORTS = ("platform/requirements-core.txt", "platform/requirements.txt")
 # Python versions the base images offer, and the two C libraries (Debian/UBI glibc, Alpine musl).
 PYTHONS = sorted(
     {p for base in matrix.questions()["base_images"]["default"].values() for p in base["pythons"]}
@@ -54,16 +55,28 @@ def make(project: Path, *targets: str, **variables: str):
     )
 
 
-def add_dependency(project: Path, requirement: str) -> None:
-    pyproject = project / "pipes/pyproject.toml"
+def locations(project: Path) -> list[str]:
+    return yaml.safe_load((project / ".copier-answers.yml").read_text())["code_locations"]
+
+
+def exports(project: Path) -> list[str]:
+    """The requirements files `make lock` writes: the platform's, then each code location's."""
+    return [*PLATFORM_EXPORTS, *(f"pipes/{name}/requirements.txt" for name in locations(project))]
+
+
+def add_dependency(project: Path, requirement: str, location: str | None = None) -> None:
+    """Add `requirement` to a code location's dependencies (by default the first one's)."""
+    pyproject = project / "pipes" / (location or locations(project)[0]) / "pyproject.toml"
     text = pyproject.read_text()
     anchor = '    "dagster-core",\n'
     assert anchor in text
     pyproject.write_text(text.replace(anchor, f'{anchor}    "{requirement}",\n', 1))
 
 
-def snapshot(project: Path) -> dict[str, bytes]:
-    return {path: (project / path).read_bytes() for path in ("uv.lock", "uv.lock.sha256", *EXPORTS)}
+def snapshot(project: Path) -> dict[str, bytes | None]:
+    """The files `make lock` writes (None: absent, as uv.lock.sha256 is in a new project)."""
+    files = ("uv.lock", "uv.lock.sha256", *exports(project))
+    return {path: (project / path).read_bytes() if (project / path).exists() else None for path in files}
 
 
 @pytest.mark.parametrize("version", matrix.choice_values("dagster_version"))
@@ -99,11 +112,12 @@ def test_build_refuses_a_stale_lock_with_one_instruction(template_snapshot, tmp_
     ], build.stdout
     # An export edited by hand is refused too (the images install the exports).
     project = render(template_snapshot, tmp_path / "edited")
-    requirements = project / "pipes/requirements.txt"
+    export = exports(project)[-1]
+    requirements = project / export
     requirements.write_text(requirements.read_text() + "pyarrow==18.1.0\n")
     build = make(project, "build")
     assert build.returncode != 0
-    assert "error: pipes/requirements.txt is not the export of uv.lock: run 'make lock'" in build.stdout
+    assert f"error: {export} is not the export of uv.lock: run 'make lock'" in build.stdout
 
 
 def test_make_lock_adds_a_dependency_to_pipes_only_and_refuses_one_that_does_not_exist(
@@ -111,7 +125,8 @@ def test_make_lock_adds_a_dependency_to_pipes_only_and_refuses_one_that_does_not
 ):
     project = render(template_snapshot, tmp_path / "project")
     before = snapshot(project)
-    mtimes = {path: (project / path).stat().st_mtime_ns for path in EXPORTS}
+    mine = exports(project)[-1]
+    mtimes = {path: (project / path).stat().st_mtime_ns for path in exports(project)}
     add_dependency(project, "pyarrow>=18")
     started = time.monotonic()
     lock = make(project, "lock")
@@ -120,11 +135,11 @@ def test_make_lock_adds_a_dependency_to_pipes_only_and_refuses_one_that_does_not
     after = snapshot(project)
     # Only the pipes image's requirements change: the platform images are not rebuilt.
     changed = [path for path in after if after[path] != before[path]]
-    assert changed == ["uv.lock", "uv.lock.sha256", "pipes/requirements.txt"]
+    assert changed == ["uv.lock", "uv.lock.sha256", mine]
     # make decides by modification time: the platform images' inputs were not rewritten.
-    touched = [path for path in EXPORTS if (project / path).stat().st_mtime_ns != mtimes[path]]
-    assert touched == ["pipes/requirements.txt"], touched
-    assert re.search(rb"^pyarrow==[0-9.]+ \\\n    --hash=sha256:", after["pipes/requirements.txt"], re.M)
+    touched = [path for path in exports(project) if (project / path).stat().st_mtime_ns != mtimes[path]]
+    assert touched == [mine], touched
+    assert re.search(rb"^pyarrow==[0-9.]+ \\\n    --hash=sha256:", after[mine], re.M)
     assert make(project, "check-lock").returncode == 0
 
     add_dependency(project, "launchpad-no-such-package-4c1e")
@@ -195,3 +210,24 @@ def test_make_test_and_lint_use_the_locked_set_and_refuse_a_stale_one(template_s
     stale = make(project, "test")
     assert stale.returncode != 0
     assert "--locked" in stale.stdout and "uv.lock" in stale.stdout, stale.stdout[-2000:]
+
+
+def test_three_code_locations_share_one_lock_and_each_has_its_own_export(template_snapshot, tmp_path):
+    """The shipped lock, assembled for three code locations, is uv's own; a dependency added to
+    one location changes that location's export alone (so only its image is rebuilt)."""
+    names = ["data_platform", "sales", "ml_models"]
+    project = render(template_snapshot, tmp_path / "project", code_locations=names)
+    check = make(project, "check-lock")
+    assert check.returncode == 0, check.stdout
+    assert "recorded uv.lock's checksum in uv.lock.sha256" in check.stdout
+    lock = tomllib.loads((project / "uv.lock").read_text())
+    members = {p["name"]: p["source"] for p in lock["package"] if "editable" in p["source"]}
+    assert members == {f"pipes-{n.replace('_', '-')}": {"editable": f"pipes/{n}"} for n in names}
+    before = snapshot(project)
+    add_dependency(project, "pyarrow>=18", location="sales")
+    assert make(project, "lock").returncode == 0
+    after = snapshot(project)
+    changed = [path for path in after if after[path] != before[path]]
+    assert changed == ["uv.lock", "uv.lock.sha256", "pipes/sales/requirements.txt"]
+    assert b"\npyarrow==" in after["pipes/sales/requirements.txt"]
+    assert make(project, "check-lock").returncode == 0

@@ -34,7 +34,7 @@ def the_defaults(template_snapshot: Path, dest: Path) -> tuple[dict, dict]:
 
 def test_readme_main_command_starts_the_default_stack(template_snapshot, tmp_path):
     answers, facts = the_defaults(template_snapshot, tmp_path / "defaults")
-    slug, port, location = answers["project_slug"], answers["ui_port"], facts["location_name"]
+    slug, port, location = answers["project_slug"], answers["ui_port"], answers["code_locations"][0]
     engine = ENGINES[facts["engine"]].require()  # the default engine
     images = [facts["python_image"], *([facts["postgres_image"]] if facts["bundled_postgres"] else [])]
     for image in images:

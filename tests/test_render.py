@@ -5,7 +5,9 @@ below is one promise about a rendered project; `test_every_combination_keeps_it[
 runs it over the whole matrix and lists every combination that breaks it. Expensive checks
 (linters, compose validation, the generated project's own tests) run once per distinct file
 in test_static.py. Facts that copier.yml computes (file names, images, UIDs) come from Copier
-itself: `conftest.computed` reads them from the rendered project.
+itself: `conftest.computed` reads them from the rendered project. Every combination renders
+with one code location (the default); a few also with several (conftest.rendered_projects),
+and every check holds for each code location of a project.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from functools import cached_property
 from pathlib import Path
 
@@ -51,6 +54,19 @@ class Project:
     def package(self) -> str:
         return self.recorded["package_name"]
 
+    @cached_property
+    def locations(self) -> list[str]:
+        """The code locations, in the order the answer gives them."""
+        return list(self.recorded["code_locations"])
+
+    def service(self, location: str) -> str:
+        """The compose service (and image component) of a code location."""
+        return self.computed["pipes_services"][location]
+
+    @cached_property
+    def pipes_services(self) -> list[str]:
+        return [self.service(location) for location in self.locations]
+
     def answer(self, name: str):
         """The recorded answer (given, or the question's default)."""
         return self.recorded[name]
@@ -71,12 +87,25 @@ class Project:
         return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()}
 
     def image_files(self) -> dict[str, str]:
-        """image -> path of its definition."""
+        """image (its compose service) -> path of its definition: webserver, daemon, and one
+        pipes image per code location."""
         cf = self.computed["containerfile"]
         return {
             "webserver": f"platform/webserver/{cf}",
             "daemon": f"platform/daemon/{cf}",
-            "pipes": f"pipes/{cf}",
+            **{self.service(loc): f"pipes/{loc}/{cf}" for loc in self.locations},
+        }
+
+    def location_files(self, location: str) -> set[str]:
+        """Everything a code location's directory holds."""
+        d = f"pipes/{location}"
+        return {
+            f"{d}/{self.computed['containerfile']}",
+            f"{d}/pyproject.toml",
+            f"{d}/requirements.txt",
+            *(f"{d}/src/{location}/{m}.py" for m in ("__init__", "assets", "jobs", "sensors", "definitions")),
+            f"{d}/tests/test_assets.py",
+            f"{d}/tests/test_definitions.py",
         }
 
 
@@ -95,6 +124,23 @@ def answers_are_recorded(p: Project) -> None:
         assert p.recorded[name] == value, name
     assert not set(p.computed) & set(p.recorded), set(p.computed) & set(p.recorded)
     assert p.recorded["_src_path"]
+    if "code_locations" not in p.answers:  # the default: one code location, the package
+        assert p.locations == [p.package], p.locations
+
+
+@check
+def code_locations_are_named_as_computed(p: Project) -> None:
+    """Each code location's service is pipes-NAME ('-' for '_'); the example assets of the
+    first one carry no key prefix, the others' their location's name."""
+    assert p.computed["pipes_services"] == {loc: f"pipes-{loc.replace('_', '-')}" for loc in p.locations}
+    assert len(set(p.pipes_services)) == len(p.locations)
+    prefixes = p.computed["example_key_prefixes"]
+    assert prefixes == {loc: ("" if i == 0 else loc) for i, loc in enumerate(p.locations)}, prefixes
+    for loc in p.locations:
+        decorators = re.findall(r"^@dg\.asset\((.*)\)$", p.text(f"pipes/{loc}/src/{loc}/assets.py"), re.M)
+        assert decorators, f"no example asset in pipes/{loc}"
+        expected = [prefixes[loc]] if prefixes[loc] else []
+        assert all(re.findall(r'key_prefix="([^"]*)"', args) == expected for args in decorators), decorators
 
 
 @check
@@ -120,19 +166,14 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "config/workspace.yaml",
         "pyproject.toml",
         "uv.lock",
-        "uv.lock.sha256",
         "platform/pyproject.toml",
         "platform/requirements.txt",
         "platform/requirements-core.txt",
         "platform/requirements-uv.txt",
         "platform/install_locked.py",
         *p.image_files().values(),
-        "pipes/pyproject.toml",
-        "pipes/requirements.txt",
         "pipes/recover_runs.py",
-        *(f"pipes/src/{p.package}/{m}.py" for m in ("__init__", "assets", "jobs", "sensors", "definitions")),
-        "pipes/tests/test_assets.py",
-        "pipes/tests/test_definitions.py",
+        *(rel for loc in p.locations for rel in p.location_files(loc)),
         "scripts/ensure_images.sh",
         "scripts/init_env.py",
         "scripts/wait_ready.py",
@@ -151,7 +192,25 @@ def files_are_clean_and_parse(p: Project) -> None:
             p.yaml(rel)
 
 
-@functools.cache  # the same text in many combinations (uv.lock alone: 200 kB) is checked once
+@functools.lru_cache(maxsize=4096)
+def parsed_toml(text: str) -> dict:
+    """A TOML text parsed (memoized: callers only read it)."""
+    return tomllib.loads(text)
+
+
+@functools.lru_cache(maxsize=16)
+def parsed_lock(lock: str) -> dict:
+    """uv.lock parsed, each [[package]] entry on its own: the entries recur in every project
+    (only the workspace's differ with the code locations), so each is parsed once."""
+    head, *entries = re.split(r"^(?=\[\[package\]\]$)", lock, flags=re.M)
+    return {
+        **parsed_toml(head),
+        "package": [pkg for entry in entries for pkg in parsed_toml(entry)["package"]],
+    }
+
+
+# The same text recurs in many combinations (uv.lock alone: 200 kB): each is checked once.
+@functools.lru_cache(maxsize=4096)
 def unclean(suffix: str, text: str) -> str | None:
     """What is wrong with a file's text (None: clean); TOML and JSON must parse."""
     if JINJA_LEFTOVER.search(text):
@@ -164,7 +223,7 @@ def unclean(suffix: str, text: str) -> str | None:
         return "conflict marker"
     try:
         if suffix == ".toml":
-            tomllib.loads(text)
+            parsed_toml(text)
         elif suffix == ".json":
             json.loads(text)
     except ValueError as error:
@@ -256,9 +315,33 @@ def each_image_defines_its_healthcheck_once(p: Project) -> None:
 
 @check
 def pipes_image_bakes_code_only_with_image_delivery(p: Project) -> None:
-    pipes = p.text(p.image_files()["pipes"])
-    bakes_code = f"COPY pipes/src/{p.package}/ /opt/dagster/app/{p.package}/" in pipes
-    assert bakes_code == (p.answer("code_delivery") == "image")
+    """Each code location's image carries its own package (image delivery) or none."""
+    for loc in p.locations:
+        path = p.image_files()[p.service(loc)]
+        copied = re.findall(r"^COPY (?!--from)(.*) (\S+)$", p.text(path), re.M)
+        code = [(src, dst) for src, dst in copied if "/src/" in src]
+        expected = [(f"pipes/{loc}/src/{loc}/", f"/opt/dagster/app/{loc}/")]
+        assert code == (expected if p.answer("code_delivery") == "image" else []), (path, code)
+
+
+@check
+def each_pipes_image_serves_its_own_location(p: Project) -> None:
+    """A location's image installs its own requirements and serves its own package, under
+    its own name; it names no other location's directory."""
+    slug = p.answer("project_slug")
+    for loc in p.locations:
+        service = p.service(loc)
+        text = p.text(p.image_files()[service])
+        assert f"COPY pipes/{loc}/requirements.txt pipes/recover_runs.py /opt/dagster/\n" in text
+        cmd = re.search(r"^CMD \[(.*?)\]$", text, re.M | re.S)
+        assert cmd, p.image_files()[service]
+        args = json.loads(f"[{cmd[1].replace(chr(92) + chr(10), '')}]")
+        assert args[:4] == ["python3", "/opt/dagster/recover_runs.py", "--location", loc], args
+        assert args[args.index("--module-name") + 1] == f"{loc}.definitions", args
+        assert args[args.index("--location-name") + 1] == loc, args
+        assert f'org.opencontainers.image.title="{slug}-{service}"' in text
+        for other in set(p.locations) - {loc}:
+            assert f"pipes/{other}/" not in text, f"{service}'s image names pipes/{other}/"
 
 
 INSTALL = {
@@ -279,7 +362,8 @@ def os_packages_use_the_bases_package_manager(p: Project) -> None:
         used = {m for m, pattern in INSTALL.items() if re.search(pattern, text)}
         assert used <= {manager}, f"{path} installs with {used}, the base has {manager}"
         if packages:
-            assert bool(re.search(rf"{INSTALL[manager]} .*{re.escape(packages)}", text)) == (image == "pipes")
+            installs = bool(re.search(rf"{INSTALL[manager]} .*{re.escape(packages)}", text))
+            assert installs == (image in p.pipes_services), path
 
 
 @functools.cache  # each export is the same text in many combinations; callers only read it
@@ -296,10 +380,17 @@ def locked_requirements(text: str) -> dict[str, str]:
     return pins
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)
 def locked_versions(lock: str) -> dict[str, str]:
     """name -> version of every package in a uv.lock."""
-    return {pkg["name"]: pkg["version"] for pkg in tomllib.loads(lock)["package"]}
+    return {pkg["name"]: pkg["version"] for pkg in parsed_lock(lock)["package"]}
+
+
+def locked_workspace(lock: str) -> tuple[list[str], dict[str, dict]]:
+    """The workspace members a uv.lock records, and name -> source of its editable packages."""
+    parsed = parsed_lock(lock)
+    editable = {pkg["name"]: pkg["source"] for pkg in parsed["package"] if "editable" in pkg["source"]}
+    return parsed["manifest"]["members"], editable
 
 
 @check
@@ -310,24 +401,25 @@ def images_install_the_locked_dagster_set(p: Project) -> None:
     version = p.answer("dagster_version")
     minor, patch = version.split(".")[1:]
     libs = f"0.{int(minor) + 16}.{patch}"  # Dagster's libraries: 0.(minor + 16).patch
-    declared = [
-        dep
-        for path in ("pyproject.toml", "platform/pyproject.toml", "pipes/pyproject.toml")
-        for dep in tomllib.loads(p.text(path))["project"]["dependencies"]
+    projects = [
+        "pyproject.toml",
+        "platform/pyproject.toml",
+        *(f"pipes/{loc}/pyproject.toml" for loc in p.locations),
     ]
+    declared = [dep for path in projects for dep in tomllib.loads(p.text(path))["project"]["dependencies"]]
     assert [d for d in declared if "==" in d] == [f"dagster=={version}"], declared
     core = locked_requirements(p.text("platform/requirements-core.txt"))
     platform = locked_requirements(p.text("platform/requirements.txt"))
-    pipes = locked_requirements(p.text("pipes/requirements.txt"))
+    pipes = {loc: locked_requirements(p.text(f"pipes/{loc}/requirements.txt")) for loc in p.locations}
     expected = {"dagster": version, "dagster-postgres": libs, "dagster-docker": libs}
-    for name, pins in (("core", core), ("platform", platform), ("pipes", pipes)):
+    for name, pins in (("core", core), ("platform", platform), *pipes.items()):
         assert expected.items() <= pins.items(), (name, {k: pins.get(k) for k in expected})
         assert pins["sqlalchemy"] < "2.1", pins["sqlalchemy"]
         assert core.items() <= pins.items(), f"{name} does not install the core set as locked"
     assert platform["dagster-webserver"] == version == platform["dagster-graphql"]
-    assert "dagster-webserver" not in pipes
+    assert not [loc for loc, pins in pipes.items() if "dagster-webserver" in pins]
     locked = locked_versions(p.text("uv.lock"))
-    assert all(locked.get(name) == v for name, v in platform.items() | pipes.items())
+    assert all(locked.get(name) == v for pins in (platform, *pipes.values()) for name, v in pins.items())
     for path in p.image_files().values():
         first_install = p.text(path).split("install_locked.py install ", 1)[1].split()[0]
         assert first_install == "/opt/dagster/requirements-core.txt", (path, first_install)
@@ -349,24 +441,37 @@ def instance_matches_storage_and_launcher(p: Project) -> None:
     if p.answer("run_launcher") == "container":
         kwargs = instance["run_launcher"]["config"]["container_kwargs"]
         assert kwargs["cap_drop"] == ["ALL"] and kwargs["security_opt"] == ["no-new-privileges:true"]
+        # Each run gets its own location's volumes (DAGSTER_CONTAINER_CONTEXT in compose.yaml).
+        assert "volumes_from" not in kwargs, kwargs["volumes_from"]
+
+
+@check
+def workspace_has_one_code_server_per_location(p: Project) -> None:
+    """One gRPC entry per code location, in order, at its compose service."""
     workspace = p.yaml("config/workspace.yaml")
-    assert workspace["load_from"][0]["grpc_server"]["host"] == "pipes"
+    assert list(workspace) == ["load_from"]
+    assert workspace["load_from"] == [
+        {"grpc_server": {"host": p.service(loc), "port": 4000, "location_name": loc}} for loc in p.locations
+    ]
+    services = p.yaml("compose.yaml")["services"]
+    assert all(entry["grpc_server"]["host"] in services for entry in workspace["load_from"])
 
 
 @check
 def compose_services_match_the_answers(p: Project) -> None:
     c = p.computed
     services = p.yaml("compose.yaml")["services"]
-    assert set(services) == {"webserver", "daemon", "pipes"} | (
+    pipes = p.pipes_services
+    assert set(services) == {"webserver", "daemon", *pipes} | (
         {"postgres"} if c["bundled_postgres"] else set()
     )
-    for name in ("webserver", "daemon", "pipes"):
+    for name in ("webserver", "daemon", *pipes):
         volumes = services[name]["volumes"]
         assert services[name]["restart"] == "unless-stopped"
         assert "dagster-data:/var/lib/dagster" in volumes
         assert "./config/dagster.yaml:/opt/dagster/home/dagster.yaml:ro,z" in volumes
         has_workspace = "./config/workspace.yaml:/opt/dagster/home/workspace.yaml:ro,z" in volumes
-        assert has_workspace == (name != "pipes")
+        assert has_workspace == (name not in pipes)
         assert services[name]["build"]["dockerfile"] == p.image_files()[name]
         assert services[name]["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{c['python_image']}}}"
         assert ("DAGSTER_PG_PASSWORD" in services[name].get("environment", {})) == c["uses_postgres"], name
@@ -382,8 +487,46 @@ def compose_services_match_the_answers(p: Project) -> None:
     # The engine socket goes to the services that launch or stop runs, and nowhere else.
     socket = [n for n, s in services.items() if any(c["engine_socket"] in v for v in s.get("volumes", []))]
     assert sorted(socket) == (["daemon", "webserver"] if p.answer("run_launcher") == "container" else [])
-    mounts_code = any(f"/opt/dagster/app/{p.package}" in v for v in services["pipes"]["volumes"])
-    assert mounts_code == (p.answer("code_delivery") == "volume")
+    # webserver and daemon start after every code server has started.
+    for name in ("webserver", "daemon"):
+        assert set(services[name]["depends_on"]) - {"postgres"} == set(pipes), name
+        assert all(services[name]["depends_on"][s] == {"condition": "service_started"} for s in pipes)
+
+
+@check
+def each_location_has_its_own_service_image_and_container(p: Project) -> None:
+    """pipes-NAME: its own image and container name, its own code mount (volume delivery),
+    and with the container launcher its own run image and volumes for the runs it launches."""
+    slug = p.answer("project_slug")
+    services = p.yaml("compose.yaml")["services"]
+    names = [s["container_name"] for s in services.values()]
+    assert len(names) == len(set(names)), names
+    for name in ("webserver", "daemon"):
+        assert services[name]["image"] == f"localhost/{slug}-{name}:${{IMAGE_TAG:-latest}}"
+        assert services[name]["container_name"] == f"{slug}-{name}"
+    for loc in p.locations:
+        service = services[p.service(loc)]
+        container = f"{slug}-{p.service(loc)}"
+        image = f"localhost/{container}:${{IMAGE_TAG:-latest}}"
+        assert service["container_name"] == container and service["image"] == image, loc
+        mounts = [v for v in service["volumes"] if "/opt/dagster/app" in v]
+        mount = f"./pipes/{loc}/src/{loc}:/opt/dagster/app/{loc}:ro,z"
+        assert mounts == ([mount] if p.answer("code_delivery") == "volume" else []), (loc, mounts)
+        environment = service.get("environment", {})
+        launched = {
+            k: environment[k]
+            for k in ("DAGSTER_CURRENT_IMAGE", "DAGSTER_CONTAINER_CONTEXT")
+            if k in environment
+        }
+        if p.answer("run_launcher") == "container":
+            assert launched.get("DAGSTER_CURRENT_IMAGE") == image, (loc, launched)
+            context = json.loads(launched["DAGSTER_CONTAINER_CONTEXT"])
+            assert context == {"docker": {"container_kwargs": {"volumes_from": [container]}}}, (loc, context)
+        else:
+            assert not launched, (loc, launched)
+    # No mount of any location's code elsewhere.
+    others = [n for n, s in services.items() if n not in p.pipes_services]
+    assert not [n for n in others if any("/opt/dagster/app" in v for v in services[n].get("volumes", []))]
 
 
 @check
@@ -397,7 +540,7 @@ def compose_confines_every_service(p: Project) -> None:
         assert service["cap_drop"] == ["ALL"] and "cap_add" not in service, name
         assert service["security_opt"] == ["no-new-privileges:true"], name
         assert "privileged" not in service and "mem_limit" in service and "cpus" in service, name
-        assert service.get("read_only", False) is (name != "pipes"), name
+        assert service.get("read_only", False) is (name not in p.pipes_services), name
         assert "secrets" not in service, f"{name} gets a runtime secret"
         if "build" in service:
             assert service["build"]["secrets"] == ["pip_conf"], name
@@ -418,6 +561,80 @@ def compose_lint_exceptions_are_few_scoped_and_explained(p: Project) -> None:
         assert set(config) == {"exclude_services"}, rule
         assert all(isinstance(r, str) and len(r) > 40 for r in config["exclude_services"].values()), rule
     assert set(rules.get("CL-0001", {}).get("exclude_services", {})) <= {"webserver", "daemon"}
+    # Local builds: every image built here; writable root filesystems: the code servers only.
+    assert set(rules["CL-0004"]["exclude_services"]) == {"webserver", "daemon", *p.pipes_services}
+    assert set(rules["CL-0007"]["exclude_services"]) == set(p.pipes_services)
+    assert set(rules.get("CL-0019", {}).get("exclude_services", {})) <= {"postgres"}
+
+
+def ignored(patterns: list[str], path: str) -> bool:
+    """Whether the build context leaves `path` out, by the ignore file's rules: the last
+    pattern that matches decides; `!` re-includes; a pattern matches a path or its parents."""
+    verdict = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.removeprefix("!").rstrip("/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatchcase(prefix, pattern) for prefix in prefixes):
+            verdict = not negate
+    return verdict
+
+
+@check
+def build_context_holds_what_each_image_copies_and_no_more(p: Project) -> None:
+    """The ignore file re-includes exactly the files the images COPY: each code location's
+    requirements, and its package with image delivery."""
+    patterns = [
+        line.strip()
+        for line in p.text(p.computed["ignorefile"]).splitlines()
+        if line.strip() and line[0] != "#"
+    ]
+    assert patterns[0] == "*", patterns[:1]
+    copied = set()
+    for path in p.image_files().values():
+        for sources in re.findall(r"^COPY (?!--from)(.*) \S+$", p.text(path), re.M):
+            copied.update(sources.split())
+    for source in copied:
+        files = [f for f in p.files if f == source or f.startswith(source.rstrip("/") + "/")]
+        assert files, f"an image copies {source}, which the project does not have"
+        left_out = [f for f in files if ignored(patterns, f)]
+        assert not left_out, f"{p.computed['ignorefile']} leaves out {left_out}, which an image copies"
+    sent = {f for f in p.files if not ignored(patterns, f)}
+    expected = {f for f in p.files for s in copied if f == s or f.startswith(s.rstrip("/") + "/")}
+    assert sent == expected, f"sent but not copied: {sent - expected}"
+    for loc in p.locations:
+        assert f"!pipes/{loc}/requirements.txt" in patterns, loc
+        assert (f"!pipes/{loc}/src/{loc}/" in patterns) == (p.answer("code_delivery") == "image"), loc
+
+
+@check
+def every_tool_knows_every_location(p: Project) -> None:
+    """The uv workspace, its lock, ruff and the Makefile list each code location, once."""
+    root = tomllib.loads(p.text("pyproject.toml"))
+    assert root["project"]["name"] == "dagster-core"
+    assert root["tool"]["uv"]["workspace"]["members"] == [
+        "platform",
+        *(f"pipes/{loc}" for loc in p.locations),
+    ]
+    assert "dev" in root["dependency-groups"], "the dev tools are the root project's dev group"
+    for loc in p.locations:
+        project = tomllib.loads(p.text(f"pipes/{loc}/pyproject.toml"))
+        assert project["project"]["name"] == p.service(loc), loc
+        assert project["tool"]["dagster"] == {"module_name": f"{loc}.definitions", "code_location_name": loc}
+        assert "dependency-groups" not in project, f"pipes/{loc} has its own dependency groups"
+    members, editable = locked_workspace(p.text("uv.lock"))
+    assert members == sorted(["dagster-core", "platform", *p.pipes_services]), members
+    assert editable == {p.service(loc): {"editable": f"pipes/{loc}"} for loc in p.locations}, editable
+    ruff = tomllib.loads(p.text("ruff.toml"))
+    assert ruff["lint"]["isort"]["known-first-party"] == p.locations
+    makefile = p.text("Makefile")
+    assert re.findall(r"^LOCATIONS := (.*)$", makefile, re.M) == [" ".join(p.locations)]
+    services = dict(re.findall(r"^SERVICE_(\w+) := (\S+)$", makefile, re.M))
+    assert services == {loc: p.service(loc) for loc in p.locations}, services
+    assert re.findall(r"^IMAGES\s+:= (.*)$", makefile, re.M) == ["webserver daemon $(PIPES_SERVICES)"]
+    for loc in p.locations:
+        assert f".build/$(SERVICE_{loc}): $(call pipes_inputs,{loc})" in makefile, loc
 
 
 def check_project(answers: dict, root: Path) -> None:
@@ -438,9 +655,9 @@ def project_of(answers: dict, root: Path) -> Project:
 
 
 @pytest.mark.parametrize("promise", CHECKS, ids=[fn.__name__ for fn in CHECKS])
-def test_every_combination_keeps_it(promise, rendered_matrix):
+def test_every_combination_keeps_it(promise, rendered_projects):
     failures = []
-    for cid, (answers, root, error) in rendered_matrix.items():
+    for cid, (answers, root, error) in rendered_projects.items():
         if error is not None:
             failures.append(f"{cid}: copier failed: {error}")
             continue
@@ -448,9 +665,22 @@ def test_every_combination_keeps_it(promise, rendered_matrix):
             promise(project_of(answers, root))
         except AssertionError as failure:
             failures.append(f"{cid}: {failure}")
-    assert not failures, f"{len(failures)} of {len(rendered_matrix)} combinations:\n" + "\n".join(
+    assert not failures, f"{len(failures)} of {len(rendered_projects)} combinations:\n" + "\n".join(
         failures[:20]
     )
+
+
+def test_several_code_locations_are_rendered(rendered_multi_location):
+    """The multi-location renders carry matrix.MULTI_LOCATIONS, and cover what they promise."""
+    assert len(rendered_multi_location) >= 2
+    seen: dict[str, set] = {f: set() for f in matrix.MULTI_LOCATION_FACTORS}
+    for cid, (answers, root, error) in rendered_multi_location.items():
+        assert error is None, f"{cid}: {error}"
+        assert project_of(answers, root).locations == list(matrix.MULTI_LOCATIONS), cid
+        for factor in seen:
+            seen[factor].add(answers[factor])
+    for factor, values in seen.items():
+        assert values == set(matrix.choice_values(factor)), f"{factor}: only {values} with several locations"
 
 
 @pytest.mark.parametrize(

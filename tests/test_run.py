@@ -52,7 +52,9 @@ FACTORS = [
 CANDIDATES = [a for a in matrix.combinations() if unbuildable_reason(a) is None]
 RUN_SET = matrix.covering_set(CANDIDATES, FACTORS)
 FIGURES: dict[str, list[str]] = {}
-SERVICES = ("webserver", "daemon", "pipes")
+# Every project of this tier has two code locations: the first named after the package (the
+# default), and this one.
+SECOND = "second"
 
 # A PostgreSQL that the stack reaches only through DAGSTER_PG_HOST, as it would a server of
 # its own; compose loads compose.override.yaml by itself (both tools). {image} is the
@@ -104,19 +106,29 @@ class Deployment:
     answers: dict  # the combination's answers
     port: int
     slug: str = field(init=False)
-    package: str = field(init=False)
+    package: str = field(init=False)  # the first code location (its package and its name)
     facts: dict = field(init=False)  # Copier's computed answers for this project
-    stack: Stack = field(init=False)
+    stack: Stack = field(init=False)  # the UI, as seen for the first code location
+    pipes: str = field(init=False)  # the first code location's compose service
     figures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         recorded = yaml.safe_load((self.root / ".copier-answers.yml").read_text())
-        self.slug, self.package = recorded["project_slug"], recorded["package_name"]
+        self.slug, self.package = recorded["project_slug"], recorded["code_locations"][0]
         self.facts = computed(self.root)
-        self.stack = Stack(self.port, self.facts["location_name"])
+        self.stack = Stack(self.port, self.package)
+        self.pipes = self.facts["pipes_services"][self.package]
+
+    @property
+    def services(self) -> list[str]:
+        """The Dagster services: webserver, daemon and every code location's."""
+        return ["webserver", "daemon", *self.facts["pipes_services"].values()]
 
     def container(self, service: str) -> str:
         return f"{self.slug}-{service}"
+
+    def code(self, location: str, module: str) -> Path:
+        return self.root / "pipes" / location / "src" / location / f"{module}.py"
 
 
 def set_env(root: Path, values: dict[str, str]) -> None:
@@ -245,14 +257,32 @@ def check_example_job_succeeds(d: Deployment) -> tuple[str, set[str]]:
     return run_id, seen_run_containers
 
 
+def check_second_location_runs_its_job(d: Deployment) -> None:
+    """The second code location serves its own example job (its assets prefixed with its
+    name), and its run succeeds; with the container launcher, in a container from its own
+    image."""
+    stack = Stack(d.port, SECOND)
+    stack.wait_loaded(timeout=60)
+    assert stack.asset_keys() >= {f"{SECOND}/raw_orders", f"{SECOND}/order_summary"}
+    run_id = stack.launch()
+    status = stack.wait_run(run_id)
+    assert status.value == "SUCCESS", stack.errors(run_id)
+    assert stack.run(run_id)["stats"]["materializations"] == 2
+    tags = {t["key"]: t["value"] for t in stack.run(run_id)["tags"]}
+    if d.answers["run_launcher"] == "container":
+        image = f"localhost/{d.slug}-{d.facts['pipes_services'][SECOND]}:latest"
+        assert tags.get("dagster/image") == image, tags
+    d.figures.append("a job in each of two code locations SUCCESS")
+
+
 def check_run_containers(d: Deployment, run_id: str, seen_run_containers: set[str]) -> None:
-    """Container launcher: the run had its own container, from the pipes image, removed
-    when the run ended. Code-server launcher: the run had no container of its own."""
+    """Container launcher: the run had its own container, from its code location's image,
+    removed when the run ended. Code-server launcher: the run had no container of its own."""
     tags = {t["key"]: t["value"] for t in d.stack.run(run_id)["tags"]}
     if d.answers["run_launcher"] != "container":
         assert "docker/container_id" not in tags
         return
-    pipes_image = f"localhost/{d.slug}-pipes:latest"
+    pipes_image = f"localhost/{d.slug}-{d.pipes}:latest"
     assert tags.get("dagster/image") == pipes_image, tags
     container = tags["docker/container_id"]
     # The run is SUCCESS a moment before its process exits and the engine removes it.
@@ -269,7 +299,7 @@ def check_confinement(d: Deployment) -> None:
     """What compose.yaml promises, as the running containers really are."""
     engine, slug = d.engine, d.slug
     uid, postgres_uid = str(d.facts["service_uid"]), str(d.facts["postgres_uid"])
-    for service in SERVICES:
+    for service in d.services:
         container = d.container(service)
         status = proc_status(engine, container)
         assert status["Uid"].split()[0] == uid and status["Gid"].split()[0] == uid, service
@@ -279,11 +309,12 @@ def check_confinement(d: Deployment) -> None:
         assert status["NoNewPrivs"].strip() == "1", f"{service} may gain privileges"
         # $HOME belongs to the service user: only a read-only root filesystem refuses it.
         writes_root = engine.run("exec", container, "touch", "/home/dagster/probe").returncode == 0
-        assert writes_root == (service == "pipes"), f"{service}: root filesystem writable={writes_root}"
+        writable = service in d.facts["pipes_services"].values()
+        assert writes_root == writable, f"{service}: root filesystem writable={writes_root}"
         assert engine.run("exec", container, "touch", "/tmp/probe").returncode == 0, f"{service}: no /tmp"
     # What the services wrote on the shared volume belongs to the service user.
     foreign = engine.run(
-        "exec", d.container("pipes"), "find", "/var/lib/dagster", "!", "-user", uid, check=True
+        "exec", d.container(d.pipes), "find", "/var/lib/dagster", "!", "-user", uid, check=True
     )
     assert foreign.stdout.strip() == "", f"files on dagster-data not owned by {uid}: {foreign.stdout[:500]}"
     # The UI is published on 127.0.0.1 only; PostgreSQL is not published at all.
@@ -296,7 +327,7 @@ def check_confinement(d: Deployment) -> None:
     # The database password (from .env) is in no image's history or metadata.
     password = re.search(r"^DAGSTER_PG_PASSWORD=(.*)$", (d.root / ".env").read_text(), re.M)
     if password:
-        for service in SERVICES:
+        for service in d.services:
             ref = f"localhost/{slug}-{service}:latest"
             assert password.group(1) not in engine.image_text(ref), f"the PostgreSQL password is in {ref}"
 
@@ -305,7 +336,9 @@ def check_project_commands(d: Deployment) -> None:
     """The project's own status and log targets show the stack."""
     ps = make(d.root, "ps")
     assert ps.returncode == 0, ps
-    assert all(d.container(s) in ps.stdout for s in ("pipes", "webserver", "daemon")), ps.stdout
+    assert all(d.container(s) in ps.stdout for s in d.services), ps.stdout
+    listed = make(d.root, "locations")
+    assert listed.returncode == 0 and f"{SECOND}\tpipes/{SECOND}/\t" in listed.stdout, listed.stdout
     # Enough lines to reach back to the start: while pipes is still loading, the webserver logs
     # a 40-line "code server unreachable" trace after "Serving ..." for each attempt to reach it
     # (on a busy machine three are enough to push that line out of the last 100).
@@ -325,7 +358,7 @@ def check_sensor_requests_a_run(d: Deployment) -> str:
     Returns that run's id."""
     d.engine.run(
         "exec",
-        d.container("pipes"),
+        d.container(d.pipes),
         "sh",
         "-c",
         "mkdir -p /var/lib/dagster/inbox && echo id > /var/lib/dagster/inbox/orders-1.csv",
@@ -347,9 +380,9 @@ def check_sensor_requests_a_run(d: Deployment) -> str:
 
 def check_reload_picks_up_new_code(d: Deployment) -> None:
     """Volume delivery: new code appears on `make reload`, and no container restarts."""
-    names = [d.container(s) for s in ("pipes", "webserver", "daemon")]
+    names = [d.container(s) for s in d.services]
     before = started_at(d.engine, names)
-    definitions = d.root / "pipes/src" / d.package / "definitions.py"
+    definitions = d.code(d.package, "definitions")
     definitions.write_text(definitions.read_text() + RELOAD_ASSET)
     started = time.monotonic()
     reloaded = make(d.root, "reload")
@@ -368,7 +401,7 @@ def check_history_survives_down_and_up(d: Deployment, run_id: str, sensor_run: s
     assert materialized >= 2, materialized  # the job's run and the sensor's
     down_and_check(d)
     if d.answers["code_delivery"] == "image":
-        assets = d.root / "pipes/src" / d.package / "assets.py"
+        assets = d.code(d.package, "assets")
         assets.write_text(assets.read_text() + "\n# changed while the stack was down\n")
     d.figures.append(f"up->LOADED {up(d):.1f} s (images built, volumes kept)")
     stack.wait_loaded(timeout=60)
@@ -377,7 +410,7 @@ def check_history_survives_down_and_up(d: Deployment, run_id: str, sensor_run: s
     assert stack.schedule_status("example_schedule") == "RUNNING"
     assert stack.materializations("order_summary") == materialized
     if d.answers["code_delivery"] == "image":
-        baked = d.engine.run("exec", d.container("pipes"), "cat", f"/opt/dagster/app/{d.package}/assets.py")
+        baked = d.engine.run("exec", d.container(d.pipes), "cat", f"/opt/dagster/app/{d.package}/assets.py")
         assert "changed while the stack was down" in baked.stdout, "make up did not rebuild pipes"
 
 
@@ -387,7 +420,9 @@ def test_stack_runs_end_to_end(answers, template_snapshot, tmp_path_factory):
     index = RUN_SET.index(answers)
     slug, port = f"lp-run-{index}", 3101 + index
     root = tmp_path_factory.mktemp("run") / slug
-    render(template_snapshot, root, {**answers, "project_slug": slug, "ui_port": port})
+    locations = [slug.replace("-", "_"), SECOND]
+    answered = {"project_slug": slug, "ui_port": port, "code_locations": locations}
+    render(template_snapshot, root, {**answers, **answered})
     d = Deployment(engine, root, answers, port, figures=[matrix.combo_id(answers)])
     require_what_the_combination_needs(d)
     if answers["storage"] == "external-postgres":
@@ -398,6 +433,7 @@ def test_stack_runs_end_to_end(answers, template_snapshot, tmp_path_factory):
         check_location_loaded(d)
         run_id, run_containers = check_example_job_succeeds(d)
         check_run_containers(d, run_id, run_containers)
+        check_second_location_runs_its_job(d)
         check_confinement(d)
         check_project_commands(d)
         check_daemon_alive(d)

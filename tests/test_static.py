@@ -1,7 +1,8 @@
 """Render tier, expensive checks: linters, compose validation, the generated code's tests.
 
-Each check runs once per distinct file (or set of files) across the whole rendered
-matrix, so every distinct file is checked while identical ones are not checked twice.
+Each check runs once per distinct file (or set of files) across every rendered project (the
+matrix, and the few rendered with several code locations: conftest.rendered_projects), so
+every distinct file is checked while identical ones are not checked twice.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CACHE, computed, note, run
+from conftest import CACHE, answers_of, code_locations, computed, note, run
 from tools import missing, require_tool
 
 BIN = Path(sys.executable).parent
@@ -43,8 +45,10 @@ def distinct(
 
 
 def image_files(answers: dict, root: Path) -> list[Path]:
+    """The definitions of the webserver and daemon images, and of each code location's."""
     cf = computed(root)["containerfile"]
-    return [root / f"platform/webserver/{cf}", root / f"platform/daemon/{cf}", root / f"pipes/{cf}"]
+    pipes = [root / f"pipes/{location}/{cf}" for location in code_locations(root)]
+    return [root / f"platform/webserver/{cf}", root / f"platform/daemon/{cf}", *pipes]
 
 
 def parallel(fn, items) -> list:
@@ -52,10 +56,10 @@ def parallel(fn, items) -> list:
         return list(pool.map(fn, items))
 
 
-def test_containerfiles_pass_hadolint(rendered_matrix):
+def test_containerfiles_pass_hadolint(rendered_projects):
     hadolint = require_tool("hadolint", BIN)
     files: dict[str, Path] = {}
-    for answers, root, _ in rendered_matrix.values():
+    for answers, root, _ in rendered_projects.values():
         for path in image_files(answers, root):
             files.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
     results = parallel(lambda p: (p, run([hadolint, "--no-color", str(p)])), files.values())
@@ -68,9 +72,9 @@ def python_files(answers: dict, root: Path) -> list[Path]:
     return sorted(root.rglob("*.py")) + [root / "ruff.toml"]
 
 
-def test_python_passes_ruff(rendered_matrix):
+def test_python_passes_ruff(rendered_projects):
     ruff = require_tool("ruff", BIN)
-    groups = distinct(rendered_matrix, python_files)
+    groups = distinct(rendered_projects, python_files)
 
     def check(root: Path) -> list[str]:
         problems = []
@@ -97,7 +101,7 @@ def compose_files(answers: dict, root: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("tool", ["docker compose", "podman-compose"])
-def test_compose_file_passes_the_tools_own_validation(tool, rendered_matrix, tmp_path):
+def test_compose_file_passes_the_tools_own_validation(tool, rendered_projects, tmp_path):
     if tool == "docker compose":
         docker = require_tool("docker", BIN)
         probe = run([docker, "compose", "version"])
@@ -107,7 +111,7 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_matrix, tmp
     else:
         require_tool("podman")  # podman-compose needs the binary (no engine is started)
         cmd = [require_tool("podman-compose", BIN), "-f", "compose.yaml", "config"]
-    groups = distinct(rendered_matrix, compose_files)
+    groups = distinct(rendered_projects, compose_files)
 
     def check(item) -> str | None:
         index, root = item
@@ -133,10 +137,10 @@ def compose_lint_files(answers: dict, root: Path) -> list[Path]:
     return [root / "compose.yaml", root / ".env.example", root / ".compose-lint.yml"]
 
 
-def test_compose_file_passes_compose_lint(rendered_matrix, tmp_path):
+def test_compose_file_passes_compose_lint(rendered_projects, tmp_path):
     """compose-lint finds nothing at any severity; its exceptions are .compose-lint.yml's."""
     compose_lint = require_tool("compose-lint", BIN)
-    groups = distinct(rendered_matrix, compose_lint_files)
+    groups = distinct(rendered_projects, compose_lint_files)
 
     def check(item) -> str | None:
         index, root = item
@@ -162,33 +166,50 @@ def test_compose_file_passes_compose_lint(rendered_matrix, tmp_path):
     assert not failures, "\n".join(failures)
 
 
-def code_files(answers: dict, root: Path) -> list[Path]:
-    """What the code location's own checks depend on: the package, its tests, its pins."""
-    pipes = root / "pipes"
+def location_files(root: Path, location: str) -> list[Path]:
+    """What a code location's own checks depend on: its package, its tests, its pins (its
+    pyproject.toml too, as parsed: see distinct_locations)."""
+    pipes = root / "pipes" / location
     code = [p for d in ("src", "tests") for p in (pipes / d).rglob("*") if p.is_file()]
-    return sorted(code) + [pipes / "requirements.txt", pipes / "pyproject.toml", root / "uv.lock"]
+    return sorted(code) + [pipes / "requirements.txt"]
 
 
 def instance_files(answers: dict, root: Path) -> list[Path]:
-    return [root / "config/dagster.yaml", root / "uv.lock"]
+    """The instance configuration, and the locked Dagster set (the core) it is checked with."""
+    return [root / "config/dagster.yaml", root / "platform/requirements-core.txt"]
 
 
 UV = str(Path(sys.executable).with_name("uv"))
 
 
+# (uv.lock, every pyproject.toml of the workspace) -> the export: they alone decide it.
+EXPORTS: dict[tuple[str, ...], str] = {}
+
+
+def locked_export(root: Path) -> str:
+    """What `make test` installs: uv.lock's set for every workspace member (each code location,
+    platform) and the root project's dev group, hashes included. `--locked`: uv.lock must
+    agree with the project's pyproject files, as `make test`'s `uv sync --locked` requires."""
+    inputs = (root / "uv.lock").read_text(), *(p.read_text() for p in sorted(root.glob("**/pyproject.toml")))
+    if inputs not in EXPORTS:
+        cmd = [UV, "export", "--locked", "--all-packages", "--no-emit-workspace", "--no-header", "--quiet"]
+        export = run(cmd, cwd=root)
+        assert export.returncode == 0, f"{root}: {' '.join(cmd[1:])}\n{export.stdout}"
+        EXPORTS[inputs] = export.stdout
+    return EXPORTS[inputs]
+
+
 def dagster_venv(root: Path) -> Path:
     """A virtualenv with the project's locked set and dev tools (what `make test` installs:
-    uv.lock's export for pipes, dev group included, hashes checked), cached by content."""
-    export = [UV, "export", "--frozen", "--package", "pipes", "--no-emit-workspace", "--no-header", "--quiet"]
-    export = run(export, cwd=root)
-    assert export.returncode == 0, export.stdout
-    key = hashlib.sha256(export.stdout.encode()).hexdigest()[:12]
+    uv.lock's export, dev group included, hashes checked), cached by content."""
+    export = locked_export(root)
+    key = hashlib.sha256(export.encode()).hexdigest()[:12]
     venv = CACHE / "venvs" / f"dagster-locked-{key}"
     if not (venv / ".complete").exists():
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
         locked = venv.parent / f"{venv.name}.txt"
-        locked.write_text(export.stdout)
+        locked.write_text(export)
         python = str(venv / "bin/python")
         for cmd in (
             [UV, "venv", "--quiet", "--python", sys.executable, str(venv)],
@@ -200,40 +221,63 @@ def dagster_venv(root: Path) -> Path:
     return venv
 
 
-def test_generated_code_loads_and_its_tests_pass(rendered_matrix):
-    groups = distinct(rendered_matrix, code_files)
-    roots = [root for root, _ in groups.values()]
-    venvs = {root: dagster_venv(root) for root in roots}  # sequential: installs
+def distinct_locations(rendered: dict) -> dict[str, tuple[Path, str, list[str]]]:
+    """Group the code locations of every rendered project by their files and the locked set
+    they are tested with: digest -> (project dir, location, ids of the projects)."""
+    groups: dict[str, tuple[Path, str, list[str]]] = {}
+    for cid, (_answers, root, error) in sorted(rendered.items()):
+        assert error is None, f"{cid}: {error}"
+        export = locked_export(root)
+        for location in code_locations(root):
+            digest = hashlib.sha256(export.encode() + b"\0")
+            for path in location_files(root, location):
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+            # Its pyproject.toml as parsed: its comments (the image's Python version) change nothing.
+            pyproject = tomllib.loads((root / "pipes" / location / "pyproject.toml").read_text())
+            digest.update(json.dumps(pyproject, sort_keys=True).encode())
+            groups.setdefault(digest.hexdigest(), (root, location, []))[2].append(cid)
+    return groups
 
-    def check(root: Path) -> list[str]:
+
+def test_generated_code_loads_and_its_tests_pass(rendered_projects):
+    """Each code location's definitions load (dagster definitions validate) and its own tests
+    pass, each on its own as `make test` runs them (its src/ on the path, from its directory)."""
+    groups = distinct_locations(rendered_projects)
+    venvs = {root: dagster_venv(root) for root, _, _ in groups.values()}  # sequential: installs
+
+    def check(item: tuple[Path, str]) -> list[str]:
+        root, location = item
         venv = venvs[root]
-        package = yaml.safe_load((root / ".copier-answers.yml").read_text())["package_name"]
+        directory = root / "pipes" / location
         env = {
-            "PYTHONPATH": str(root / "pipes/src"),
+            "PYTHONPATH": str(directory / "src"),
             "DAGSTER_HOME": "",
             "PYTEST_ADDOPTS": "-p no:cacheprovider",
+            "PYTHONDONTWRITEBYTECODE": "1",  # the rendered projects stay as rendered
         }
         problems = []
         dagster = str(venv / "bin/dagster")
         validate = run(
-            [dagster, "definitions", "validate", "-m", f"{package}.definitions"], cwd=root / "pipes", env=env
+            [dagster, "definitions", "validate", "-m", f"{location}.definitions"], cwd=directory, env=env
         )
         if validate.returncode != 0 or "Validation successful" not in validate.stdout:
-            problems.append(f"{root}: dagster definitions validate\n{validate.stdout}")
-        tests = run([str(venv / "bin/python"), "-m", "pytest", "-q", "tests"], cwd=root / "pipes", env=env)
+            problems.append(f"{root} ({location}): dagster definitions validate\n{validate.stdout}")
+        tests = run([str(venv / "bin/python"), "-m", "pytest", "-q", "tests"], cwd=directory, env=env)
         if tests.returncode != 0 or " passed" not in tests.stdout:
-            problems.append(f"{root}: pipes tests\n{tests.stdout}")
+            problems.append(f"{root} ({location}): pipes/{location} tests\n{tests.stdout}")
         return problems
 
-    problems = [p for ps in parallel(check, roots) for p in ps]
+    items = [(root, location) for root, location, _ in groups.values()]
+    problems = [p for ps in parallel(check, items) for p in ps]
     note("distinct code locations validated and tested (dagster definitions validate + pytest)", len(groups))
-    note("Dagster versions tested", ", ".join(sorted({v.name.split("-")[1] for v in venvs.values()})))
+    versions = sorted({answers_of(root)["dagster_version"] for root, _ in items})
+    note("Dagster versions tested", ", ".join(versions))
     assert not problems, "\n\n".join(problems)
 
 
-def test_instance_configs_pass_dagsters_validation(rendered_matrix):
+def test_instance_configs_pass_dagsters_validation(rendered_projects):
     """Each distinct config/dagster.yaml, with the Dagster version its project pins."""
-    groups = distinct(rendered_matrix, instance_files)
+    groups = distinct(rendered_projects, instance_files)
     by_venv: dict[Path, list[Path]] = {}
     for root, _ in groups.values():
         by_venv.setdefault(dagster_venv(root), []).append(root / "config/dagster.yaml")

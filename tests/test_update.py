@@ -141,7 +141,7 @@ NEW_ANSWERS = {
 def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_path):
     project = copy(template_repo, tmp_path / "project", template_repo["previous"], OLD_ANSWERS)
     # Typical user edits: a new asset module, a compose setting, a dependency.
-    module = project / "pipes/src/update_test/more_assets.py"
+    module = project / "pipes/src/update_test/more_assets.py"  # v0.1.0 layout
     module.write_text("import dagster as dg\n\n\n@dg.asset\ndef extra() -> int:\n    return 1\n")
     # The user tunes a setting (a line the template does not change) and overrides compose
     # settings in compose.override.yaml, as the generated docs/update.md advises.
@@ -164,19 +164,23 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
         "conflict markers after a clean update"
     )
     assert not [f for f in files if f.endswith(".rej")]
-    assert "def extra() -> int" in files["pipes/src/update_test/more_assets.py"]
+    # The v0.2.0 migration moved the code location to pipes/update_test/, the user's module with it.
+    assert "def extra() -> int" in files["pipes/update_test/src/update_test/more_assets.py"]
+    assert not [f for f in files if f.startswith(("pipes/src/", "pipes/tests/"))], "old layout left behind"
     assert "    purge_after_days: 30\n" in files["config/dagster.yaml"]
     assert "    purge_after_days: 90\n" not in files["config/dagster.yaml"]
     assert files["compose.override.yaml"] == OVERRIDE
-    # The dependency added to v0.1.0's pipes/requirements.txt moved into pipes/pyproject.toml
-    # (the v0.2.0 migration); the lock is the user's to refresh, and `make build` says so.
-    assert '    "pyarrow==18.1.0",\n' in files["pipes/pyproject.toml"]
-    assert "pyarrow" not in files["pipes/requirements.txt"]
+    # The dependency added to v0.1.0's pipes/requirements.txt moved into the location's
+    # pyproject.toml (the v0.2.0 migration); the lock is the user's to refresh, and `make build`
+    # says so.
+    assert '    "pyarrow==18.1.0",\n' in files["pipes/update_test/pyproject.toml"]
+    assert "pyarrow" not in files["pipes/update_test/requirements.txt"]
     refused = make(project, "build")
     assert refused.returncode != 0 and "run 'make lock', then build again" in refused.stdout, refused.stdout
     locked = make(project, "lock")
     assert locked.returncode == 0, locked.stdout
-    assert "pyarrow==18.1.0 \\\n    --hash=sha256:" in (project / "pipes/requirements.txt").read_text()
+    exported = (project / "pipes/update_test/requirements.txt").read_text()
+    assert "pyarrow==18.1.0 \\\n    --hash=sha256:" in exported
     assert make(project, "check-lock").returncode == 0
     # New boilerplate arrived.
     assert "check-merge-conflict" in files[".pre-commit-config.yaml"]
@@ -186,7 +190,7 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
     recorded = answers_of(project)
     assert recorded["pipes_system_packages"] == "libpq5" and "system_packages" not in recorded
     assert recorded["_commit"] == template_repo["newest"]
-    assert "apt-get install -y --no-install-recommends libpq5" in files["pipes/Dockerfile"]
+    assert "apt-get install -y --no-install-recommends libpq5" in files["pipes/update_test/Dockerfile"]
     assert recorded["max_concurrent_runs"] == 7 and recorded["container_engine"] == "docker"
 
 
@@ -211,19 +215,20 @@ def test_dagster_bump_leaves_a_users_lock_to_them_and_build_says_make_lock(templ
     project = copy(template_repo, tmp_path / "project", template_repo["newest"], old)
     add_dependency(project, "pyarrow>=18")
     assert make(project, "lock").returncode == 0
-    git("commit", "--quiet", "-am", "add pyarrow", cwd=project)
+    git("add", "-A", cwd=project)  # uv.lock.sha256 included: `make lock` recorded it
+    git("commit", "--quiet", "-m", "add pyarrow", cwd=project)
 
     update(project, template_repo["newest"], dagster_version="1.13.27")
 
     # The declarations merged (new Dagster pin, the user's dependency); the lock did not.
     assert '"dagster==1.13.27"' in (project / "pyproject.toml").read_text()
-    assert '"pyarrow>=18"' in (project / "pipes/pyproject.toml").read_text()
+    assert '"pyarrow>=18"' in (project / "pipes/update_test/pyproject.toml").read_text()
     refused = make(project, "build")
     assert refused.returncode != 0
     assert "run 'make lock', then build again" in refused.stdout, refused.stdout
     locked = make(project, "lock")
     assert locked.returncode == 0, locked.stdout
-    requirements = (project / "pipes/requirements.txt").read_text()
+    requirements = (project / "pipes/update_test/requirements.txt").read_text()
     assert "\ndagster==1.13.27 \\\n" in requirements and "\npyarrow==" in requirements
     assert not CONFLICT.search((project / "uv.lock").read_text())
     assert make(project, "check-lock").returncode == 0
@@ -243,7 +248,7 @@ def test_conflicting_edit_is_shown_inline_never_lost(template_repo, tmp_path):
     text = readme.read_text()
     assert CONFLICT.search(text), "the conflicting edit was not marked"
     assert mine in text, "the user's line was lost"
-    assert "All three images start with the same layers" in text, "the template's new text is missing"
+    assert "Every image starts with the same layers" in text, "the template's new text is missing"
     # Everything else updated cleanly.
     others = [f for f, t in tree(project).items() if f != "README.md" and CONFLICT.search(t)]
     assert not others, others
@@ -269,7 +274,7 @@ def test_notes_appended_to_the_readme_merge_without_conflict(template_repo, tmp_
 def test_changing_an_answer_during_update_rerenders_consistently(template_repo, tmp_path):
     answers = {**NEW_ANSWERS, "code_delivery": "image"}
     project, updated = update_answer_like_fresh(template_repo, tmp_path, answers, code_delivery="volume")
-    assert "COPY pipes/src/" not in updated["pipes/Dockerfile"]
+    assert "COPY pipes/update_test/src/" not in updated["pipes/update_test/Dockerfile"]
     assert "/opt/dagster/app/update_test:ro,z" in updated["compose.yaml"]
     assert answers_of(project)["code_delivery"] == "volume"
 
@@ -282,3 +287,53 @@ def test_releases_are_recorded_in_order():
     assert versions == sorted(versions, reverse=True)
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'version = "{found[0][0][1:]}"' in pyproject, "pyproject.toml's version is the newest release"
+
+
+def test_adding_a_code_location_keeps_the_edits_of_the_existing_one(template_repo, tmp_path):
+    """From the previous release (one code location, in its old place): the update that adds a
+    second location keeps the user's edits and modules in the first, and brings the second."""
+    project = copy(template_repo, tmp_path / "project", template_repo["previous"], OLD_ANSWERS)
+    assets = project / "pipes/src/update_test/assets.py"
+    assets.write_text(assets.read_text() + "\n# team note: revenue is in EUR\n")
+    (project / "pipes/src/update_test/more_assets.py").write_text("import dagster as dg\n")
+    git("add", "-A", cwd=project)
+    git("commit", "--quiet", "-m", "user edits", cwd=project)
+
+    update(project, template_repo["newest"], code_locations=["update_test", "sales"])
+
+    files = tree(project)
+    assert not [f for f, text in files.items() if CONFLICT.search(text)]
+    first = "pipes/update_test/src/update_test"
+    assert files[f"{first}/assets.py"].endswith("# team note: revenue is in EUR\n")
+    assert files[f"{first}/more_assets.py"] == "import dagster as dg\n"
+    assert "pipes/sales/src/sales/definitions.py" in files and "pipes/sales/Dockerfile" in files
+    compose = yaml.safe_load(files["compose.yaml"])
+    assert {"pipes-update-test", "pipes-sales"} <= set(compose["services"])
+    workspace = yaml.safe_load(files["config/workspace.yaml"])["load_from"]
+    assert [e["grpc_server"]["location_name"] for e in workspace] == ["update_test", "sales"]
+    assert answers_of(project)["code_locations"] == ["update_test", "sales"]
+    assert make(project, "check-lock").returncode == 0, "the lock for two locations is not uv's own"
+
+
+def test_removing_a_code_location_is_loud_and_its_code_stays_in_git(template_repo, tmp_path):
+    """Copier deletes the files it had generated for a removed code location, edited ones
+    included (it cannot tell them apart); files the user added stay. The project then says so
+    (`make locations`, `make build`), and the edited files are in git's history."""
+    answers = {**NEW_ANSWERS, "code_locations": ["update_test", "sales"]}
+    project = copy(template_repo, tmp_path / "project", template_repo["newest"], answers)
+    code = project / "pipes/sales/src/sales"
+    (code / "assets.py").write_text((code / "assets.py").read_text() + "# sales edit\n")
+    (code / "forecast.py").write_text("FORECAST = 1\n")
+    git("add", "-A", cwd=project)
+    git("commit", "--quiet", "-m", "sales work", cwd=project)
+
+    update(project, template_repo["newest"], code_locations=["update_test"])
+
+    files = tree(project)
+    assert "pipes-sales" not in files["compose.yaml"] and "sales" not in files["config/workspace.yaml"]
+    assert files["pipes/sales/src/sales/forecast.py"] == "FORECAST = 1\n", "a user's own file was deleted"
+    assert "pipes/sales/src/sales/assets.py" not in files
+    assert "# sales edit" in git("show", "HEAD:pipes/sales/src/sales/assets.py", cwd=project)
+    listed = make(project, "locations")
+    assert listed.returncode == 0
+    assert "warning: pipes/sales/ is not a code location" in listed.stdout, listed.stdout

@@ -5,13 +5,20 @@
 
 For each Dagster version offered in copier.yml this renders the default project, runs its own
 `make lock` (uv, universal: every Python version and platform the template offers, glibc and
-musl) and copies uv.lock, its checksum and the three exported requirements files back into
-the template as conditional files, e.g. `template/{% if dagster_version == '1.13.27' %}uv.lock{%
-endif %}`: Copier writes the one for the project's version and copies it verbatim (a lock is
-data, never a Jinja template). It also writes template/platform/requirements-uv.txt: the pinned
-uv of copier.yml's `uv_version`, with the hashes of every platform's wheel. tests/test_lock.py
+musl) and copies the result back into the template:
+
+- the exports, as conditional files copied verbatim, e.g.
+  `template/platform/{% if dagster_version == '1.13.27' %}requirements.txt{% endif %}` and the
+  same file in the code location directory (a location with no dependencies of its own has the
+  same export whatever its name);
+- uv.lock, cut around the lines that name the code locations' workspace members:
+  `template/_includes/locks/VERSION/{1,2,3}.lock`, which `template/uv.lock.jinja` puts back
+  together around one member entry per code location (the parts are data: no Jinja in them).
+
+It also writes template/platform/requirements-uv.txt: the pinned uv of copier.yml's
+`uv_version`, with the hashes of every platform's wheel. tests/test_lock.py
 (`test_shipped_lock_matches_its_declarations_on_every_python_and_libc`) fails when a shipped
-lock is stale.
+lock is stale, and checks the assembled lock for one and three code locations.
 """
 
 from __future__ import annotations
@@ -30,20 +37,30 @@ import matrix  # noqa: E402
 from conftest import snapshot_template  # noqa: E402
 
 TEMPLATE = ROOT / "template"
-# The files of a project that `make lock` writes, shipped for each Dagster version.
-SHIPPED = (
-    "uv.lock",
-    "uv.lock.sha256",
-    "platform/requirements-core.txt",
-    "platform/requirements.txt",
-    "pipes/requirements.txt",
+LOCATION_DIR = TEMPLATE / "pipes" / "{% yield location from code_locations %}{{ location }}{% endyield %}"
+# The exports that `make lock` writes, shipped for each Dagster version: (in the project, in the
+# template's directory).
+EXPORTS = (
+    ("platform/requirements-core.txt", TEMPLATE / "platform"),
+    ("platform/requirements.txt", TEMPLATE / "platform"),
+    ("pipes/{location}/requirements.txt", LOCATION_DIR),
 )
 
 
-def shipped(path: str, version: str) -> Path:
-    """Where the template keeps a project's `path` for one Dagster version."""
-    parent, _, name = path.rpartition("/")
-    return TEMPLATE / parent / f"{{% if dagster_version == '{version}' %}}{name}{{% endif %}}"
+def shipped(directory: Path, name: str, version: str) -> Path:
+    """Where the template keeps the file `name` of `directory` for one Dagster version."""
+    return directory / f"{{% if dagster_version == '{version}' %}}{name}{{% endif %}}"
+
+
+def lock_parts(lock: str, member: str) -> list[str]:
+    """uv.lock cut around its one code location member `member`: the three parts between."""
+    manifest_line = f'    "{member}",\n'
+    start = lock.index("[[package]]\nname = \"" + member + '"\n')
+    end = lock.index("[[package]]\n", start + 1)
+    if lock.count(manifest_line) != 1:
+        raise SystemExit(f"error: {member} is not listed once in uv.lock's manifest")
+    head, _, middle = lock[:start].partition(manifest_line)
+    return [head, middle, lock[end:]]
 
 
 def uv() -> str:
@@ -81,21 +98,32 @@ def main() -> int:
         )
     refresh_uv_requirements(uv_bin, uv_version)
     for version in matrix.choice_values("dagster_version"):
-        for path in SHIPPED:  # a new version starts from empty files
-            shipped(path, version).touch()
+        parts = TEMPLATE / "_includes" / "locks" / version
+        if not parts.is_dir():  # a new version starts from an empty lock
+            parts.mkdir(parents=True)
+            for index in (1, 2, 3):
+                (parts / f"{index}.lock").touch()
+            for _, directory in EXPORTS:
+                shipped(directory, "requirements.txt", version).touch()
+            shipped(TEMPLATE / "platform", "requirements-core.txt", version).touch()
         with tempfile.TemporaryDirectory() as tmp:
             template = snapshot_template(Path(tmp) / "template")
             project = Path(tmp) / "project"
             answers = {"dagster_version": version}
             copier.run_copy(str(template), str(project), data=answers, defaults=True, quiet=True)
-            if not (project / "uv.lock").read_text().strip():
+            location = (project / ".copier-answers.yml").read_text().split("package_name: ")[1].split()[0]
+            if "[[package]]" not in (project / "uv.lock").read_text():
                 (project / "uv.lock").unlink()
             flags = "--upgrade" if args.upgrade else ""
             make = ["make", "-C", str(project), "lock", f"UV={uv_bin}", f"LOCK_FLAGS={flags}"]
             subprocess.run(make, check=True)
-            for path in SHIPPED:
-                shutil.copyfile(project / path, shipped(path, version))
-        print(f"dagster {version}: {', '.join(SHIPPED)}")
+            for path, directory in EXPORTS:
+                name = path.rpartition("/")[2]
+                shutil.copyfile(project / path.format(location=location), shipped(directory, name, version))
+            member = "pipes-" + location.replace("_", "-")
+            for index, part in enumerate(lock_parts((project / "uv.lock").read_text(), member), 1):
+                (parts / f"{index}.lock").write_text(part)
+        print(f"dagster {version}: uv.lock (in 3 parts), {', '.join(path for path, _ in EXPORTS)}")
     return 0
 
 
