@@ -184,24 +184,28 @@ def image_sets() -> list[dict]:
     return list(sets.values())
 
 
-def covering_set(candidates: list[dict], factors: list[str]) -> list[dict]:
-    """A small set of `candidates` in which every pair of values of `factors` appears.
-
-    Greedy all-pairs: repeatedly take the candidate that covers the most pairs not yet
-    covered (ties: the earlier candidate, so the default-most combinations come first).
-    """
-    import itertools
-
-    def pairs(a: dict) -> set:
-        return {((f, a[f]), (g, a[g])) for f, g in itertools.combinations(factors, 2)}
-
-    wanted = set().union(*(pairs(a) for a in candidates))
+def greedy_cover(candidates: list[dict], covers) -> list[dict]:
+    """A small set of `candidates` that together cover everything any of them covers
+    (`covers(a)`: a set): repeatedly take the candidate that covers the most not yet covered
+    (ties: the earlier candidate, so the default-most combinations come first)."""
+    wanted = set().union(*(covers(a) for a in candidates))
     chosen: list[dict] = []
     while wanted:
-        best = max(candidates, key=lambda a: len(pairs(a) & wanted))
+        best = max(candidates, key=lambda a: len(covers(a) & wanted))
         chosen.append(best)
-        wanted -= pairs(best)
+        wanted -= covers(best)
     return chosen
+
+
+def covering_set(candidates: list[dict], factors: list[str]) -> list[dict]:
+    """A small set of `candidates` in which every pair of values of `factors` appears
+    (greedy all-pairs)."""
+    import itertools
+
+    return greedy_cover(
+        candidates,
+        lambda a: {((f, a[f]), (g, a[g])) for f, g in itertools.combinations(factors, 2)},
+    )
 
 
 # The render tier renders every combination above with one code location (the default: the
@@ -217,17 +221,7 @@ MULTI_LOCATION_FACTORS = ("container_engine", "code_delivery", "run_launcher", "
 def each_value_set(candidates: list[dict], factors: tuple[str, ...]) -> list[dict]:
     """A small set of `candidates` in which every value of each of `factors` appears (greedy:
     the candidate with the most values not yet seen; ties: the earlier, default-most one)."""
-
-    def values(a: dict) -> set:
-        return {(f, a[f]) for f in factors}
-
-    wanted = set().union(*(values(a) for a in candidates))
-    chosen: list[dict] = []
-    while wanted:
-        best = max(candidates, key=lambda a: len(values(a) & wanted))
-        chosen.append(best)
-        wanted -= values(best)
-    return chosen
+    return greedy_cover(candidates, lambda a: {(f, a[f]) for f in factors})
 
 
 def code_location_limits() -> tuple[int, int]:
