@@ -157,6 +157,25 @@ class Engine:
     def networks(self) -> list[str]:
         return self.run("network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
 
+    def clear_leftovers(self, project: str) -> list[str]:
+        """Remove what an earlier, interrupted session left of a compose project: its containers,
+        pod, volumes and networks. A stale PostgreSQL volume holds a database made with other
+        secrets (the webserver then fails with "password authentication failed"), and a stale
+        container keeps the name a new one needs. Returns what it removed, for the log."""
+        removed = self.containers(project)
+        if removed:
+            self.run("rm", "-f", *removed, timeout=300)
+        if self.name == "podman" and self.run("pod", "exists", f"pod_{project}").returncode == 0:
+            self.run("pod", "rm", "-f", f"pod_{project}", timeout=300)
+            removed.append(f"pod_{project}")
+        for kind in ("volume", "network"):
+            listed = self.run(kind, "ls", "--format", "{{.Name}}", check=True).stdout.split()
+            stale = [n for n in listed if n.startswith(f"{project}_")]
+            if stale:
+                self.run(kind, "rm", *(["-f"] if kind == "volume" else []), *stale, timeout=300, check=True)
+                removed += stale
+        return removed
+
 
 ENGINES = {name: Engine(name) for name in ("podman", "docker")}
 
