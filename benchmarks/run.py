@@ -654,7 +654,7 @@ def table(engine: str, result: dict) -> str:
                 )
                 for n in LOCATION_COUNTS
             )
-            + f"; {locations['locations_bytes_per_extra_location'] / 1e6:.1f} MB per extra location"
+            + f"; {locations['locations_bytes_per_extra_location'] / 1e3:,.1f} kB per extra location"
         )
     for layout in LAYOUTS:
         if layout in result and "image_bytes" in result[layout]:
