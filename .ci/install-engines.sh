@@ -27,6 +27,7 @@ PACKAGES=(
   podman buildah runc uidmap slirp4netns fuse-overlayfs  # Podman 4.3 and its helpers
   docker.io                                              # Docker 20.10 (dockerd + CLI)
   debootstrap                                            # stand-in base images
+  docker-registry                                        # a local registry for `make push` tests
   chromium                                               # browser tests (Playwright)
   iproute2 curl ca-certificates                          # `ip`; API pings
 )

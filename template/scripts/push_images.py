@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Tag the project's images for a registry and push them (`make push`).
+
+    push_images.py --engine podman --registry registry.example.com:5000/data \
+        --tag 1.4.0 --image localhost/proj-webserver:1.4.0 ...
+
+Each local image localhost/NAME:TAG becomes REGISTRY/NAME:TAG. Run first with --check (as
+`make push` does, before it builds): it checks that REGISTRY is a valid reference, that TAG
+is a valid tag and that the registry answers on its port, so a bad value fails with one line
+and leaves the engine's store as it was. A push that fails half-way removes the tags it made.
+Standard library only.
+"""
+
+import argparse
+import re
+import socket
+import subprocess
+import sys
+
+# The grammar of github.com/distribution/reference: a domain (with a dot or a port, or
+# "localhost", so that no engine mistakes it for a Docker Hub namespace), then path
+# components of lower-case letters and digits joined by '.', '_', '__' or dashes.
+DOMAIN = r"(?:localhost|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?\.)+[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?|\[[0-9a-fA-F:]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?=:))"
+COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REGISTRY = re.compile(rf"(?P<domain>{DOMAIN})(?::(?P<port>[0-9]{{1,5}}))?(?P<path>(?:/{COMPONENT})*)\Z")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+
+
+def fail(message: str) -> None:
+    print(f"error: make push: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def engine(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([name, *args], capture_output=True, text=True)
+
+
+def reachable(host: str, port: int) -> str | None:
+    """None when something accepts TCP connections on host:port, else why not."""
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=5):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", required=True)
+    parser.add_argument("--registry", default="")
+    parser.add_argument("--tag", default="latest")
+    parser.add_argument("--push-flag", action="append", default=[], help="passed to `ENGINE push`")
+    parser.add_argument("--image", action="append", default=[], help="a local image: localhost/NAME:TAG")
+    parser.add_argument("--check", action="store_true", help="only check REGISTRY, the tag and the registry's port")
+    args = parser.parse_args()
+
+    registry = args.registry.rstrip("/")
+    if not registry:
+        fail("set REGISTRY=host[:port][/path], e.g. make push REGISTRY=registry.example.com/data IMAGE_TAG=1.0")
+    match = REGISTRY.match(registry)
+    if not match:
+        fail(
+            f"REGISTRY={args.registry!r} is not a registry reference: host[:port][/path], "
+            "the host with a dot, a port or 'localhost', the path lower-case letters, digits, '.', '_', '-'"
+        )
+    if not TAG.match(args.tag):
+        fail(f"IMAGE_TAG={args.tag!r} is not a tag: up to 128 letters, digits, '_', '.', '-', not starting with '.' or '-'")
+    port = int(match["port"] or 443)
+    if why := reachable(match["domain"], port):
+        fail(f"the registry {match['domain']}:{port} does not answer ({why}); nothing was built, tagged or pushed")
+    if args.check:
+        return
+    exists = ("image", "exists") if args.engine == "podman" else ("image", "inspect")
+    if missing := [image for image in args.image if engine(args.engine, *exists, image).returncode]:
+        fail(f"not built: {', '.join(missing)}; run make build")
+
+    made: list[str] = []
+    for image in args.image:
+        name = image.rsplit("/", 1)[-1].rsplit(":", 1)[0]
+        remote = f"{registry}/{name}:{args.tag}"
+        result = engine(args.engine, "tag", image, remote)
+        if result.returncode == 0:
+            made.append(remote)
+            result = engine(args.engine, "push", *args.push_flag, remote)
+        if result.returncode:
+            if made:
+                engine(args.engine, "rmi", *made)
+            lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+            fail(f"pushing {remote} failed: {lines[-1] if lines else 'no message'} (the tags made were removed)")
+        print(f"pushed {remote}")
+    print(f"{len(made)} images in {registry}, tag {args.tag}")
+
+
+if __name__ == "__main__":
+    main()
