@@ -20,9 +20,11 @@ import sys
 # The grammar of github.com/distribution/reference: a domain (with a dot or a port, or
 # "localhost", so that no engine mistakes it for a Docker Hub namespace), then path
 # components of lower-case letters and digits joined by '.', '_', '__' or dashes.
-DOMAIN = r"(?:localhost|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?\.)+[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?|\[[0-9a-fA-F:]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?=:))"
+LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+DOMAIN = rf"(?:localhost|(?:{LABEL}\.)+{LABEL}|\[[0-9a-fA-F:]+\]|{LABEL}(?=:))"
 COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REGISTRY = re.compile(rf"(?P<domain>{DOMAIN})(?::(?P<port>[0-9]{{1,5}}))?(?P<path>(?:/{COMPONENT})*)\Z")
+PORT = r"(?::(?P<port>[0-9]{1,5}))?"
+REGISTRY = re.compile(rf"(?P<domain>{DOMAIN}){PORT}(?P<path>(/{COMPONENT})*)\Z")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 
@@ -50,24 +52,25 @@ def main() -> None:
     parser.add_argument("--registry", default="")
     parser.add_argument("--tag", default="latest")
     parser.add_argument("--push-flag", action="append", default=[], help="passed to `ENGINE push`")
-    parser.add_argument("--image", action="append", default=[], help="a local image: localhost/NAME:TAG")
-    parser.add_argument("--check", action="store_true", help="only check REGISTRY, the tag and the registry's port")
+    parser.add_argument("--image", action="append", default=[], help="localhost/NAME:TAG")
+    parser.add_argument("--check", action="store_true", help="check REGISTRY, tag and port only")
     args = parser.parse_args()
 
     registry = args.registry.rstrip("/")
     if not registry:
-        fail("set REGISTRY=host[:port][/path], e.g. make push REGISTRY=registry.example.com/data IMAGE_TAG=1.0")
+        fail("set REGISTRY=host[:port][/path], e.g. make push REGISTRY=registry.example.com/data")
     match = REGISTRY.match(registry)
     if not match:
         fail(
-            f"REGISTRY={args.registry!r} is not a registry reference: host[:port][/path], "
-            "the host with a dot, a port or 'localhost', the path lower-case letters, digits, '.', '_', '-'"
+            f"REGISTRY={args.registry!r} is not a registry reference: host[:port][/path], the "
+            "host with a dot, a port or 'localhost', the path of lower-case letters, digits, . _ -"
         )
     if not TAG.match(args.tag):
-        fail(f"IMAGE_TAG={args.tag!r} is not a tag: up to 128 letters, digits, '_', '.', '-', not starting with '.' or '-'")
+        fail(f"IMAGE_TAG={args.tag!r} is not a tag: 1-128 of A-Z a-z 0-9 _ . - (not first . or -)")
     port = int(match["port"] or 443)
     if why := reachable(match["domain"], port):
-        fail(f"the registry {match['domain']}:{port} does not answer ({why}); nothing was built, tagged or pushed")
+        where = f"{match['domain']}:{port}"
+        fail(f"{where} does not answer ({why}); nothing was built, tagged or pushed")
     if args.check:
         return
     exists = ("image", "exists") if args.engine == "podman" else ("image", "inspect")
@@ -86,7 +89,8 @@ def main() -> None:
             if made:
                 engine(args.engine, "rmi", *made)
             lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-            fail(f"pushing {remote} failed: {lines[-1] if lines else 'no message'} (the tags made were removed)")
+            last = lines[-1] if lines else "no message"
+            fail(f"pushing {remote} failed: {last} (the tags it made were removed)")
         print(f"pushed {remote}")
     print(f"{len(made)} images in {registry}, tag {args.tag}")
 
