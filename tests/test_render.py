@@ -176,6 +176,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         *(rel for loc in p.locations for rel in p.location_files(loc)),
         "scripts/ensure_images.sh",
         "scripts/init_env.py",
+        "scripts/push_images.py",
         "scripts/wait_ready.py",
     }
     assert p.files == expected, f"missing {expected - p.files}, unexpected {p.files - expected}"
