@@ -157,11 +157,11 @@ class Engine:
     def networks(self) -> list[str]:
         return self.run("network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
 
-    def clear_leftovers(self, project: str) -> list[str]:
+    def clear_leftovers(self, project: str) -> None:
         """Remove what an earlier, interrupted session left of a compose project: its containers,
         pod, volumes and networks. A stale PostgreSQL volume holds a database made with other
         secrets (the webserver then fails with "password authentication failed"), and a stale
-        container keeps the name a new one needs. Returns what it removed, for the log."""
+        container keeps the name a new one needs. Says what it removed (in the test's output)."""
         removed = self.containers(project)
         if removed:
             self.run("rm", "-f", *removed, timeout=300)
@@ -174,7 +174,8 @@ class Engine:
             if stale:
                 self.run(kind, "rm", *(["-f"] if kind == "volume" else []), *stale, timeout=300, check=True)
                 removed += stale
-        return removed
+        if removed:
+            print(f"removed what an earlier session left of {project}: {removed}")
 
 
 ENGINES = {name: Engine(name) for name in ("podman", "docker")}

@@ -157,8 +157,7 @@ def live(request, template_snapshot, tmp_path_factory):
         "code_locations": [slug.replace("-", "_"), SECOND],
     }
     root = render(template_snapshot, tmp_path_factory.mktemp("fault") / slug, choices)
-    if leftovers := engine.clear_leftovers(slug):
-        print(f"removed what an earlier session left of {slug}: {leftovers}")
+    engine.clear_leftovers(slug)
     answers = yaml.safe_load((root / ".copier-answers.yml").read_text())
     for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
         image = env_value(root, setting)

@@ -49,8 +49,7 @@ def test_readme_main_command_starts_the_default_stack(template_snapshot, tmp_pat
     assert command.count("~/data-platform") == 2
     command = command.replace("~/data-platform", str(project))
 
-    if leftovers := engine.clear_leftovers(slug):
-        print(f"removed what an earlier session left of {slug}: {leftovers}")
+    engine.clear_leftovers(slug)
     result = subprocess.run(
         ["bash", "-c", command], cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=1800
     )
