@@ -33,6 +33,51 @@ def note(name: str, value: object) -> None:
     SUMMARY[name] = value
 
 
+# ------------------------------------------------------------ running the tiers side by side
+# The README's test command runs pytest with three workers (pytest-xdist, `--dist loadgroup`,
+# in pyproject.toml's addopts): every test that drives an engine joins that engine's group, so
+# that Podman's tests run one after the other on one worker, Docker's on another, and the
+# tiers that need no engine (render, static, fuzz, update, ...) on the third. Two tests on the
+# same engine never overlap (stacks, prunes and leftovers clearing stay one at a time); the two
+# engines are independent. A test's engine is its `engine` mark, else a parameter naming an
+# engine ("podman", "docker", or answers with container_engine). The tests that read the
+# rendered matrix (render and static tiers) form one group too: one worker renders it, once.
+ENGINE_NAMES = ("podman", "docker")
+
+
+def engine_of(item: pytest.Item) -> str | None:
+    if (mark := item.get_closest_marker("engine")) is not None:
+        return mark.args[0]
+    callspec = getattr(item, "callspec", None)
+    for value in callspec.params.values() if callspec else ():
+        if isinstance(value, dict):
+            value = value.get("container_engine")
+        if value in ENGINE_NAMES:
+            return value
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (engine := engine_of(item)) is not None:
+            item.add_marker(pytest.mark.xdist_group(engine))
+        elif "_renders" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("rendered-matrix"))
+
+
+def pytest_sessionfinish(session):
+    """A worker hands its summary figures to the controller, which prints them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["launchpad_summary"] = json.dumps(SUMMARY, default=str)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent when pytest runs without xdist
+def pytest_testnodedown(node, error):
+    SUMMARY.update(json.loads(getattr(node, "workeroutput", {}).get("launchpad_summary", "{}")))
+
+
 def pytest_terminal_summary(terminalreporter):
     if not SUMMARY:
         return

@@ -8,14 +8,18 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
+import matrix
 from browser import capture_ui
 from conftest import ROOT, computed, note
 from dagster_api import Stack
 from engines import ENGINES, make, missing, remove_stack, render, tool_env
 
 ARTIFACTS = Path(os.environ.get("LAUNCHPAD_ARTIFACTS", ROOT / "test-artifacts"))
+# The README's stack runs on the default engine (its tests run one at a time: conftest.engine_of).
+pytestmark = pytest.mark.engine(matrix.questions()["container_engine"]["default"])
 
 
 def readme_main_command() -> str:
@@ -73,6 +77,7 @@ def test_readme_main_command_starts_the_default_stack(template_snapshot, tmp_pat
             remove_stack(engine, project, slug)
 
 
+@pytest.mark.engine("podman")
 def test_missing_base_image_is_explained_not_a_raw_pull_error(tmp_path):
     """Offline, `make build` says which image is missing and where to read about it."""
     engine = ENGINES["podman"].require()
