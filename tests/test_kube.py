@@ -127,8 +127,9 @@ def test_kube_yaml_is_the_compose_stack(combo, podman_projects):
                 ":latest", ":${IMAGE_TAG:-latest}"
             )
         uid = facts["postgres_uid"] if service == "postgres" else facts["service_uid"]
-        assert spec["securityContext"]["runAsUser"] == uid and spec["securityContext"]["runAsGroup"] == uid
         context = container["securityContext"]
+        # (The container's, not the pod's: Podman 4.3 ignores a pod's runAsUser/runAsGroup.)
+        assert context["runAsUser"] == uid and context["runAsGroup"] == uid, service
         assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
         assert context["readOnlyRootFilesystem"] is bool(compose["services"][service].get("read_only")), (
             service
