@@ -216,8 +216,10 @@ def test_quadlet_generator_accepts_the_unit(combo, podman_projects):
     assert f"--network {slug}_dagster" in exec_start and exec_start.endswith(f" {units}/{slug}.yaml"), (
         exec_start
     )
-    (exec_stop,) = re.findall(r"^ExecStopPost=(.*)$", result.stdout, re.M)
-    assert exec_stop.endswith(f"kube down {units}/{slug}.yaml"), exec_stop
+    stops = re.findall(r"^ExecStopPost=(.*)$", result.stdout, re.M)
+    assert any(stop.endswith(f"kube down {units}/{slug}.yaml") for stop in stops), stops
+    # The ConfigMap's volume goes around each run (Podman would reuse it as it was).
+    assert f"ExecStartPre=-/usr/bin/podman volume rm -f {slug}-config" in result.stdout
     # The YAML it plays names the project's images and publishes the UI where compose does.
     facts = computed(root)
     answers = yaml.safe_load((root / ".copier-answers.yml").read_text())
