@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -168,6 +169,48 @@ def test_docker_projects_have_no_kube(template_snapshot, tmp_path):
     )
     makefile = (root / "Makefile").read_text()
     assert "kube-up" not in makefile and "quadlet-install" not in makefile
+
+
+@pytest.mark.parametrize("combo", [matrix.combo_id(a) for a in PODMAN_SET])
+def test_kube_yaml_points_at_registry_images(combo, podman_projects):
+    """`make kube-yaml` writes what kube-up and quadlet-install play: without REGISTRY the YAML
+    as it is (IMAGE_TAG latest), with REGISTRY each project image (and only those) as
+    REGISTRY/<slug>-NAME:IMAGE_TAG, where `make push` puts it; a bad REGISTRY fails with one
+    line and writes nothing."""
+    root = podman_projects[combo]
+    facts = computed(root)
+    slug = yaml.safe_load((root / ".copier-answers.yml").read_text())["project_slug"]
+    original = (root / "kube" / f"{slug}.yaml").read_text()
+    played = root / ".build" / "kube" / f"{slug}.yaml"
+    played.unlink(missing_ok=True)
+    for bad, says in (
+        ("myhost/team", "is not a registry reference"),
+        ("127.0.0.1:1/team", "does not answer"),
+    ):
+        result = make(root, "kube-yaml", f"REGISTRY={bad}", timeout=120)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert result.returncode != 0 and len(errors) == 1, result.stderr
+        assert errors[0].startswith("error: make kube-yaml: ") and says in errors[0], errors
+        assert not played.exists()
+
+    result = make(root, "kube-yaml", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert played.read_text() == original
+
+    # Something must answer on the registry's port (the check that `make push` makes).
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        registry = f"127.0.0.1:{listener.getsockname()[1]}/team"
+        result = make(root, "kube-yaml", f"REGISTRY={registry}", "IMAGE_TAG=1.4.0", timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = played.read_text()
+    assert "localhost/" not in text
+    for service, image in facts["kube_images"].items():
+        remote = f"{registry}/{slug}-{service}:1.4.0"
+        assert f"image: {remote}\n" in text, service
+        text = text.replace(remote, image)
+    assert text == original  # nothing else changed
 
 
 def quadlet_generator() -> Path:
