@@ -33,6 +33,7 @@ import matrix
 from conftest import computed, note
 from dagster_api import Stack
 from engines import ENGINES, make, render
+from local_registry import get_json, running_registry
 from tools import missing, require_tool
 
 # The Kubernetes version the YAML is validated against (kubernetes-validate ships its schema).
@@ -277,6 +278,9 @@ def test_quadlet_generator_accepts_the_unit(combo, podman_projects):
 # ------------------------------------------------------------------------- engine part
 
 SLUG, PORT = "lp-kube-e2e", 3350
+# The tag that the end-to-end test pushes and plays: its own, so that removing its images from
+# the local store leaves the project's `make build` images (:latest) as the next run's cache.
+E2E_TAG = "kube-e2e"
 
 
 def kube_leftovers(engine, slug: str) -> dict[str, list[str]]:
@@ -310,9 +314,22 @@ def clear(engine, slug: str) -> None:
             engine.run(kind, "rm", *(["-f"] if kind == "volume" else []), name, timeout=120)
 
 
+def keep_build_cache(engine, local: str, cache: str) -> None:
+    """Name the image `local` also `cache` (the project's `make build` name), so that removing
+    `local` keeps the image and its build layers for the next run's build; an older image that
+    `cache` named, now nameless, goes."""
+    before = engine.run("image", "inspect", "--format", "{{.Id}}", cache).stdout.strip()
+    engine.run("tag", local, cache, check=True)
+    if before and before != engine.inspect(cache)["Id"]:
+        engine.run("rmi", before)  # refused (and kept) if something still names or uses it
+
+
 def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
+    """One stack from the registry's images: pushed by `make push`, removed from the local
+    store, pulled by kube play (`make kube-up REGISTRY=...`); started once and replayed once."""
     engine = ENGINES["podman"].require()
-    root = tmp_path_factory.mktemp("kube-e2e") / SLUG
+    base = tmp_path_factory.mktemp("kube-e2e")
+    root = base / SLUG
     locations = [SLUG.replace("-", "_"), SECOND]
     render(
         template_snapshot,
@@ -326,81 +343,128 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
     clear(engine, SLUG)
     figures = []
     claims = sorted(f"{SLUG}-{v}" for v in ("dagster-data", "postgres-data"))
-    try:
-        started = time.monotonic()
-        up = make(root, "kube-up")
-        assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
-        assert f"Dagster UI ready at http://127.0.0.1:{PORT}" in up.stdout, up.stdout[-2000:]
-        figures.append(f"first kube-up {time.monotonic() - started:.0f} s (build included)")
+    services = list(facts["kube_images"])
+    (base / "registry").mkdir()
+    with running_registry(base / "registry") as address:
+        target = f"{address}/team"
+        local = {s: f"localhost/{SLUG}-{s}:{E2E_TAG}" for s in services}
+        remote = {s: f"{target}/{SLUG}-{s}:{E2E_TAG}" for s in services}
+        from_registry = (f"REGISTRY={target}", f"IMAGE_TAG={E2E_TAG}", "KUBE_FLAGS=--tls-verify=false")
+        try:
+            # Built (from the build cache of earlier runs where it holds) and pushed.
+            started = time.monotonic()
+            push = make(
+                root, "push", f"REGISTRY={target}", f"IMAGE_TAG={E2E_TAG}", "PUSH_FLAGS=--tls-verify=false"
+            )
+            assert push.returncode == 0, push.stdout[-3000:] + push.stderr[-3000:]
+            catalog = get_json(f"http://{address}/v2/_catalog")["repositories"]
+            assert sorted(catalog) == sorted(f"team/{SLUG}-{s}" for s in services), catalog
+            figures.append(f"make push {time.monotonic() - started:.0f} s (build included)")
 
-        # Every location LOADED, a job SUCCESS in each.
-        runs = {}
-        for location in locations:
-            stack = Stack(PORT, location)
+            # No image of the local store is named as the stack's: kube play has to pull them.
+            for service in services:
+                keep_build_cache(engine, local[service], f"localhost/{SLUG}-{service}:latest")
+            engine.run("rmi", *local.values(), *remote.values(), check=True)
+            assert not [ref for ref in [*local.values(), *remote.values()] if engine.has_image(ref)]
+
+            # A bad REGISTRY: one line, nothing started.
+            bad = make(root, "kube-up", "REGISTRY=Not A Registry!", timeout=120)
+            errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
+            assert bad.returncode != 0 and len(errors) == 1, bad.stderr
+            assert "make kube-up: REGISTRY='Not A Registry!' is not a registry reference" in errors[0]
+            assert kube_leftovers(engine, SLUG)["pods"] == []
+
+            volumes_before = set(engine.run("volume", "ls", "-q", check=True).stdout.split())
+            started = time.monotonic()
+            up = make(root, "kube-up", *from_registry)
+            assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
+            assert f"Dagster UI ready at http://127.0.0.1:{PORT}" in up.stdout, up.stdout[-2000:]
+            figures.append(f"kube-up from the registry {time.monotonic() - started:.0f} s (pulls included)")
+            # Each container runs the registry's image, pulled; nothing was built for it.
+            for service, pod in facts["kube_pods"].items():
+                if service in remote:
+                    name = engine.run(
+                        "container", "inspect", "--format", "{{.ImageName}}", f"{pod}-{service}", check=True
+                    ).stdout.strip()
+                    assert name == remote[service], (service, name)
+                    assert not engine.has_image(local[service]), f"{local[service]} was built"
+
+            # Every location LOADED, a job SUCCESS in each.
+            runs = {}
+            for location in locations:
+                stack = Stack(PORT, location)
+                stack.wait_loaded(timeout=60)
+                run_id = stack.launch()
+                assert stack.wait_run(run_id).value == "SUCCESS", stack.errors(run_id)
+                assert stack.run(run_id)["stats"]["materializations"] == 2
+                runs[location] = run_id
+
+            # The pods reach each other by pod name on the project network (the locations loading
+            # proves webserver -> pipes; here daemon -> postgres and pipes -> webserver too).
+            for container, host in (
+                (f"{SLUG}-daemon-daemon", f"{SLUG}-postgres"),
+                (f"{SLUG}-pipes-{SECOND}-pipes-{SECOND}", f"{SLUG}-webserver"),
+            ):
+                probe = engine.run(
+                    "exec",
+                    container,
+                    "python3",
+                    "-c",
+                    f"import socket; print(socket.getaddrinfo('{host}', None)[0][4][0])",
+                )
+                assert probe.returncode == 0, probe.stderr
+
+            # Confinement as compose promises it.
+            for service, pod in facts["kube_pods"].items():
+                container = f"{pod}-{service}"
+                status = dict(
+                    line.split(":\t", 1)
+                    for line in engine.run(
+                        "exec", container, "cat", "/proc/1/status", check=True
+                    ).stdout.splitlines()
+                    if ":\t" in line
+                )
+                uid = str(facts["postgres_uid"] if service == "postgres" else facts["service_uid"])
+                assert status["Uid"].split()[0] == uid, service
+                assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, service
+                assert status["NoNewPrivs"].strip() == "1", service
+                read_only = service in ("webserver", "daemon", "postgres")
+                probe = "/var/lib/postgresql/probe" if service == "postgres" else "/home/dagster/probe"
+                writes = engine.run("exec", container, "touch", probe).returncode == 0
+                assert writes != read_only, f"{service}: root filesystem writable={writes}"
+            ports = engine.run("port", f"{SLUG}-webserver-webserver", check=True).stdout.split()
+            assert ports and all(p.startswith("127.0.0.1:") for p in ports if ":" in p), ports
+
+            # kube-down: no pod or container left, and no volume but the claims.
+            down = make(root, "kube-down")
+            assert down.returncode == 0, down.stdout + down.stderr
+            left = kube_leftovers(engine, SLUG)
+            assert left == {"pods": [], "containers": [], "volumes": claims, "secrets": [], "networks": []}, (
+                left
+            )
+            # Nor any anonymous one (the emptyDir scratch volumes go with their pods).
+            volumes = set(engine.run("volume", "ls", "-q", check=True).stdout.split())
+            assert sorted(volumes - volumes_before) == claims, volumes - volumes_before
+
+            # History survives: the claims keep it.
+            started = time.monotonic()
+            up = make(root, "kube-up", *from_registry)
+            assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
+            figures.append(f"kube-up again {time.monotonic() - started:.0f} s")
+            stack = Stack(PORT, locations[0])
             stack.wait_loaded(timeout=60)
-            run_id = stack.launch()
-            assert stack.wait_run(run_id).value == "SUCCESS", stack.errors(run_id)
-            assert stack.run(run_id)["stats"]["materializations"] == 2
-            runs[location] = run_id
+            assert set(runs.values()) <= stack.run_ids()
 
-        # The pods reach each other by pod name on the project network (the locations loading
-        # proves webserver -> pipes; here daemon -> postgres and pipes -> webserver too).
-        for container, host in (
-            (f"{SLUG}-daemon-daemon", f"{SLUG}-postgres"),
-            (f"{SLUG}-pipes-{SECOND}-pipes-{SECOND}", f"{SLUG}-webserver"),
-        ):
-            probe = engine.run(
-                "exec",
-                container,
-                "python3",
-                "-c",
-                f"import socket; print(socket.getaddrinfo('{host}', None)[0][4][0])",
-            )
-            assert probe.returncode == 0, probe.stderr
-
-        # Confinement as compose promises it.
-        for service, pod in facts["kube_pods"].items():
-            container = f"{pod}-{service}"
-            status = dict(
-                line.split(":\t", 1)
-                for line in engine.run(
-                    "exec", container, "cat", "/proc/1/status", check=True
-                ).stdout.splitlines()
-                if ":\t" in line
-            )
-            uid = str(facts["postgres_uid"] if service == "postgres" else facts["service_uid"])
-            assert status["Uid"].split()[0] == uid, service
-            assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, service
-            assert status["NoNewPrivs"].strip() == "1", service
-            read_only = service in ("webserver", "daemon", "postgres")
-            probe = "/var/lib/postgresql/probe" if service == "postgres" else "/home/dagster/probe"
-            writes = engine.run("exec", container, "touch", probe).returncode == 0
-            assert writes != read_only, f"{service}: root filesystem writable={writes}"
-        ports = engine.run("port", f"{SLUG}-webserver-webserver", check=True).stdout.split()
-        assert ports and all(p.startswith("127.0.0.1:") for p in ports if ":" in p), ports
-
-        # kube-down: no pod or container left, and no volume but the claims.
-        down = make(root, "kube-down")
-        assert down.returncode == 0, down.stdout + down.stderr
-        left = kube_leftovers(engine, SLUG)
-        assert left == {"pods": [], "containers": [], "volumes": claims, "secrets": [], "networks": []}, left
-
-        # History survives: the claims keep it.
-        started = time.monotonic()
-        up = make(root, "kube-up")
-        assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
-        figures.append(f"kube-up again {time.monotonic() - started:.0f} s")
-        stack = Stack(PORT, locations[0])
-        stack.wait_loaded(timeout=60)
-        assert set(runs.values()) <= stack.run_ids()
-
-        down = make(root, "kube-down")
-        assert down.returncode == 0, down.stdout + down.stderr
-        clean = make(root, "kube-clean", extra_env={"CONFIRM": "yes"})
-        assert clean.returncode == 0, clean.stdout + clean.stderr
-        assert kube_leftovers(engine, SLUG) == {
-            k: [] for k in ("pods", "containers", "volumes", "secrets", "networks")
-        }
-    finally:
-        clear(engine, SLUG)
+            down = make(root, "kube-down")
+            assert down.returncode == 0, down.stdout + down.stderr
+            clean = make(root, "kube-clean", extra_env={"CONFIRM": "yes"})
+            assert clean.returncode == 0, clean.stdout + clean.stderr
+            assert kube_leftovers(engine, SLUG) == {
+                k: [] for k in ("pods", "containers", "volumes", "secrets", "networks")
+            }
+        finally:
+            clear(engine, SLUG)
+            # The pulled images' names (their layers stay under the build cache's names).
+            if pulled := [ref for ref in remote.values() if engine.has_image(ref)]:
+                engine.run("rmi", *pulled)
     note("kube tier, podman kube play", ", ".join(figures))
