@@ -6,68 +6,22 @@ ones are removed, are the ones that were built."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
 import time
-import urllib.request
 
 import pytest
-import yaml
 
 from conftest import note
 from engines import ENGINES, env_value, make, missing, render
+from local_registry import get_json, running_registry
 
 TAG = "push-test-1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    """A registry on 127.0.0.1, plain HTTP (engines treat loopback registries as insecure only
-    when told to: Docker by default for 127.0.0.0/8, Podman with --tls-verify=false)."""
-    binary = shutil.which("docker-registry")
-    if not binary:
-        missing("docker-registry is not installed (apt-get install docker-registry; bash .ci/run does it)")
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "version": 0.1,
-                "log": {"level": "error"},
-                "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True}},
-                "http": {"addr": f"127.0.0.1:{port}"},
-            }
-        )
-    )
-    process = subprocess.Popen(
-        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            get_json(f"http://127.0.0.1:{port}/v2/")
-            break
-        except OSError:
-            assert process.poll() is None, f"docker-registry exited: {process.stderr.read().decode()[-2000:]}"
-            assert time.monotonic() < deadline, "docker-registry did not answer within 30 s"
-            time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=30)
+    """A registry on 127.0.0.1, plain HTTP (tests/local_registry.py)."""
+    with running_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
 
 
 def store(engine) -> list[str]:

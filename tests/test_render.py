@@ -77,8 +77,11 @@ class Project:
         return self._texts[rel]
 
     def yaml(self, rel: str):
-        """The file parsed (libyaml's safe loader, once per file: the checks read it often)."""
-        if rel not in self._parsed:
+        """The file parsed (libyaml's safe loader, once per file: the checks read it often);
+        the kube YAML (kube/<slug>.yaml, one document per object) as the list of its documents."""
+        if rel not in self._parsed and rel.startswith("kube/"):
+            self._parsed[rel] = list(yaml.load_all(self.text(rel), Loader=SAFE_LOADER))
+        elif rel not in self._parsed:
             self._parsed[rel] = yaml.load(self.text(rel), Loader=SAFE_LOADER)
         return self._parsed[rel]
 
@@ -179,6 +182,12 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/push_images.py",
         "scripts/wait_ready.py",
     }
+    if c["engine"] == "podman":
+        # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
+        slug = p.answer("project_slug")
+        expected |= {f"kube/{slug}.yaml", f"kube/{slug}.kube", "scripts/quadlet.sh", "docs/podman-kube.md"}
+        if c["uses_postgres"]:
+            expected.add("scripts/kube_secret.sh")
     assert p.files == expected, f"missing {expected - p.files}, unexpected {p.files - expected}"
 
 

@@ -8,7 +8,8 @@ Each local image localhost/NAME:TAG becomes REGISTRY/NAME:TAG. Run first with --
 `make push` does, before it builds): it checks that REGISTRY is a valid reference, that TAG
 is a valid tag and that the registry answers on its port, so a bad value fails with one line
 and leaves the engine's store as it was. A push that fails half-way removes the tags it made.
-Standard library only.
+`make kube-up` and `make quadlet-install` run the same check (--check --target=kube-up) before
+they point the kube YAML at REGISTRY's images. Standard library only.
 """
 
 import argparse
@@ -28,8 +29,12 @@ REGISTRY = re.compile(rf"(?P<domain>{DOMAIN}){PORT}(?P<path>(/{COMPONENT})*)\Z")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 
+# The make target that runs this script, named in its error lines (--target).
+TARGET = "push"
+
+
 def fail(message: str) -> None:
-    print(f"error: make push: {message}", file=sys.stderr)
+    print(f"error: make {TARGET}: {message}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -54,11 +59,14 @@ def main() -> None:
     parser.add_argument("--push-flag", action="append", default=[], help="passed to `ENGINE push`")
     parser.add_argument("--image", action="append", default=[], help="localhost/NAME:TAG")
     parser.add_argument("--check", action="store_true", help="check REGISTRY, tag and port only")
+    parser.add_argument("--target", default="push", help="the make target, for the error lines")
     args = parser.parse_args()
+    global TARGET
+    TARGET = args.target
 
     registry = args.registry.rstrip("/")
     if not registry:
-        fail("set REGISTRY=host[:port][/path], e.g. make push REGISTRY=registry.example.com/data")
+        fail(f"set REGISTRY=host[:port][/path], e.g. make {TARGET} REGISTRY=registry.example.com/data")
     match = REGISTRY.match(registry)
     if not match:
         fail(
@@ -70,7 +78,8 @@ def main() -> None:
     port = int(match["port"] or 443)
     if why := reachable(match["domain"], port):
         where = f"{match['domain']}:{port}"
-        fail(f"{where} does not answer ({why}); nothing was built, tagged or pushed")
+        done = "built, tagged or pushed" if TARGET == "push" else "started or installed"
+        fail(f"{where} does not answer ({why}); nothing was {done}")
     if args.check:
         return
     exists = ("image", "exists") if args.engine == "podman" else ("image", "inspect")

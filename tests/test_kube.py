@@ -1,0 +1,470 @@
+"""Kube tier: the Podman project's Kubernetes YAML (kube/<slug>.yaml) and Quadlet unit.
+
+Static part (no engine): every distinct kube YAML a Podman project can get (one per
+combination of the answers that shape it) validates against Kubernetes' own schema, offline
+and strict (kubernetes-validate, pinned Kubernetes version), and says what compose.yaml says:
+the same images, confinement, published address and instance configuration. Docker projects
+have none of it. The Quadlet unit goes through Podman's own generator (Podman 5.4 of a Debian
+trixie root, tests/quadlet/make-quadlet-root.sh: this host's Podman 4.3 has no Quadlet).
+
+Engine part: a two-location project played by this host's `podman kube play` with the
+project's own `make kube-up` / `make kube-down`: every location LOADED, a job SUCCESS in each,
+the pods reach each other by name, the containers are confined as promised, history survives
+kube-down and kube-up (the claims keep it), and teardown leaves no pod, container, secret or
+volume beyond the claims.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+import matrix
+from conftest import computed, note
+from dagster_api import Stack
+from engines import ENGINES, make, render
+from local_registry import get_json, running_registry
+from tools import missing, require_tool
+
+# The Kubernetes version the YAML is validated against (kubernetes-validate ships its schema).
+KUBERNETES_VERSION = "1.37.0"
+QUADLET_ROOT = Path(os.environ.get("QUADLET_ROOT", "/var/cache/launchpad/quadlet-trixie"))
+HERE = Path(__file__).resolve().parent
+
+# The answers that shape kube/<slug>.yaml; every combination of them is one distinct YAML.
+SHAPING = ("storage", "run_launcher", "code_delivery")
+PODMAN_SET = [
+    {"container_engine": "podman", **dict(zip(SHAPING, values, strict=True))}
+    for values in sorted(
+        {tuple(a[f] for f in SHAPING) for a in matrix.combinations() if a["container_engine"] == "podman"}
+    )
+]
+# Two code locations in each, as the run tier has.
+SECOND = "second"
+
+
+def _render(args: tuple[str, str, dict]) -> str:
+    template, dest, answers = args
+    render(Path(template), Path(dest), answers)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def podman_projects(template_snapshot, tmp_path_factory) -> dict[str, Path]:
+    """Every distinct Podman kube YAML's project, rendered once (two at a time)."""
+    base = tmp_path_factory.mktemp("kube")
+    jobs = []
+    for index, answers in enumerate(PODMAN_SET):
+        slug = f"lp-kube-s{index}"
+        data = {**answers, "project_slug": slug, "code_locations": [slug.replace("-", "_"), SECOND]}
+        jobs.append((str(template_snapshot), str(base / slug), data))
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        roots = list(pool.map(_render, jobs))
+    return {matrix.combo_id(a): Path(r) for a, r in zip(PODMAN_SET, roots, strict=True)}
+
+
+def kube_documents(root: Path) -> list[dict]:
+    slug = yaml.safe_load((root / ".copier-answers.yml").read_text())["project_slug"]
+    return [d for d in yaml.safe_load_all((root / "kube" / f"{slug}.yaml").read_text()) if d]
+
+
+def pods(documents: list[dict]) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == "Pod"}
+
+
+# ------------------------------------------------------------------------- static part
+
+
+@pytest.mark.parametrize("combo", [matrix.combo_id(a) for a in PODMAN_SET])
+def test_kube_yaml_validates_strictly(combo, podman_projects):
+    root = podman_projects[combo]
+    validator = require_tool("kubernetes-validate", beside=Path(sys.executable).parent)
+    (yaml_file,) = (root / "kube").glob("*.yaml")
+    result = subprocess.run(
+        [validator, "--strict", "--no-warn", "-k", KUBERNETES_VERSION, str(yaml_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    kinds = [d["kind"] for d in kube_documents(root)]
+    assert kinds.count("ConfigMap") == 1 and "Secret" not in kinds, kinds
+    note(
+        "kube tier, YAML validated",
+        f"{len(PODMAN_SET)} (kubernetes-validate --strict, Kubernetes {KUBERNETES_VERSION})",
+    )
+
+
+@pytest.mark.parametrize("combo", [matrix.combo_id(a) for a in PODMAN_SET])
+def test_kube_yaml_is_the_compose_stack(combo, podman_projects):
+    """The same services, images, confinement, address, instance and storage as compose."""
+    root = podman_projects[combo]
+    facts, documents = computed(root), kube_documents(root)
+    slug = yaml.safe_load((root / ".copier-answers.yml").read_text())["project_slug"]
+    compose = yaml.safe_load((root / "compose.yaml").read_text())
+    services = set(compose["services"])
+    by_name = pods(documents)
+    # One pod per compose service, named <slug>-<service> (facts["kube_pods"]).
+    assert facts["kube_pods"] == {s: f"{slug}-{s}" for s in services}
+    assert set(by_name) == set(facts["kube_pods"].values())
+    claims = {d["metadata"]["name"] for d in documents if d["kind"] == "PersistentVolumeClaim"}
+    assert claims == {f"{slug}-{v}" for v in compose["volumes"]}
+    for service, pod_name in facts["kube_pods"].items():
+        spec = by_name[pod_name]["spec"]
+        (container,) = spec["containers"]
+        expected_image = facts["postgres_image"] if service == "postgres" else facts["kube_images"][service]
+        assert container["image"] == expected_image
+        if service != "postgres":
+            assert compose["services"][service]["image"] == expected_image.replace(
+                ":latest", ":${IMAGE_TAG:-latest}"
+            )
+        uid = facts["postgres_uid"] if service == "postgres" else facts["service_uid"]
+        context = container["securityContext"]
+        # (The container's, not the pod's: Podman 4.3 ignores a pod's runAsUser/runAsGroup.)
+        assert context["runAsUser"] == uid and context["runAsGroup"] == uid, service
+        assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+        assert context["readOnlyRootFilesystem"] is bool(compose["services"][service].get("read_only")), (
+            service
+        )
+        for volume in spec.get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims
+        published = container.get("ports", [])
+        if service == "webserver":
+            bind = yaml.safe_load((root / ".copier-answers.yml").read_text())["ui_bind_address"]
+            port = yaml.safe_load((root / ".copier-answers.yml").read_text())["ui_port"]
+            assert published == [{"containerPort": 3000, "hostPort": port, "hostIP": bind}]
+        else:
+            assert published == [], f"{service} is published"
+    # The ConfigMap's dagster.yaml is config/dagster.yaml (without its header), and its
+    # workspace names each location's pod where config/workspace.yaml names the service.
+    (config_map,) = [d for d in documents if d["kind"] == "ConfigMap"]
+    assert yaml.safe_load(config_map["data"]["dagster.yaml"]) == yaml.safe_load(
+        (root / "config" / "dagster.yaml").read_text()
+    )
+    workspace = yaml.safe_load((root / "config" / "workspace.yaml").read_text())
+    for entry in workspace["load_from"]:
+        entry["grpc_server"]["host"] = facts["kube_pods"][entry["grpc_server"]["host"]]
+    assert yaml.safe_load(config_map["data"]["workspace.yaml"]) == workspace
+
+
+def test_docker_projects_have_no_kube(template_snapshot, tmp_path):
+    root = render(
+        template_snapshot,
+        tmp_path / "lp-kube-docker",
+        {"container_engine": "docker", "project_slug": "lp-kube-docker"},
+    )
+    assert not (root / "kube").exists()
+    assert (
+        not list((root / "scripts").glob("*quadlet*")) and not (root / "scripts" / "kube_secret.sh").exists()
+    )
+    makefile = (root / "Makefile").read_text()
+    assert "kube-up" not in makefile and "quadlet-install" not in makefile
+
+
+@pytest.mark.parametrize("combo", [matrix.combo_id(a) for a in PODMAN_SET])
+def test_kube_yaml_points_at_registry_images(combo, podman_projects):
+    """`make kube-yaml` writes what kube-up and quadlet-install play: without REGISTRY the YAML
+    as it is (IMAGE_TAG latest), with REGISTRY each project image (and only those) as
+    REGISTRY/<slug>-NAME:IMAGE_TAG, where `make push` puts it; a bad REGISTRY fails with one
+    line and writes nothing."""
+    root = podman_projects[combo]
+    facts = computed(root)
+    slug = yaml.safe_load((root / ".copier-answers.yml").read_text())["project_slug"]
+    original = (root / "kube" / f"{slug}.yaml").read_text()
+    played = root / ".build" / "kube" / f"{slug}.yaml"
+    played.unlink(missing_ok=True)
+    for bad, says in (
+        ("myhost/team", "is not a registry reference"),
+        ("127.0.0.1:1/team", "does not answer"),
+    ):
+        result = make(root, "kube-yaml", f"REGISTRY={bad}", timeout=120)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert result.returncode != 0 and len(errors) == 1, result.stderr
+        assert errors[0].startswith("error: make kube-yaml: ") and says in errors[0], errors
+        assert not played.exists()
+
+    result = make(root, "kube-yaml", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert played.read_text() == original
+
+    # Something must answer on the registry's port (the check that `make push` makes).
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        registry = f"127.0.0.1:{listener.getsockname()[1]}/team"
+        result = make(root, "kube-yaml", f"REGISTRY={registry}", "IMAGE_TAG=1.4.0", timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = played.read_text()
+    assert "localhost/" not in text
+    for service, image in facts["kube_images"].items():
+        remote = f"{registry}/{slug}-{service}:1.4.0"
+        assert f"image: {remote}\n" in text, service
+        text = text.replace(remote, image)
+    assert text == original  # nothing else changed
+
+
+def quadlet_generator() -> Path:
+    """The trixie root with Podman 5.4's Quadlet generator (tests/quadlet/make-quadlet-root.sh)."""
+    if not (QUADLET_ROOT / ".launchpad-quadlet-ready").exists():
+        missing(f"no Quadlet root at {QUADLET_ROOT} (bash tests/quadlet/make-quadlet-root.sh builds it)")
+    if os.geteuid() != 0:
+        missing("the Quadlet generator runs in a chroot, which needs root")
+    return QUADLET_ROOT
+
+
+@pytest.mark.parametrize("combo", [matrix.combo_id(a) for a in PODMAN_SET])
+def test_quadlet_generator_accepts_the_unit(combo, podman_projects):
+    """Podman's own generator turns kube/<slug>.kube into a service that plays the YAML
+    beside it on the project network, and reports no error."""
+    root = podman_projects[combo]
+    chroot_root = quadlet_generator()
+    slug = yaml.safe_load((root / ".copier-answers.yml").read_text())["project_slug"]
+    units = Path("/tmp") / f"launchpad-quadlet-{slug}-{os.getpid()}"
+    inside = chroot_root / units.relative_to("/")
+    shutil.rmtree(inside, ignore_errors=True)
+    inside.mkdir(parents=True)
+    try:
+        for name in (f"{slug}.kube", f"{slug}.yaml"):
+            shutil.copy(root / "kube" / name, inside / name)
+        result = subprocess.run(
+            [
+                "chroot",
+                str(chroot_root),
+                "env",
+                f"QUADLET_UNIT_DIRS={units}",
+                "/usr/libexec/podman/quadlet",
+                "-dryrun",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(inside, ignore_errors=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not re.search(r"(?i)error|unsupported|invalid", result.stderr), result.stderr
+    assert f"---{slug}.service---" in result.stdout, result.stdout
+    (exec_start,) = re.findall(r"^ExecStart=(.*)$", result.stdout, re.M)
+    assert exec_start.split()[1:4] == ["kube", "play", "--replace"], exec_start
+    assert f"--network {slug}_dagster" in exec_start and exec_start.endswith(f" {units}/{slug}.yaml"), (
+        exec_start
+    )
+    stops = re.findall(r"^ExecStopPost=(.*)$", result.stdout, re.M)
+    assert any(stop.endswith(f"kube down {units}/{slug}.yaml") for stop in stops), stops
+    # The ConfigMap's volume goes around each run (Podman would reuse it as it was).
+    assert f"ExecStartPre=-/usr/bin/podman volume rm -f {slug}-config" in result.stdout
+    # The YAML it plays names the project's images and publishes the UI where compose does.
+    facts = computed(root)
+    answers = yaml.safe_load((root / ".copier-answers.yml").read_text())
+    text = (root / "kube" / f"{slug}.yaml").read_text()
+    for image in facts["kube_images"].values():
+        assert f"image: {image}\n" in text
+    assert f"hostPort: {answers['ui_port']}, hostIP: {answers['ui_bind_address']}" in text
+    generator = (chroot_root / ".launchpad-quadlet-ready").read_text().strip()
+    note("kube tier, Quadlet", f"{len(PODMAN_SET)} units accepted by {generator}'s generator")
+
+
+# ------------------------------------------------------------------------- engine part
+
+SLUG, PORT = "lp-kube-e2e", 3350
+# The tag that the end-to-end test pushes and plays: its own, so that removing its images from
+# the local store leaves the project's `make build` images (:latest) as the next run's cache.
+E2E_TAG = "kube-e2e"
+
+
+def kube_leftovers(engine, slug: str) -> dict[str, list[str]]:
+    """What of the kube stack `slug` exists: pods, containers, volumes, secrets, networks."""
+
+    def names(*args: str) -> list[str]:
+        listed = engine.run(*args, "--format", "{{.Name}}", check=True).stdout.split()
+        return [n for n in listed if n.startswith(f"{slug}-") or n.startswith(f"{slug}_")]
+
+    return {
+        "pods": names("pod", "ps"),
+        "containers": [
+            n
+            for n in engine.run("ps", "-a", "--format", "{{.Names}}", check=True).stdout.split()
+            if n.startswith(f"{slug}-")
+        ],
+        "volumes": names("volume", "ls"),
+        "secrets": names("secret", "ls"),
+        "networks": names("network", "ls"),
+    }
+
+
+def clear(engine, slug: str) -> None:
+    left = kube_leftovers(engine, slug)
+    for pod in left["pods"]:
+        engine.run("pod", "rm", "-f", pod, timeout=300)
+    if left["containers"]:
+        engine.run("rm", "-f", *left["containers"], timeout=300)
+    for kind in ("volume", "secret", "network"):
+        for name in left[kind + "s"]:
+            engine.run(kind, "rm", *(["-f"] if kind == "volume" else []), name, timeout=120)
+
+
+def keep_build_cache(engine, local: str, cache: str) -> None:
+    """Name the image `local` also `cache` (the project's `make build` name), so that removing
+    `local` keeps the image and its build layers for the next run's build; an older image that
+    `cache` named, now nameless, goes."""
+    before = engine.run("image", "inspect", "--format", "{{.Id}}", cache).stdout.strip()
+    engine.run("tag", local, cache, check=True)
+    if before and before != engine.inspect(cache)["Id"]:
+        engine.run("rmi", before)  # refused (and kept) if something still names or uses it
+
+
+def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
+    """One stack from the registry's images: pushed by `make push`, removed from the local
+    store, pulled by kube play (`make kube-up REGISTRY=...`); started once and replayed once."""
+    engine = ENGINES["podman"].require()
+    base = tmp_path_factory.mktemp("kube-e2e")
+    root = base / SLUG
+    locations = [SLUG.replace("-", "_"), SECOND]
+    render(
+        template_snapshot,
+        root,
+        {"container_engine": "podman", "project_slug": SLUG, "ui_port": PORT, "code_locations": locations},
+    )
+    facts = computed(root)
+    for image in (facts["postgres_image"], facts["python_image"]):
+        if not engine.has_image(image):
+            missing(f"the stand-in {image} is not in podman's store")
+    clear(engine, SLUG)
+    figures = []
+    claims = sorted(f"{SLUG}-{v}" for v in ("dagster-data", "postgres-data"))
+    services = list(facts["kube_images"])
+    (base / "registry").mkdir()
+    with running_registry(base / "registry") as address:
+        target = f"{address}/team"
+        local = {s: f"localhost/{SLUG}-{s}:{E2E_TAG}" for s in services}
+        remote = {s: f"{target}/{SLUG}-{s}:{E2E_TAG}" for s in services}
+        from_registry = (f"REGISTRY={target}", f"IMAGE_TAG={E2E_TAG}", "KUBE_FLAGS=--tls-verify=false")
+        try:
+            # Built (from the build cache of earlier runs where it holds) and pushed.
+            started = time.monotonic()
+            push = make(
+                root, "push", f"REGISTRY={target}", f"IMAGE_TAG={E2E_TAG}", "PUSH_FLAGS=--tls-verify=false"
+            )
+            assert push.returncode == 0, push.stdout[-3000:] + push.stderr[-3000:]
+            catalog = get_json(f"http://{address}/v2/_catalog")["repositories"]
+            assert sorted(catalog) == sorted(f"team/{SLUG}-{s}" for s in services), catalog
+            figures.append(f"make push {time.monotonic() - started:.0f} s (build included)")
+
+            # No image of the local store is named as the stack's: kube play has to pull them.
+            for service in services:
+                keep_build_cache(engine, local[service], f"localhost/{SLUG}-{service}:latest")
+            engine.run("rmi", *local.values(), *remote.values(), check=True)
+            assert not [ref for ref in [*local.values(), *remote.values()] if engine.has_image(ref)]
+
+            # A bad REGISTRY: one line, nothing started.
+            bad = make(root, "kube-up", "REGISTRY=Not A Registry!", timeout=120)
+            errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
+            assert bad.returncode != 0 and len(errors) == 1, bad.stderr
+            assert "make kube-up: REGISTRY='Not A Registry!' is not a registry reference" in errors[0]
+            assert kube_leftovers(engine, SLUG)["pods"] == []
+
+            volumes_before = set(engine.run("volume", "ls", "-q", check=True).stdout.split())
+            started = time.monotonic()
+            up = make(root, "kube-up", *from_registry)
+            assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
+            assert f"Dagster UI ready at http://127.0.0.1:{PORT}" in up.stdout, up.stdout[-2000:]
+            figures.append(f"kube-up from the registry {time.monotonic() - started:.0f} s (pulls included)")
+            # Each container runs the registry's image, pulled; nothing was built for it.
+            for service, pod in facts["kube_pods"].items():
+                if service in remote:
+                    name = engine.run(
+                        "container", "inspect", "--format", "{{.ImageName}}", f"{pod}-{service}", check=True
+                    ).stdout.strip()
+                    assert name == remote[service], (service, name)
+                    assert not engine.has_image(local[service]), f"{local[service]} was built"
+
+            # Every location LOADED, a job SUCCESS in each.
+            runs = {}
+            for location in locations:
+                stack = Stack(PORT, location)
+                stack.wait_loaded(timeout=60)
+                run_id = stack.launch()
+                assert stack.wait_run(run_id).value == "SUCCESS", stack.errors(run_id)
+                assert stack.run(run_id)["stats"]["materializations"] == 2
+                runs[location] = run_id
+
+            # The pods reach each other by pod name on the project network (the locations loading
+            # proves webserver -> pipes; here daemon -> postgres and pipes -> webserver too).
+            for container, host in (
+                (f"{SLUG}-daemon-daemon", f"{SLUG}-postgres"),
+                (f"{SLUG}-pipes-{SECOND}-pipes-{SECOND}", f"{SLUG}-webserver"),
+            ):
+                probe = engine.run(
+                    "exec",
+                    container,
+                    "python3",
+                    "-c",
+                    f"import socket; print(socket.getaddrinfo('{host}', None)[0][4][0])",
+                )
+                assert probe.returncode == 0, probe.stderr
+
+            # Confinement as compose promises it.
+            for service, pod in facts["kube_pods"].items():
+                container = f"{pod}-{service}"
+                status = dict(
+                    line.split(":\t", 1)
+                    for line in engine.run(
+                        "exec", container, "cat", "/proc/1/status", check=True
+                    ).stdout.splitlines()
+                    if ":\t" in line
+                )
+                uid = str(facts["postgres_uid"] if service == "postgres" else facts["service_uid"])
+                assert status["Uid"].split()[0] == uid, service
+                assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, service
+                assert status["NoNewPrivs"].strip() == "1", service
+                read_only = service in ("webserver", "daemon", "postgres")
+                probe = "/var/lib/postgresql/probe" if service == "postgres" else "/home/dagster/probe"
+                writes = engine.run("exec", container, "touch", probe).returncode == 0
+                assert writes != read_only, f"{service}: root filesystem writable={writes}"
+            ports = engine.run("port", f"{SLUG}-webserver-webserver", check=True).stdout.split()
+            assert ports and all(p.startswith("127.0.0.1:") for p in ports if ":" in p), ports
+
+            # kube-down: no pod or container left, and no volume but the claims.
+            down = make(root, "kube-down")
+            assert down.returncode == 0, down.stdout + down.stderr
+            left = kube_leftovers(engine, SLUG)
+            assert left == {"pods": [], "containers": [], "volumes": claims, "secrets": [], "networks": []}, (
+                left
+            )
+            # Nor any anonymous one (the emptyDir scratch volumes go with their pods).
+            volumes = set(engine.run("volume", "ls", "-q", check=True).stdout.split())
+            assert sorted(volumes - volumes_before) == claims, volumes - volumes_before
+
+            # History survives: the claims keep it.
+            started = time.monotonic()
+            up = make(root, "kube-up", *from_registry)
+            assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
+            figures.append(f"kube-up again {time.monotonic() - started:.0f} s")
+            stack = Stack(PORT, locations[0])
+            stack.wait_loaded(timeout=60)
+            assert set(runs.values()) <= stack.run_ids()
+
+            down = make(root, "kube-down")
+            assert down.returncode == 0, down.stdout + down.stderr
+            clean = make(root, "kube-clean", extra_env={"CONFIRM": "yes"})
+            assert clean.returncode == 0, clean.stdout + clean.stderr
+            assert kube_leftovers(engine, SLUG) == {
+                k: [] for k in ("pods", "containers", "volumes", "secrets", "networks")
+            }
+        finally:
+            clear(engine, SLUG)
+            # The pulled images' names (their layers stay under the build cache's names).
+            if pulled := [ref for ref in remote.values() if engine.has_image(ref)]:
+                engine.run("rmi", *pulled)
+    note("kube tier, podman kube play", ", ".join(figures))
