@@ -324,6 +324,7 @@ def keep_build_cache(engine, local: str, cache: str) -> None:
         engine.run("rmi", before)  # refused (and kept) if something still names or uses it
 
 
+@pytest.mark.engine("podman")
 def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
     """One stack from the registry's images: pushed by `make push`, removed from the local
     store, pulled by kube play (`make kube-up REGISTRY=...`); started once and replayed once."""
