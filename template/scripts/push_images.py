@@ -66,7 +66,8 @@ def main() -> None:
 
     registry = args.registry.rstrip("/")
     if not registry:
-        fail(f"set REGISTRY=host[:port][/path], e.g. make {TARGET} REGISTRY=registry.example.com/data")
+        example = f"make {TARGET} REGISTRY=registry.example.com/data"
+        fail(f"set REGISTRY=host[:port][/path], e.g. {example}")
     match = REGISTRY.match(registry)
     if not match:
         fail(
