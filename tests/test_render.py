@@ -407,7 +407,8 @@ def locked_workspace(lock: str) -> tuple[list[str], dict[str, dict]]:
 def images_install_the_locked_dagster_set(p: Project) -> None:
     """The Dagster version is declared once (pyproject.toml); each image installs an export of
     uv.lock, every package pinned with its hashes; all three install the core set first (their
-    shared layer), and every storage and launcher library is in every set."""
+    shared layer), and every storage and launcher library (dagster-k8s for the Helm chart's
+    K8sRunLauncher included) is in every set."""
     version = p.answer("dagster_version")
     minor, patch = version.split(".")[1:]
     libs = f"0.{int(minor) + 16}.{patch}"  # Dagster's libraries: 0.(minor + 16).patch
@@ -421,7 +422,7 @@ def images_install_the_locked_dagster_set(p: Project) -> None:
     core = locked_requirements(p.text("platform/requirements-core.txt"))
     platform = locked_requirements(p.text("platform/requirements.txt"))
     pipes = {loc: locked_requirements(p.text(f"pipes/{loc}/requirements.txt")) for loc in p.locations}
-    expected = {"dagster": version, "dagster-postgres": libs, "dagster-docker": libs}
+    expected = {"dagster": version, "dagster-postgres": libs, "dagster-docker": libs, "dagster-k8s": libs}
     for name, pins in (("core", core), ("platform", platform), *pipes.items()):
         assert expected.items() <= pins.items(), (name, {k: pins.get(k) for k in expected})
         assert pins["sqlalchemy"] < "2.1", pins["sqlalchemy"]
