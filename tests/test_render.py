@@ -159,6 +159,9 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         ".pre-commit-config.yaml",
         "docs/security.md",
         "docs/update.md",
+        "docs/kubernetes.md",
+        "deploy/helm/values.yaml",
+        "deploy/helm/values-bundled-postgres.yaml",
         ".github/workflows/ci.yml",
         c["ignorefile"],
         "Makefile",
@@ -181,6 +184,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/init_env.py",
         "scripts/push_images.py",
         "scripts/wait_ready.py",
+        "scripts/launch_run.py",
     }
     if c["engine"] == "podman":
         # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
@@ -454,6 +458,78 @@ def instance_matches_storage_and_launcher(p: Project) -> None:
         assert kwargs["cap_drop"] == ["ALL"] and kwargs["security_opt"] == ["no-new-privileges:true"]
         # Each run gets its own location's volumes (DAGSTER_CONTAINER_CONTEXT in compose.yaml).
         assert "volumes_from" not in kwargs, kwargs["volumes_from"]
+
+
+@check
+def helm_values_match_the_project(p: Project) -> None:
+    """deploy/helm/values.yaml (Dagster's official chart, docs/kubernetes.md) runs the project's
+    own images, one code server per location started as a code server (Reload works), confined
+    as compose confines them, with config/dagster.yaml's queue, run monitoring and retries, and
+    no password. The chart's schemas check the file in test_static and test_helm."""
+    c = p.computed
+    slug, uid = p.answer("project_slug"), c["service_uid"]
+    values = p.yaml("deploy/helm/values.yaml")
+    assert c["helm_chart_version"] == p.answer("dagster_version")
+    assert f"version {c['helm_chart_version']} " in p.text("deploy/helm/values.yaml")
+    assert f"--version {c['helm_chart_version']} " in p.text("Makefile")
+    webserver, daemon = values["dagsterWebserver"], values["dagsterDaemon"]
+    deployments = values["dagster-user-deployments"]["deployments"]
+    compose = p.yaml("compose.yaml")["services"]
+    pods = {"webserver": webserver, "daemon": daemon, **dict(zip(p.pipes_services, deployments, strict=True))}
+    for service, pod in pods.items():
+        assert pod["image"] == {
+            "repository": f"@REGISTRY@/{slug}-{service}",
+            "tag": "@IMAGE_TAG@",
+            "pullPolicy": "IfNotPresent",
+        }, (service, pod["image"])
+        security, pod_security = pod["securityContext"], pod["podSecurityContext"]
+        assert security["capabilities"] == {"drop": ["ALL"]} and security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is compose[service].get("read_only", False), service
+        assert pod_security["runAsUser"] == pod_security["runAsGroup"] == uid and pod_security["runAsNonRoot"]
+        assert set(pod["resources"]["limits"]) == {"cpu", "memory"}, service
+        assert pod.get("livenessProbe") and (service == "daemon" or pod.get("readinessProbe")), service
+    # Scratch space for the read-only ones, as compose's tmpfs.
+    for pod in (webserver, daemon):
+        assert pod["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    for location, deployment in zip(p.locations, deployments, strict=True):
+        assert deployment["name"] == p.service(location)
+        assert deployment["codeServerArgs"] == [
+            "--module-name", f"{location}.definitions", "--location-name", location
+        ]  # fmt: skip
+        assert "dagsterApiGrpcArgs" not in deployment and deployment["port"] == 4000
+        assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
+    # One Kubernetes Job per run, from its location's image (DAGSTER_CURRENT_IMAGE, set by the
+    # chart), confined as the code servers.
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert "image" not in launcher
+    assert launcher["securityContext"] == deployments[0]["securityContext"]
+    run_pod = launcher["runK8sConfig"]["podSpecConfig"]["security_context"]
+    assert run_pod["run_as_user"] == uid and run_pod["run_as_non_root"] is True
+    # The instance settings of config/dagster.yaml.
+    instance = p.yaml("config/dagster.yaml")
+    coordinator = daemon["runCoordinator"]["config"]["customRunCoordinator"]
+    assert {k: coordinator[k] for k in ("module", "class", "config")} == instance["run_coordinator"]
+    assert coordinator["config"]["max_concurrent_runs"] == p.answer("max_concurrent_runs")
+    monitoring, retries = daemon["runMonitoring"], daemon["runRetries"]
+    assert {
+        "enabled": monitoring["enabled"],
+        "start_timeout_seconds": monitoring["startTimeoutSeconds"],
+        "cancel_timeout_seconds": monitoring["cancelTimeoutSeconds"],
+        "poll_interval_seconds": monitoring["pollIntervalSeconds"],
+    } == instance["run_monitoring"]
+    assert {"enabled": retries["enabled"], "max_retries": retries["maxRetries"]} == instance["run_retries"]
+    assert values["telemetry"]["enabled"] is instance["telemetry"]["enabled"] is False
+    # PostgreSQL: yours by default, the password only in the secret.
+    assert values["postgresql"]["enabled"] is False and values["generatePostgresqlPasswordSecret"] is False
+    assert values["postgresql"]["postgresqlPassword"] == ""
+    assert values["global"]["postgresqlSecretName"] == c["helm_postgres_secret"]
+    assert values["global"]["dagsterHome"] == "/opt/dagster/home"
+    bundled = p.yaml("deploy/helm/values-bundled-postgres.yaml")
+    assert bundled == {
+        "generatePostgresqlPasswordSecret": True,
+        "postgresql": {"enabled": True, "postgresqlHost": ""},
+    }
 
 
 @check
