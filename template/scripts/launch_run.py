@@ -79,7 +79,10 @@ def main() -> int:
                 print(f"  {event['__typename']}: {event.get('message', '')}", file=sys.stderr)
             return 1
         time.sleep(2)
-    print(f"error: run {run_id} had not ended after {args.timeout:.0f} s (last status {last})", file=sys.stderr)
+    print(
+        f"error: run {run_id} had not ended after {args.timeout:.0f} s (last status {last})",
+        file=sys.stderr,
+    )
     return 1
 
 
