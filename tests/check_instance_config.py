@@ -32,7 +32,7 @@ def check(path: str) -> str | None:
         config, _ = dagster_instance_config(home)
     for key in ("run_launcher", "run_coordinator", "compute_logs", "local_artifact_storage"):
         section = config.get(key)
-        if section is None:  # the Helm chart's instance leaves local_artifact_storage to the default
+        if section is None:  # left to Dagster's default
             continue
         cls = getattr(importlib.import_module(section["module"]), section["class"])
         result = process_config(cls.config_type(), section.get("config") or {})

@@ -194,7 +194,8 @@ def problems(values: dict) -> list[str]:
 def chart_instance(values: dict, release: str = "release", namespace: str = "namespace") -> dict:
     """The dagster.yaml the chart renders from `values` (merged over its defaults), for the
     settings these values use: storage, K8sRunLauncher, the run coordinator, compute logs,
-    scheduler, run monitoring, run retries, retention and telemetry. Anything else fails loudly."""
+    scheduler, run monitoring, run retries, retention, telemetry and additionalInstanceConfig.
+    Other choices (another launcher, coordinator, compute log manager) fail loudly."""
     v = helm_merge(reference()["defaults"], values)
     postgres = {
         "postgres_db": {
@@ -300,6 +301,10 @@ def chart_instance(values: dict, release: str = "release", namespace: str = "nam
     for kind in ("sensors", "schedules"):
         if daemon[kind].get("useThreads"):
             instance[kind] = {"use_threads": True, "num_workers": daemon[kind]["numWorkers"]}
+    # The chart appends additionalInstanceConfig to its instance as it is.
+    for key, section in (v.get("additionalInstanceConfig") or {}).items():
+        assert key not in instance, f"additionalInstanceConfig repeats {key}"
+        instance[key] = section
     retention = v["retention"]
     if retention["enabled"]:
         names = {"sensor": "sensor", "schedule": "schedule", "autoMaterialize": "auto_materialize"}

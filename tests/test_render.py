@@ -520,6 +520,9 @@ def helm_values_match_the_project(p: Project) -> None:
     } == instance["run_monitoring"]
     assert {"enabled": retries["enabled"], "max_retries": retries["maxRetries"]} == instance["run_retries"]
     assert values["telemetry"]["enabled"] is instance["telemetry"]["enabled"] is False
+    artifacts = values["additionalInstanceConfig"]["local_artifact_storage"]
+    assert artifacts["class"] == instance["local_artifact_storage"]["class"]
+    assert artifacts["config"]["base_dir"].startswith("/tmp/")  # writable in every pod
     # PostgreSQL: yours by default, the password only in the secret.
     assert values["postgresql"]["enabled"] is False and values["generatePostgresqlPasswordSecret"] is False
     assert values["postgresql"]["postgresqlPassword"] == ""
