@@ -491,6 +491,13 @@ def helm_values_match_the_project(p: Project) -> None:
     # Scratch space for the read-only ones, as compose's tmpfs.
     for pod in (webserver, daemon):
         assert pod["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    # The workspace: config/workspace.yaml's entries, so each location keeps its name.
+    servers = [
+        {"host": s["host"], "port": s["port"], "location_name": s["name"]}
+        for s in webserver["workspace"]["servers"]
+    ]
+    assert webserver["workspace"]["enabled"] is True
+    assert [{"grpc_server": server} for server in servers] == p.yaml("config/workspace.yaml")["load_from"]
     for location, deployment in zip(p.locations, deployments, strict=True):
         assert deployment["name"] == p.service(location)
         assert deployment["codeServerArgs"] == [
