@@ -500,6 +500,8 @@ def helm_values_match_the_project(p: Project) -> None:
     assert [{"grpc_server": server} for server in servers] == p.yaml("config/workspace.yaml")["load_from"]
     for location, deployment in zip(p.locations, deployments, strict=True):
         assert deployment["name"] == p.service(location)
+        # It names a Service: a DNS-1035 label.
+        assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", deployment["name"]), deployment["name"]
         assert deployment["codeServerArgs"] == [
             "--module-name", f"{location}.definitions", "--location-name", location
         ]  # fmt: skip
