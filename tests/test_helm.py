@@ -10,7 +10,8 @@ test_render.helm_values_match_the_project, test_static's schema, instance and ac
   resolved against the schemas bundled in kubernetes-validate, and their Kubernetes objects
   pass the strict Kubernetes schema (tests/helm_chart.py); the checks do fail on broken values;
 - the instance the chart renders from them passes Dagster's own config validation, with
-  dagster-k8s installed (the project's locked set);
+  dagster-k8s installed (the project's locked set), and the Job its K8sRunLauncher would
+  create for a run is a valid, confined Kubernetes Job;
 - `make helm-values` fills in the registry and tag, and refuses to run without a registry;
 - the generated workflow passes actionlint, with no network.
 """
@@ -18,6 +19,7 @@ test_render.helm_values_match_the_project, test_static's schema, instance and ac
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import subprocess
 
@@ -152,6 +154,43 @@ def test_chart_instance_passes_dagsters_validation(projects, chart, tmp_path):
         checker = test_static.Path(test_static.__file__).parent / "check_instance_config.py"
         result = run([str(venv / "bin/python"), str(checker), str(instance)])
         assert result.returncode == 0 and "run_launcher=K8sRunLauncher" in result.stdout, result.stdout
+
+
+def test_run_pods_are_confined_and_valid_kubernetes_jobs(projects, chart, tmp_path):
+    """The Job that dagster-k8s's K8sRunLauncher builds from the chart's instance for a run
+    (check_run_pod.py, the launcher's own code, nothing sent anywhere) starts from the
+    location's image as user 10001 with every capability dropped, no privilege escalation, the
+    values' resources, and passes the strict Kubernetes Job schema."""
+    import test_static
+
+    for name in ("default", "several"):  # both Dagster versions
+        root = projects[name]
+        values = values_of(root)
+        instance = tmp_path / f"{name}.yaml"
+        instance.write_text(yaml.safe_dump(helm_chart.chart_instance(values)))
+        image = "{repository}:{tag}".format(**values["dagster-user-deployments"]["deployments"][0]["image"])
+        checker = test_static.Path(test_static.__file__).parent / "check_run_pod.py"
+        result = subprocess.run(
+            [str(test_static.dagster_venv(root) / "bin/python"), str(checker), str(instance), image],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        job = json.loads(result.stdout)
+        strict = helm_chart.kubernetes_definitions(strict=True)
+        schema = {**strict, **strict["$defs"]["io.k8s.api.batch.v1.Job"]}
+        assert helm_chart._errors(schema, job, "Kubernetes Job (strict)") == []
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"] == image
+        assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["runAsNonRoot"] is True
+        security = container["securityContext"]
+        assert security["capabilities"] == {"drop": ["ALL"]} and security["allowPrivilegeEscalation"] is False
+        launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+        assert container["resources"] == launcher["resources"]
+        assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+        assert "DAGSTER_PG_PASSWORD" in {env["name"] for env in container["env"]}
 
 
 def test_make_helm_values_fills_in_the_registry_and_tag(projects, tmp_path):
