@@ -242,3 +242,27 @@ def test_helm_merge_follows_helm():
     assert helm_chart.helm_merge(defaults, {"a": {"c": [3]}, "d": None}) == {"a": {"b": 1, "c": [3]}}
     assert defaults == {"a": {"b": 1, "c": [1, 2]}, "d": 1}
     assert copy.deepcopy(defaults) == defaults
+
+
+def test_launch_run_queries_fit_dagsters_graphql_schema(projects):
+    """scripts/launch_run.py (the CI job's launcher) asks only what Dagster's GraphQL schema has
+    (dagster-graphql of the test extra, the default Dagster version)."""
+    import importlib.util
+    import sys
+
+    from dagster_graphql.schema import create_schema
+    from graphql import parse, validate
+
+    scripts = projects["default"] / "scripts"
+    sys.path.insert(0, str(scripts))  # launch_run imports wait_ready beside it
+    try:
+        spec = importlib.util.spec_from_file_location("launch_run", scripts / "launch_run.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(scripts))
+    schema = create_schema().graphql_schema
+    for query in (module.LAUNCH, module.STATUS):
+        assert validate(schema, parse(query)) == []
+    broken = module.STATUS.replace("status", "state", 1)
+    assert validate(schema, parse(broken)) != []
