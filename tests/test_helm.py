@@ -12,7 +12,8 @@ test_render.helm_values_match_the_project, test_static's schema, instance and ac
 - the instance the chart renders from them passes Dagster's own config validation, with
   dagster-k8s installed (the project's locked set), and the Job its K8sRunLauncher would
   create for a run is a valid, confined Kubernetes Job;
-- `make helm-values` fills in the registry and tag, and refuses to run without a registry;
+- `make helm-values` fills in the registry and tag, the registry checked as `make push` checks it,
+  and without a registry names the local images;
 - the generated workflow passes actionlint, with no network.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -194,28 +196,60 @@ def test_run_pods_are_confined_and_valid_kubernetes_jobs(projects, chart, tmp_pa
 
 
 def test_make_helm_values_fills_in_the_registry_and_tag(projects, tmp_path):
+    """`make helm-values` names the images as kube-yaml does: REGISTRY/<slug>-NAME:IMAGE_TAG, the
+    images of `make push`, REGISTRY checked as `make push` checks it (one `error: make
+    helm-values:` line, nothing written); without REGISTRY the local names, localhost/..."""
     require_tool("make")
     work = tmp_path / "project"
     shutil.copytree(projects["several"], work)
-    refused = run(["make", "-s", "helm-values"], cwd=work)
-    assert refused.returncode != 0 and "REGISTRY=host" in refused.stdout, refused.stdout
-    assert not (work / ".env").exists(), "helm-values created .env"
-    done = run(
-        ["make", "-s", "helm-values", "REGISTRY=registry.example.com:5000/team", "IMAGE_TAG=abc"], cwd=work
-    )
-    assert done.returncode == 0, done.stdout
-    text = (work / ".build/helm/values.yaml").read_text()
-    assert "@REGISTRY@" not in text and "@IMAGE_TAG@" not in text
-    values = yaml.safe_load(text)
     slug = yaml.safe_load((work / ".copier-answers.yml").read_text())["project_slug"]
-    images = [values["dagsterWebserver"]["image"], values["dagsterDaemon"]["image"]] + [
-        d["image"] for d in values["dagster-user-deployments"]["deployments"]
-    ]
-    names = [f"{image['repository']}:{image['tag']}" for image in images]
-    expected = ["webserver", "daemon", "pipes-data-platform", "pipes-sales", "pipes-ml-models"]
-    assert names == [f"registry.example.com:5000/team/{slug}-{image}:abc" for image in expected]
-    latest = run(["make", "-s", "helm-values", "REGISTRY=localhost"], cwd=work)
+    written = work / ".build/helm/values.yaml"
+    services = ["webserver", "daemon", "pipes-data-platform", "pipes-sales", "pipes-ml-models"]
+
+    def images() -> list[str]:
+        text = written.read_text()
+        assert "@REGISTRY@" not in text and "@IMAGE_TAG@" not in text
+        values = yaml.safe_load(text)
+        found = [values["dagsterWebserver"]["image"], values["dagsterDaemon"]["image"]] + [
+            d["image"] for d in values["dagster-user-deployments"]["deployments"]
+        ]
+        return [f"{image['repository']}:{image['tag']}" for image in found]
+
+    for bad, says in (
+        ("myhost/team", "is not a registry reference"),
+        ("Not A Registry!", "is not a registry reference"),
+        ("127.0.0.1:1/team", "does not answer ("),
+    ):
+        refused = subprocess.run(
+            ["make", "-s", "helm-values", f"REGISTRY={bad}", "IMAGE_TAG=abc"],
+            cwd=work, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+        assert refused.returncode != 0 and len(errors) == 1, refused.stderr
+        assert errors[0].startswith("error: make helm-values: ") and says in errors[0], errors
+        assert not written.exists()
+    bad_tag = run(["make", "-s", "helm-values", "REGISTRY=127.0.0.1:1", "IMAGE_TAG=-x"], cwd=work)
+    assert bad_tag.returncode != 0 and "IMAGE_TAG='-x' is not a tag" in bad_tag.stdout, bad_tag.stdout
+    assert not written.exists()
+    assert not (work / ".env").exists(), "helm-values created .env"
+
+    # Without REGISTRY: the names `make build` gives the images (a cluster loaded with them).
+    local = run(["make", "-s", "helm-values", "IMAGE_TAG=abc"], cwd=work)
+    assert local.returncode == 0, local.stdout
+    assert images() == [f"localhost/{slug}-{service}:abc" for service in services]
+
+    # With REGISTRY, something must answer on its port (the check that `make push` makes).
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        registry = f"127.0.0.1:{listener.getsockname()[1]}/team"
+        done = run(["make", "-s", "helm-values", f"REGISTRY={registry}", "IMAGE_TAG=abc"], cwd=work)
+        assert done.returncode == 0, done.stdout
+        assert images() == [f"{registry}/{slug}-{service}:abc" for service in services]
+        latest = run(["make", "-s", "helm-values", f"REGISTRY={registry}"], cwd=work)
     assert latest.returncode == 0 and "IMAGE_TAG is 'latest'" in latest.stdout, latest.stdout
+    assert images() == [f"{registry}/{slug}-{service}:latest" for service in services]
+    assert not (work / ".env").exists(), "helm-values created .env"
 
 
 @pytest.mark.parametrize("name", list(PROJECTS))
