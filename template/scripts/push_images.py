@@ -9,7 +9,8 @@ Each local image localhost/NAME:TAG becomes REGISTRY/NAME:TAG. Run first with --
 is a valid tag and that the registry answers on its port, so a bad value fails with one line
 and leaves the engine's store as it was. A push that fails half-way removes the tags it made.
 `make kube-up` and `make quadlet-install` run the same check (--check --target=kube-up) before
-they point the kube YAML at REGISTRY's images. Standard library only.
+they point the kube YAML at REGISTRY's images, `make helm-values` before it writes the Helm
+values for them. Standard library only.
 """
 
 import argparse
@@ -79,7 +80,9 @@ def main() -> None:
     port = int(match["port"] or 443)
     if why := reachable(match["domain"], port):
         where = f"{match['domain']}:{port}"
-        done = "built, tagged or pushed" if TARGET == "push" else "started or installed"
+        done = {"push": "built, tagged or pushed", "helm-values": "written"}.get(
+            TARGET, "started or installed"
+        )
         fail(f"{where} does not answer ({why}); nothing was {done}")
     if args.check:
         return

@@ -1,0 +1,302 @@
+"""Kubernetes with Dagster's official Helm chart (deploy/helm/, docs/kubernetes.md), offline.
+
+No cluster runs here (nor in CI: kind and its node images come from places this network does
+not reach); the generated CI workflow's `kubernetes` job does that on GitHub. What is checked
+here, on a few projects rendered by Copier (the render tier checks every combination's values:
+test_render.helm_values_match_the_project, test_static's schema, instance and actionlint tests):
+
+- the values, merged over the chart's defaults as Helm merges them, pass the chart's own
+  values.schema.json and the user-deployments subchart's, with the Kubernetes types they name
+  resolved against the schemas bundled in kubernetes-validate, and their Kubernetes objects
+  pass the strict Kubernetes schema (tests/helm_chart.py); the checks do fail on broken values;
+- the instance the chart renders from them passes Dagster's own config validation, with
+  dagster-k8s installed (the project's locked set), and the Job its K8sRunLauncher would
+  create for a run is a valid, confined Kubernetes Job;
+- `make helm-values` fills in the registry and tag, the registry checked as `make push` checks it,
+  and without a registry names the local images;
+- the generated workflow passes actionlint, with no network.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import socket
+import subprocess
+
+import pytest
+import yaml
+
+import helm_chart
+from conftest import run
+from tools import missing, require_tool
+
+# A few projects that differ where the values and the workflow do: one location and several,
+# both Dagster versions, both engines, both code deliveries, every storage.
+PROJECTS = {
+    "default": {},
+    "several": {
+        "code_locations": ["data_platform", "sales", "ml_models"],
+        "container_engine": "docker",
+        "code_delivery": "volume",
+        "storage": "sqlite",
+        "dagster_version": "1.12.22",
+        "max_concurrent_runs": 9,
+    },
+    "external": {"storage": "external-postgres", "project_slug": "lp-helm", "package_name": "lp_helm"},
+}
+
+
+@pytest.fixture(scope="module")
+def projects(template_snapshot, tmp_path_factory):
+    import copier
+
+    out = tmp_path_factory.mktemp("helm")
+    roots = {}
+    for name, answers in PROJECTS.items():
+        copier.run_copy(str(template_snapshot), out / name, data=answers, defaults=True, quiet=True)
+        roots[name] = out / name
+    return roots
+
+
+@pytest.fixture(scope="module")
+def chart():
+    if reason := helm_chart.reference_missing():
+        missing(reason)
+    return helm_chart.reference()
+
+
+def values_of(root, filled: bool = True) -> dict:
+    text = (root / "deploy/helm/values.yaml").read_text()
+    if filled:  # as `make helm-values REGISTRY=... IMAGE_TAG=...` writes it
+        text = text.replace("@REGISTRY@", "registry.example.com/team").replace("@IMAGE_TAG@", "v1")
+    return yaml.safe_load(text)
+
+
+@pytest.mark.parametrize("name", list(PROJECTS))
+def test_values_pass_the_official_charts_schemas(name, projects, chart):
+    values = values_of(projects[name])
+    assert helm_chart.problems(values) == []
+    overlay = yaml.safe_load((projects[name] / "deploy/helm/values-bundled-postgres.yaml").read_text())
+    assert helm_chart.problems(helm_chart.helm_merge(values, overlay)) == []
+
+
+MUTATIONS = {
+    # a misspelt Kubernetes field: the chart's schema lets it through, the strict one does not
+    "misspelt field": (
+        lambda v: v["dagsterWebserver"]["securityContext"].update(readOnlyRootFilesytem=True),
+        "'readOnlyRootFilesytem' was unexpected",
+    ),
+    # a wrong type inside a Kubernetes type the chart's schema names by reference
+    "wrong type in a referenced Kubernetes type": (
+        lambda v: v["dagsterDaemon"]["securityContext"].update(readOnlyRootFilesystem="yes"),
+        "chart schema: dagsterDaemon/securityContext/readOnlyRootFilesystem: 'yes' is not of type",
+    ),
+    "unknown run launcher setting": (
+        lambda v: v["runLauncher"]["config"]["k8sRunLauncher"].update(jobImage="x"),
+        "chart schema: runLauncher/config/k8sRunLauncher",
+    ),
+    "pull policy": (
+        lambda v: v["dagster-user-deployments"]["deployments"][0]["image"].update(pullPolicy="Sometimes"),
+        "'Sometimes' is not one of",
+    ),
+    "code location without a port": (
+        lambda v: v["dagster-user-deployments"]["deployments"][0].pop("port"),
+        "'port' is a required property",
+    ),
+    "run pod's security context": (
+        lambda v: v["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["podSpecConfig"][
+            "security_context"
+        ].update(run_as_usr=1),
+        "'runAsUsr' was unexpected",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_the_checks_refuse_broken_values(mutation, projects, chart):
+    values = values_of(projects["default"])
+    mutate, expected = MUTATIONS[mutation]
+    mutate(values)
+    found = helm_chart.problems(values)
+    assert any(expected in problem for problem in found), found
+
+
+def test_a_reference_outside_the_bundled_schemas_fails_loudly(projects, chart, monkeypatch):
+    """The chart's Kubernetes references resolve only to the bundled schemas: pointed elsewhere,
+    validation raises instead of passing."""
+    from referencing.exceptions import Unresolvable
+
+    monkeypatch.setattr(helm_chart, "K8S_REMOTE", "https://kubernetesjsonschema.dev/elsewhere.json")
+    with pytest.raises(Unresolvable):
+        helm_chart.problems(values_of(projects["default"]))
+
+
+@pytest.mark.parametrize("name", list(PROJECTS))
+def test_values_mirror_the_project(name, projects, chart):
+    """The same images, code servers, queue, run monitoring and retries as compose.yaml and
+    config/dagster.yaml (the render tier checks the same on every combination)."""
+    import test_render
+
+    project = test_render.Project({}, projects[name])
+    test_render.helm_values_match_the_project(project)
+
+
+def test_chart_instance_passes_dagsters_validation(projects, chart, tmp_path):
+    """The dagster.yaml the chart renders from the values loads with Dagster's own config
+    validation, dagster-k8s installed (the project's locked set, as the images have it)."""
+    import test_static
+
+    for name in ("default", "several"):  # both Dagster versions
+        root = projects[name]
+        instance = tmp_path / f"{name}.yaml"
+        instance.write_text(yaml.safe_dump(helm_chart.chart_instance(values_of(root))))
+        venv = test_static.dagster_venv(root)
+        checker = test_static.Path(test_static.__file__).parent / "check_instance_config.py"
+        result = run([str(venv / "bin/python"), str(checker), str(instance)])
+        assert result.returncode == 0 and "run_launcher=K8sRunLauncher" in result.stdout, result.stdout
+
+
+def test_run_pods_are_confined_and_valid_kubernetes_jobs(projects, chart, tmp_path):
+    """The Job that dagster-k8s's K8sRunLauncher builds from the chart's instance for a run
+    (check_run_pod.py, the launcher's own code, nothing sent anywhere) starts from the
+    location's image as user 10001 with every capability dropped, no privilege escalation, the
+    values' resources, and passes the strict Kubernetes Job schema."""
+    import test_static
+
+    for name in ("default", "several"):  # both Dagster versions
+        root = projects[name]
+        values = values_of(root)
+        instance = tmp_path / f"{name}.yaml"
+        instance.write_text(yaml.safe_dump(helm_chart.chart_instance(values)))
+        image = "{repository}:{tag}".format(**values["dagster-user-deployments"]["deployments"][0]["image"])
+        checker = test_static.Path(test_static.__file__).parent / "check_run_pod.py"
+        result = subprocess.run(
+            [str(test_static.dagster_venv(root) / "bin/python"), str(checker), str(instance), image],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        job = json.loads(result.stdout)
+        strict = helm_chart.kubernetes_definitions(strict=True)
+        schema = {**strict, **strict["$defs"]["io.k8s.api.batch.v1.Job"]}
+        assert helm_chart._errors(schema, job, "Kubernetes Job (strict)") == []
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"] == image
+        assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["runAsNonRoot"] is True
+        security = container["securityContext"]
+        assert security["capabilities"] == {"drop": ["ALL"]} and security["allowPrivilegeEscalation"] is False
+        launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+        assert container["resources"] == launcher["resources"]
+        assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+        assert "DAGSTER_PG_PASSWORD" in {env["name"] for env in container["env"]}
+
+
+def test_make_helm_values_fills_in_the_registry_and_tag(projects, tmp_path):
+    """`make helm-values` names the images as kube-yaml does: REGISTRY/<slug>-NAME:IMAGE_TAG, the
+    images of `make push`, REGISTRY checked as `make push` checks it (one `error: make
+    helm-values:` line, nothing written); without REGISTRY the local names, localhost/..."""
+    require_tool("make")
+    work = tmp_path / "project"
+    shutil.copytree(projects["several"], work)
+    slug = yaml.safe_load((work / ".copier-answers.yml").read_text())["project_slug"]
+    written = work / ".build/helm/values.yaml"
+    services = ["webserver", "daemon", "pipes-data-platform", "pipes-sales", "pipes-ml-models"]
+
+    def images() -> list[str]:
+        text = written.read_text()
+        assert "@REGISTRY@" not in text and "@IMAGE_TAG@" not in text
+        values = yaml.safe_load(text)
+        found = [values["dagsterWebserver"]["image"], values["dagsterDaemon"]["image"]] + [
+            d["image"] for d in values["dagster-user-deployments"]["deployments"]
+        ]
+        return [f"{image['repository']}:{image['tag']}" for image in found]
+
+    for bad, says in (
+        ("myhost/team", "is not a registry reference"),
+        ("Not A Registry!", "is not a registry reference"),
+        ("127.0.0.1:1/team", "does not answer ("),
+    ):
+        refused = subprocess.run(
+            ["make", "-s", "helm-values", f"REGISTRY={bad}", "IMAGE_TAG=abc"],
+            cwd=work, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+        assert refused.returncode != 0 and len(errors) == 1, refused.stderr
+        assert errors[0].startswith("error: make helm-values: ") and says in errors[0], errors
+        assert not written.exists()
+    bad_tag = run(["make", "-s", "helm-values", "REGISTRY=127.0.0.1:1", "IMAGE_TAG=-x"], cwd=work)
+    assert bad_tag.returncode != 0 and "IMAGE_TAG='-x' is not a tag" in bad_tag.stdout, bad_tag.stdout
+    assert not written.exists()
+    assert not (work / ".env").exists(), "helm-values created .env"
+
+    # Without REGISTRY: the names `make build` gives the images (a cluster loaded with them).
+    local = run(["make", "-s", "helm-values", "IMAGE_TAG=abc"], cwd=work)
+    assert local.returncode == 0, local.stdout
+    assert images() == [f"localhost/{slug}-{service}:abc" for service in services]
+
+    # With REGISTRY, something must answer on its port (the check that `make push` makes).
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        registry = f"127.0.0.1:{listener.getsockname()[1]}/team"
+        done = run(["make", "-s", "helm-values", f"REGISTRY={registry}", "IMAGE_TAG=abc"], cwd=work)
+        assert done.returncode == 0, done.stdout
+        assert images() == [f"{registry}/{slug}-{service}:abc" for service in services]
+        latest = run(["make", "-s", "helm-values", f"REGISTRY={registry}"], cwd=work)
+    assert latest.returncode == 0 and "IMAGE_TAG is 'latest'" in latest.stdout, latest.stdout
+    assert images() == [f"{registry}/{slug}-{service}:latest" for service in services]
+    assert not (work / ".env").exists(), "helm-values created .env"
+
+
+@pytest.mark.parametrize("name", list(PROJECTS))
+def test_workflow_passes_actionlint_offline(name, projects):
+    from test_static import BIN
+
+    actionlint = require_tool("actionlint", BIN)
+    unshare = shutil.which("unshare")
+    offline = [unshare, "-n"] if unshare and subprocess.run([unshare, "-n", "true"]).returncode == 0 else []
+    workflow = projects[name] / ".github/workflows/ci.yml"
+    result = run([*offline, actionlint, "-no-color", str(workflow)])
+    assert result.returncode == 0, result.stdout
+    jobs = yaml.safe_load(workflow.read_text())["jobs"]
+    with_code = (
+        yaml.safe_load((projects[name] / ".copier-answers.yml").read_text())["code_delivery"] == "image"
+    )
+    assert ("kubernetes" in jobs) == with_code
+    if with_code:
+        assert jobs["kubernetes"]["if"] == "github.event_name == 'workflow_dispatch'"
+
+
+def test_helm_merge_follows_helm():
+    defaults = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+    assert helm_chart.helm_merge(defaults, {"a": {"c": [3]}, "d": None}) == {"a": {"b": 1, "c": [3]}}
+    assert defaults == {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+    assert copy.deepcopy(defaults) == defaults
+
+
+def test_launch_run_queries_fit_dagsters_graphql_schema(projects):
+    """scripts/launch_run.py (the CI job's launcher) asks only what Dagster's GraphQL schema has
+    (dagster-graphql of the test extra, the default Dagster version)."""
+    import importlib.util
+    import sys
+
+    from dagster_graphql.schema import create_schema
+    from graphql import parse, validate
+
+    scripts = projects["default"] / "scripts"
+    sys.path.insert(0, str(scripts))  # launch_run imports wait_ready beside it
+    try:
+        spec = importlib.util.spec_from_file_location("launch_run", scripts / "launch_run.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(scripts))
+    schema = create_schema().graphql_schema
+    for query in (module.LAUNCH, module.STATUS):
+        assert validate(schema, parse(query)) == []
+    broken = module.STATUS.replace("status", "state", 1)
+    assert validate(schema, parse(broken)) != []
