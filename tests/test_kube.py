@@ -339,8 +339,7 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
     )
     facts = computed(root)
     for image in (facts["postgres_image"], facts["python_image"]):
-        if not engine.has_image(image):
-            missing(f"the stand-in {image} is not in podman's store")
+        engine.require_image(image)
     clear(engine, SLUG)
     figures = []
     claims = sorted(f"{SLUG}-{v}" for v in ("dagster-data", "postgres-data"))

@@ -173,13 +173,14 @@ def start_sensor(stack: Stack, name: str) -> None:
 
 
 def require_what_the_combination_needs(d: Deployment) -> None:
-    """The stand-in images and (container launcher) the engine's API socket are here."""
+    """The base and PostgreSQL images (engines.Engine.require_image) and (container launcher) the
+    engine's API socket are here."""
     for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
         image = env_value(d.root, setting)
-        if image and not d.engine.has_image(image):
-            missing(f"the stand-in {image} is not in {d.engine.name}'s store")
-    if d.answers["storage"] == "external-postgres" and not d.engine.has_image(d.facts["postgres_image"]):
-        missing(f"the PostgreSQL stand-in {d.facts['postgres_image']} is not in {d.engine.name}'s store")
+        if image:
+            d.engine.require_image(image)
+    if d.answers["storage"] == "external-postgres":
+        d.engine.require_image(d.facts["postgres_image"])
     if d.answers["run_launcher"] == "container":
         socket, engine = d.facts["engine_socket"], d.engine.name
         if not Path(socket).is_socket():
