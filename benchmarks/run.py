@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import matrix  # noqa: E402
 from conftest import snapshot_template  # noqa: E402
 from dagster_api import Stack  # noqa: E402
-from engines import ENGINES, Engine, env_value, render, tool_env, use_base  # noqa: E402
+from engines import ENGINES, UPSTREAM, Engine, env_value, render, tool_env, use_base  # noqa: E402
 
 BASELINES = ROOT / "benchmarks" / "baselines"
 LAYOUTS = ("launchpad", "launchpad-pip", "three-images", "shared-platform", "launchpad-locations")
@@ -286,7 +286,12 @@ class Launchpad(Layout):
         }
         render(self.template, self.root, answers)
         for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
-            if not self.engine.has_image(env_value(self.root, setting)):
+            image = env_value(self.root, setting)
+            if not self.engine.has_image(image) and UPSTREAM:  # LAUNCHPAD_IMAGES=upstream: pull it
+                pulled = self.engine.run("pull", image, timeout=1200)
+                if pulled.returncode != 0:
+                    raise BenchError(f"{self.engine.name} pull {image} failed: {pulled.stderr.strip()}")
+            if not self.engine.has_image(image):
                 raise BenchError(
                     f"{env_value(self.root, setting)} is not in {self.engine.name}'s store "
                     "(bash tests/standins/make-standins.sh)"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from engines import missing
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium; LAUNCHPAD_CHROMIUM names another build (the GitHub runners' Google Chrome).
+CHROMIUM = os.environ.get("LAUNCHPAD_CHROMIUM") or "/usr/bin/chromium"
 # As root, in a sandbox with no network but loopback: no sandbox, no background traffic.
 ARGS = [
     "--headless",
@@ -36,7 +38,7 @@ def dismiss_first_visit_dialog(page) -> bool:
 def capture_ui(url: str, location: str, group: str, assets: list[str], run_id: str, out: Path) -> dict:
     """Open the asset graph and the run page; screenshot both; return what was seen."""
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        missing("Debian's chromium is not installed (bash .ci/run installs it)")
+        missing(f"{CHROMIUM} is not installed (bash .ci/run installs Debian's chromium; LAUNCHPAD_CHROMIUM)")
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)

@@ -57,8 +57,57 @@ def engine_of(item: pytest.Item) -> str | None:
     return None
 
 
+# What one job of the GitHub matrix runs (docs/testing.md, "Choosing images, shards, bases and
+# engines"); unset, everything, as .ci/run runs it:
+# - LAUNCHPAD_SHARD=K/N: the render tier renders and checks shard K of N of the answer matrix
+#   (matrix.shard: every Nth combination from the Kth), plus the few multi-location renders;
+# - LAUNCHPAD_ENGINES=podman,docker: the tests that drive another engine are deselected;
+# - LAUNCHPAD_BASES=debian,ubi,alpine,custom: the tests parametrized by a combination of another
+#   base_image are deselected (the build and run tiers).
+SHARD = os.environ.get("LAUNCHPAD_SHARD") or None
+SELECTIONS = {"LAUNCHPAD_ENGINES": "container_engine", "LAUNCHPAD_BASES": "base_image"}
+
+
+def selection(env: str) -> set[str] | None:
+    """The values LAUNCHPAD_ENGINES or LAUNCHPAD_BASES allows (None: all); an unknown one is refused."""
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return None
+    values = {v.strip() for v in raw.split(",") if v.strip()}
+    known = set(ENGINE_NAMES) if env == "LAUNCHPAD_ENGINES" else set(matrix.choice_values("base_image"))
+    if unknown := values - known:
+        known_list = ", ".join(sorted(known))
+        raise pytest.UsageError(f"{env}={raw!r}: unknown {sorted(unknown)}; known: {known_list}")
+    return values
+
+
+def selected(item: pytest.Item, engines: set[str] | None, bases: set[str] | None) -> bool:
+    if engines is not None and (engine := engine_of(item)) is not None and engine not in engines:
+        return False
+    callspec = getattr(item, "callspec", None)
+    for value in callspec.params.values() if callspec and bases is not None else ():
+        if isinstance(value, dict) and "base_image" in value and value["base_image"] not in bases:
+            return False
+    return True
+
+
+def combinations_to_render(shard: str | None) -> list[dict]:
+    """What the render tier renders: shard `shard` of the matrix (all of it without one), and
+    every multi-location combination (a few; test_render checks what they cover together)."""
+    return matrix.shard(matrix.combinations(), shard) + matrix.multi_location_combinations()
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
+    engines, bases = selection("LAUNCHPAD_ENGINES"), selection("LAUNCHPAD_BASES")
+    if engines is not None or bases is not None:
+        kept = [item for item in items if selected(item, engines, bases)]
+        dropped = [item for item in items if item not in kept]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = kept
+            chosen = ", ".join(f"{e}={os.environ[e]}" for e in SELECTIONS if os.environ.get(e, "").strip())
+            note(f"deselected by {chosen}", len(dropped))
     for item in items:
         if (engine := engine_of(item)) is not None:
             item.add_marker(pytest.mark.xdist_group(engine))
@@ -125,12 +174,13 @@ def template_snapshot(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def _renders(template_snapshot, tmp_path_factory) -> dict[str, tuple[dict, Path, str | None]]:
-    """Render every combination of copier.yml once, and the few multi-location combinations
-    (matrix.multi_location_combinations), in parallel: id -> (answers, dir, error).
+    """Render every combination of copier.yml once (LAUNCHPAD_SHARD: its shard only), and the
+    few multi-location combinations (matrix.multi_location_combinations), in parallel:
+    id -> (answers, dir, error).
     The workers render with fast_copier (tests/fast_copier.py): the same files, about four
     times faster (copier.yml parsed and the templates compiled once per worker)."""
     out = tmp_path_factory.mktemp("matrix")
-    combos = matrix.combinations() + matrix.multi_location_combinations()
+    combos = combinations_to_render(SHARD)
     jobs = {matrix.combo_id(a): (str(template_snapshot), str(out / matrix.combo_id(a)), a) for a in combos}
     assert len(jobs) == len(combos), "two combinations share an id"
     assert not (template_snapshot / ".git").exists()  # fast_copier's premise: no git
@@ -145,7 +195,10 @@ def rendered_matrix(_renders) -> dict[str, tuple[dict, Path, str | None]]:
     id -> (answers, dir, error)."""
     ids = {matrix.combo_id(a) for a in matrix.combinations()}
     rendered = {cid: result for cid, result in _renders.items() if cid in ids}
-    note("combinations rendered", len(rendered))
+    if SHARD:
+        note("combinations rendered", f"{len(rendered)} of {len(ids)} (LAUNCHPAD_SHARD={SHARD})")
+    else:
+        note("combinations rendered", len(rendered))
     return rendered
 
 

@@ -37,8 +37,13 @@ START_SENSOR = """mutation ($loc: String!, $name: String!) { startSensor(sensorS
   __typename ... on PythonError { message } } }"""
 SENSOR_TICKS = """query ($loc: String!, $name: String!) { sensorOrError(sensorSelector:
   {repositoryLocationName: $loc, repositoryName: "__repository__", sensorName: $name}) {
+  __typename ... on Error { message }
   ... on Sensor { sensorState { status ticks(limit: 10) { status runIds skipReason
   error { message } } } } } }"""
+
+
+class NotReady(RuntimeError):
+    """The webserver answered with an error type where a value was asked for (for now)."""
 
 
 class Stack:
@@ -158,7 +163,12 @@ class Stack:
         return self.gql(START_SENSOR, loc=self.location, name=name)["startSensor"]["__typename"]
 
     def sensor_ticks(self, name: str) -> list[dict]:
-        return self.gql(SENSOR_TICKS, loc=self.location, name=name)["sensorOrError"]["sensorState"]["ticks"]
+        """The sensor's last ticks. While the webserver has not got the sensor (e.g. it is
+        fetching the location again), the answer is an error type: NotReady carries it."""
+        found = self.gql(SENSOR_TICKS, loc=self.location, name=name)["sensorOrError"]
+        if found["__typename"] != "Sensor":
+            raise NotReady(f"{found['__typename']}: {found.get('message')}")
+        return found["sensorState"]["ticks"]
 
     def reload(self) -> None:
         self.client.reload_repository_location(self.location)

@@ -14,11 +14,31 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 from tools import missing
 
 VENV_BIN = Path(sys.executable).parent
 
-# Bases that cannot be made here from Debian packages, and why (these are always skipped).
+# Which base images the engine tiers use (docs/testing.md, "Choosing images, shards, bases and
+# engines"): "standins" (the default: the images tests/standins/make-standins.sh builds here
+# from Debian packages; bases it cannot make honestly are skipped with the reason) or
+# "upstream" (the real images, pulled from their registries: every base is built; a pull that
+# fails fails the test). The GitHub matrix uses "upstream"; .ci/run, here, "standins".
+IMAGES_ENV = "LAUNCHPAD_IMAGES"
+IMAGE_SOURCES = ("standins", "upstream")
+
+
+def image_source() -> str:
+    value = os.environ.get(IMAGES_ENV) or "standins"
+    if value not in IMAGE_SOURCES:
+        raise ValueError(f"{IMAGES_ENV}={value!r}: expected one of {', '.join(IMAGE_SOURCES)}")
+    return value
+
+
+UPSTREAM = image_source() == "upstream"
+
+# Bases that cannot be made here from Debian packages, and why (skipped unless upstream).
 UNBUILDABLE = {
     "ubi": "UBI images come only from registry.access.redhat.com (unreachable here) and cannot be "
     "made honestly from Debian packages",
@@ -28,8 +48,35 @@ UNBUILDABLE = {
 # Python versions a Debian stand-in can honestly carry: bookworm has 3.11, trixie 3.13.
 DEBIAN_PYTHONS = {"3.11", "3.13"}
 
+# With upstream images, the custom base is answered with a public image that has the
+# combination's package manager and Python version: (custom_package_manager, python_version)
+# -> custom_base_image (taken from public Containerfiles; none of them has been built by these
+# tests before the GitHub matrix runs). A pair without one would be skipped with that reason.
+UPSTREAM_CUSTOM_BASES = {
+    **{("apt", v): f"docker.io/library/python:{v}-slim-bookworm" for v in ("3.11", "3.12", "3.13")},
+    **{("apk", v): f"docker.io/library/python:{v}-alpine3.22" for v in ("3.11", "3.12", "3.13")},
+    **{("dnf", v): f"registry.access.redhat.com/ubi9/python-{v.replace('.', '')}" for v in ("3.11", "3.12")},
+    **{
+        ("microdnf", v): f"registry.access.redhat.com/ubi9/python-{v.replace('.', '')}-minimal"
+        for v in ("3.11", "3.12")
+    },
+    # UBI 9 has no Python 3.13 image: Fedora's (the same sclorg images, on Fedora).
+    ("dnf", "3.13"): "quay.io/fedora/python-313",
+    ("microdnf", "3.13"): "quay.io/fedora/python-313-minimal",
+}
+
 
 def unbuildable_reason(answers: dict) -> str | None:
+    if UPSTREAM:
+        if answers["base_image"] != "custom":
+            return None
+        if (answers["custom_package_manager"], answers["python_version"]) in UPSTREAM_CUSTOM_BASES:
+            return None
+        return (
+            f"no public image with {answers['custom_package_manager']} and Python "
+            f"{answers['python_version']} is known to the tests for a custom base "
+            "(tests/engines.py, UPSTREAM_CUSTOM_BASES)"
+        )
     if answers["base_image"] in UNBUILDABLE:
         return UNBUILDABLE[answers["base_image"]]
     if answers["python_version"] not in DEBIAN_PYTHONS:
@@ -38,6 +85,16 @@ def unbuildable_reason(answers: dict) -> str | None:
             f"for python:{answers['python_version']}-slim exists here"
         )
     return None
+
+
+def buildable_answers(answers: dict) -> dict:
+    """The answers to render for an engine tier: with upstream images, a custom base is the
+    public image UPSTREAM_CUSTOM_BASES names (unless the answers name one)."""
+    if UPSTREAM and answers.get("base_image") == "custom" and "custom_base_image" not in answers:
+        key = (answers["custom_package_manager"], answers["python_version"])
+        if key in UPSTREAM_CUSTOM_BASES:
+            return {**answers, "custom_base_image": UPSTREAM_CUSTOM_BASES[key]}
+    return answers
 
 
 def tool_env() -> dict:
@@ -97,6 +154,20 @@ class Engine:
 
     def has_image(self, ref: str) -> bool:
         return self.run("image", "inspect", ref, timeout=60).returncode == 0
+
+    def require_image(self, ref: str) -> None:
+        """A base or PostgreSQL image the test needs, in this engine's store. Stand-ins: a
+        missing one skips (fails in CI) with the advice. Upstream: it is pulled, and a pull
+        that fails fails the test with the engine's message (never a skip)."""
+        if self.has_image(ref):
+            return
+        if not UPSTREAM:
+            missing(f"the stand-in {ref} is not in {self.name}'s store (run tests/standins/make-standins.sh)")
+        pulled = self.run("pull", ref, timeout=1200)
+        if pulled.returncode != 0:
+            pytest.fail(
+                f"{IMAGES_ENV}=upstream and `{self.name} pull {ref}` failed:\n{pulled.stdout}{pulled.stderr}"
+            )
 
     def inspect(self, ref: str) -> dict:
         return json.loads(self.run("image", "inspect", ref, check=True).stdout)[0]
@@ -187,10 +258,11 @@ def uv_wheel_hashes(requirements: Path) -> set[str]:
 
 
 def render(template: Path, dest: Path, answers: dict) -> Path:
-    """A real `copier copy` of the template with these answers (no --trust needed)."""
+    """A real `copier copy` of the template with these answers (no --trust needed; with
+    upstream images, a custom base is answered with a public image: buildable_answers)."""
     import copier
 
-    copier.run_copy(str(template), dest, data=answers, defaults=True, quiet=True)
+    copier.run_copy(str(template), dest, data=buildable_answers(answers), defaults=True, quiet=True)
     return dest
 
 

@@ -2,7 +2,8 @@
 
 - `reference()`: the chart's own files (values.schema.json of the chart and of its
   dagster-user-deployments subchart, its default values.yaml), copied from dagster-io/dagster
-  into ../shared/reference/helm/ (commits in SOURCES.txt there), or LAUNCHPAD_HELM_REFERENCE.
+  (Apache-2.0) into tests/helm_reference/ (commits and SHA-256 in SOURCES.txt there), or
+  LAUNCHPAD_HELM_REFERENCE.
 - `problems(values)`: what Helm's own schema validation would refuse, plus what the Kubernetes
   API would refuse in the parts that are Kubernetes objects. The chart's schemas point their
   Kubernetes types at kubernetesjsonschema.dev (v1.18.0); those references resolve here to the
@@ -33,7 +34,7 @@ REFERENCE_ENV = "LAUNCHPAD_HELM_REFERENCE"
 
 
 def reference_dir() -> Path:
-    return Path(os.environ.get(REFERENCE_ENV) or matrix.ROOT.parent / "shared" / "reference" / "helm")
+    return Path(os.environ.get(REFERENCE_ENV) or matrix.ROOT / "tests" / "helm_reference")
 
 
 def reference_missing() -> str | None:

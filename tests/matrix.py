@@ -241,3 +241,23 @@ def multi_location_combinations() -> list[dict]:
     deliveries, both run launchers, every storage, every Dagster version)."""
     chosen = each_value_set(combinations(), MULTI_LOCATION_FACTORS)
     return [{**answers, "code_locations": list(MULTI_LOCATIONS)} for answers in chosen]
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """ "K/N" (1 <= K <= N) -> (K, N); anything else is refused with the expected form."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise ValueError(f"shard {spec!r}: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return int(match[1]), int(match[2])
+
+
+def shard(items: list, spec: str | None) -> list:
+    """Shard `spec` ("K/N") of `items`: every Nth item, from the Kth (1-based), in order, so the
+    N shards together are `items` exactly, each once, and their sizes differ by one at most.
+    No spec (None or ""): every item."""
+    if not spec:
+        return list(items)
+    k, n = parse_shard(spec)
+    return list(items[k - 1 :: n])

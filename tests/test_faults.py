@@ -32,7 +32,7 @@ import yaml
 
 from conftest import computed, note
 from dagster_api import Stack
-from engines import ENGINES, env_value, make, missing, remove_stack, render
+from engines import ENGINES, env_value, make, remove_stack, render
 
 # The burst of runs, per engine (override with LAUNCHPAD_BURST_PODMAN / LAUNCHPAD_BURST_DOCKER,
 # e.g. 200 as the hardening issue first measured: about 13 minutes on a 2-core machine, which
@@ -163,8 +163,8 @@ def live(request, template_snapshot, tmp_path_factory):
     answers = yaml.safe_load((root / ".copier-answers.yml").read_text())
     for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
         image = env_value(root, setting)
-        if image and not engine.has_image(image):
-            missing(f"the stand-in {image} is not in {engine.name}'s store")
+        if image:
+            engine.require_image(image)
     for location in answers["code_locations"]:
         definitions = root / "pipes" / location / "src" / location / "definitions.py"
         definitions.write_text(definitions.read_text() + SLOW_JOB)

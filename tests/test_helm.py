@@ -20,7 +20,9 @@ test_render.helm_values_match_the_project, test_static's schema, instance and ac
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -29,6 +31,7 @@ import pytest
 import yaml
 
 import helm_chart
+import matrix
 from conftest import run
 from tools import missing, require_tool
 
@@ -300,3 +303,23 @@ def test_launch_run_queries_fit_dagsters_graphql_schema(projects):
         assert validate(schema, parse(query)) == []
     broken = module.STATUS.replace("status", "state", 1)
     assert validate(schema, parse(broken)) != []
+
+
+def recorded_copies(sources: str) -> dict[str, str]:
+    """SOURCES.txt's entries: the file's path in tests/helm_reference/ -> its recorded SHA-256."""
+    entry = r"^\d+\. (\S+)\n(?:.*\n)*?\s+total_chars: \d+\s+sha256: ([0-9a-f]{64})"
+    return dict(re.findall(entry, sources, re.M))
+
+
+def test_reference_copies_are_the_recorded_ones():
+    """The chart's files in tests/helm_reference/ are byte for byte the copies SOURCES.txt records
+    (dagster-io/dagster at the commits named there), and every file there is recorded."""
+    directory = matrix.ROOT / "tests" / "helm_reference"
+    recorded = recorded_copies((directory / "SOURCES.txt").read_text())
+    files = {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()} - {"SOURCES.txt"}
+    assert set(recorded) == files, f"recorded {sorted(recorded)}, present {sorted(files)}"
+    for name, sha256 in recorded.items():
+        assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == sha256, name
+    # The check can fail: an altered copy no longer matches.
+    altered = recorded_copies((directory / "SOURCES.txt").read_text().replace(sha256, "0" * 64))
+    assert altered[name] != hashlib.sha256((directory / name).read_bytes()).hexdigest()

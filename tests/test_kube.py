@@ -16,6 +16,7 @@ volume beyond the claims.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -214,8 +215,22 @@ def test_kube_yaml_points_at_registry_images(combo, podman_projects):
     assert text == original  # nothing else changed
 
 
-def quadlet_generator() -> Path:
-    """The trixie root with Podman 5.4's Quadlet generator (tests/quadlet/make-quadlet-root.sh)."""
+def quadlet_generator(wait_s: float = 1200) -> Path:
+    """The trixie root with Podman 5.4's Quadlet generator (tests/quadlet/make-quadlet-root.sh).
+    A build in progress (.ci/run starts it in the background) holds ROOT.lock: wait for it."""
+    lock = QUADLET_ROOT.parent / f"{QUADLET_ROOT.name}.lock"
+    if not (QUADLET_ROOT / ".launchpad-quadlet-ready").exists() and lock.exists():
+        with lock.open("a") as held:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        missing(f"the Quadlet root's build (holding {lock}) took over {wait_s:.0f} s")
+                    time.sleep(2)
+            fcntl.flock(held, fcntl.LOCK_UN)
     if not (QUADLET_ROOT / ".launchpad-quadlet-ready").exists():
         missing(f"no Quadlet root at {QUADLET_ROOT} (bash tests/quadlet/make-quadlet-root.sh builds it)")
     if os.geteuid() != 0:
@@ -339,8 +354,7 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
     )
     facts = computed(root)
     for image in (facts["postgres_image"], facts["python_image"]):
-        if not engine.has_image(image):
-            missing(f"the stand-in {image} is not in podman's store")
+        engine.require_image(image)
     clear(engine, SLUG)
     figures = []
     claims = sorted(f"{SLUG}-{v}" for v in ("dagster-data", "postgres-data"))

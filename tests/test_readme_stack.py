@@ -42,10 +42,7 @@ def test_readme_main_command_starts_the_default_stack(template_snapshot, tmp_pat
     engine = ENGINES[facts["engine"]].require()  # the default engine
     images = [facts["python_image"], *([facts["postgres_image"]] if facts["bundled_postgres"] else [])]
     for image in images:
-        if not engine.has_image(image):
-            missing(
-                f"the stand-in {image} is not in {engine.name}'s store (run tests/standins/make-standins.sh)"
-            )
+        engine.require_image(image)
     if not (ROOT / ".venv/bin/copier").exists():
         missing("the README's command runs .venv/bin/copier: run `bash .ci/run` (or create .venv) first")
     project = tmp_path / "data-platform"

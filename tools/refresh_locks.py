@@ -55,7 +55,7 @@ def shipped(directory: Path, name: str, version: str) -> Path:
 def lock_parts(lock: str, member: str) -> list[str]:
     """uv.lock cut around its one code location member `member`: the three parts between."""
     manifest_line = f'    "{member}",\n'
-    start = lock.index("[[package]]\nname = \"" + member + '"\n')
+    start = lock.index('[[package]]\nname = "' + member + '"\n')
     end = lock.index("[[package]]\n", start + 1)
     if lock.count(manifest_line) != 1:
         raise SystemExit(f"error: {member} is not listed once in uv.lock's manifest")

@@ -7,6 +7,9 @@
 #
 # Idempotent: a finished root (marked by ROOT/.launchpad-quadlet-ready) is reused; an
 # interrupted debootstrap is started afresh. About 380 MB, a few minutes.
+# While it builds it holds an exclusive lock on ROOT.lock: .ci/run starts it in the background
+# and the Quadlet tests wait on that lock (test_kube.quadlet_generator), so the build overlaps
+# the first tests instead of delaying them all.
 #
 # Usage (root): tests/quadlet/make-quadlet-root.sh
 # Env:
@@ -20,8 +23,16 @@ READY=$QUADLET_ROOT/.launchpad-quadlet-ready
 
 log() { printf '[make-quadlet-root] %s\n' "$*" >&2; }
 
-if [ -f "$READY" ] && [ -x "$QUADLET_ROOT/usr/libexec/podman/quadlet" ]; then
+ready() { [ -f "$READY" ] && [ -x "$QUADLET_ROOT/usr/libexec/podman/quadlet" ]; }
+if ready; then
   log "reusing $QUADLET_ROOT ($(cat "$READY"))"
+  exit 0
+fi
+mkdir -p "$(dirname "$QUADLET_ROOT")"
+exec 9>"$QUADLET_ROOT.lock"
+flock 9  # one build at a time; a second caller waits, then finds the root ready
+if ready; then
+  log "reusing $QUADLET_ROOT ($(cat "$READY")), built meanwhile"
   exit 0
 fi
 command -v debootstrap >/dev/null || { log "ERROR: debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
