@@ -268,3 +268,13 @@ def test_ratios_verdicts_and_table_cope_with_a_baseline_that_measured_nothing(be
     assert "unique_bytes" not in result["targets"] and result["targets"]["cold_build_s"]["target"] == 15.0
     text = bench.table("podman", result)
     assert "FAILED: three-images, at 'cold build': x" in text
+
+
+def test_soak_growth_is_the_slope_after_the_warm_up(bench):
+    stress = importlib.import_module("stress")
+    samples = [
+        {"run": i, "rss_mib": {"webserver": 100 + (50 if i == 0 else 0) + 0.2 * i, "daemon": 80.0}}
+        for i in range(0, 101, 5)
+    ]
+    assert stress.growth_per_100_runs(samples, warm_up=10) == {"webserver": 20.0, "daemon": 0.0}
+    assert stress.growth_per_100_runs(samples[:3], warm_up=10) == {"webserver": None, "daemon": None}
