@@ -90,8 +90,12 @@ def main(mode: str, count: int, engines: list, args, log) -> int:
 
 
 def memory(layout) -> dict[str, float]:
-    """Each container's resident memory (MiB): the Dagster services and PostgreSQL."""
-    names = {**layout.containers(), "postgres": layout.container("postgres")}
+    """Each container's resident memory (MiB): the Dagster services, and PostgreSQL when the
+    project runs its own (storage: postgres, the default)."""
+    names = layout.containers()
+    postgres = layout.container("postgres")
+    if layout.engine.run("container", "inspect", postgres).returncode == 0:
+        names["postgres"] = postgres
     return {service: bench.container_rss_mib(layout.engine, name) for service, name in names.items()}
 
 
@@ -140,9 +144,9 @@ def soak(layout, runs: int, track) -> None:
     tenth = max(1, runs // 10)
     figures["soak_s"] = round(time.monotonic() - began, 1)
     figures["soak_launch_to_success_s"] = {
-        "median": statistics.median(times),
-        "first_10pct_median": statistics.median(times[:tenth]),
-        "last_10pct_median": statistics.median(times[-tenth:]),
+        "median": round(statistics.median(times), 2),
+        "first_10pct_median": round(statistics.median(times[:tenth]), 2),
+        "last_10pct_median": round(statistics.median(times[-tenth:]), 2),
         "max": max(times),
     }
     figures["soak_rss_growth_mib_per_100_runs"] = growth_per_100_runs(samples, warm_up)
@@ -244,10 +248,11 @@ def soak_table(figures: dict) -> str:
     growth = figures.get("soak_rss_growth_mib_per_100_runs", {})
     first_last = figures.get("soak_rss_first_last_mib", {})
     if growth:
-        lines.append(f"{'service':22}{'first MiB':>10}{'last MiB':>10}{'MiB/100 runs':>14}")
+        width = max(len(s) for s in growth) + 2
+        lines.append(f"{'service':{width}}{'first MiB':>10}{'last MiB':>10}{'MiB/100 runs':>14}")
         for service, slope in growth.items():
             first, last = first_last.get(service, ["-", "-"])
-            lines.append(f"{service:22}{first:>10}{last:>10}{'-' if slope is None else slope:>14}")
+            lines.append(f"{service:{width}}{first:>10}{last:>10}{'-' if slope is None else slope:>14}")
         launch = figures["soak_launch_to_success_s"]
         samples = figures["soak_rss_samples"]
         lines.append(
