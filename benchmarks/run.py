@@ -8,7 +8,13 @@ the two baseline layouts in benchmarks/baselines/ on the same stand-in base with
 pinned Dagster versions, then measures each one the same way, from the host, through the real
 engines, compose tools and Dagster's GraphQL API. It prints a table per engine (every figure
 also as a ratio to the best baseline, and against the targets of docs/benchmarks.md) and
-writes JSON (snake_case keys; seconds, bytes, MiB). Slow figures never fail it; errors do.
+writes JSON (snake_case keys; seconds, bytes, MiB). Slow figures never fail it. A layout that
+fails is recorded (in its JSON entry and the table, with its error) and the run goes on with the
+next layout and engine; only a failure of the generated project itself exits 1
+(benchmarks/failures.py). The JSON is written either way.
+
+Other modes, not in CI (docs/benchmarks.md): --soak [N] and --burst [N] (benchmarks/stress.py),
+--fuzz-long [N] (benchmarks/fuzz_long.py); each writes benchmarks/results-MODE.json.
 """
 
 from __future__ import annotations
@@ -32,6 +38,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+# Run as a script, this file is __main__; the modules beside it (soak.py, burst.py) import it
+# as `run`: the same module, not a second copy with classes of its own.
+sys.modules.setdefault("run", sys.modules[__name__])
+
+from failures import (  # noqa: E402
+    PROJECT_LAYOUTS,
+    BenchError,
+    break_code,
+    broken_layouts,
+    describe,
+    failed_entry,
+    run_failure,
+)
 
 import matrix  # noqa: E402
 from conftest import snapshot_template  # noqa: E402
@@ -68,10 +89,6 @@ COLD_BUILD_VS_PIP = 0.6  # x the best baseline's cold build (they install with p
 DEPENDENCY = "tomli-w>=1.0"
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 def run(cmd: list[str], env: dict | None = None, timeout: float = 1800) -> None:
     """Run a command (the test venv's tools on PATH), or raise with its output."""
     result = subprocess.run(
@@ -94,7 +111,7 @@ def launch_to_success(stack: Stack, timeout: float = 300) -> float:
         if status == "SUCCESS":
             return time.monotonic() - started
         if status in ("FAILURE", "CANCELED"):
-            raise BenchError(f"run {run_id} ended {status}: {stack.errors(run_id)}")
+            raise BenchError(f"run {run_id} ended {status}: {run_failure(stack, run_id)}")
         time.sleep(0.1)
     raise BenchError(f"run {run_id} did not finish within {timeout} s")
 
@@ -433,29 +450,64 @@ class Baseline(Layout):
 # --- one layout, measured ---------------------------------------------------------------------
 
 
-def measure(layout: Layout, launches: int, volume: Launchpad | None, quick: bool, stand_in: str, log) -> dict:
-    figures: dict = {}
-    if not quick:  # a cold build: no build cache matches a fresh base (one tiny layer more)
-        layout.base = layout.engine.fresh_base(stand_in, layout.slug)
-    began = time.monotonic()
-    layout.copy()
-    figures["copy_s"] = round(time.monotonic() - began, 2)
-    stack = layout.stack
+class Track:
+    """What a layout has measured so far and what it is measuring now: a failure is recorded
+    with both (failures.failed_entry), and the figures measured before it are kept."""
+
+    def __init__(self, name: str, log: Callable[[str], None]):
+        self.name, self.log = name, log
+        self.figures: dict = {}
+        self.now = "start"
+
+    def step(self, what: str, say: bool = True) -> None:
+        self.now = what
+        if say:
+            self.log(f"{self.name}: {what}")
+
+
+def remove_layout(layout: Layout, track: Track) -> None:
+    """Tear a layout down with everything it made; a failure to do so is noted, not raised (it
+    would hide the failure that led here, and the next layout has its own names)."""
     try:
-        log(f"{layout.name}: {'build (cache allowed)' if quick else 'cold build'}")
+        layout.remove()
+    except Exception as exc:  # noted in the JSON, the run goes on
+        track.figures.setdefault("teardown_errors", []).append(describe(exc))
+        track.log(f"{layout.name}: tear-down failed: {describe(exc)}")
+
+
+def measure(
+    layout: Layout, launches: int, volume: Launchpad | None, quick: bool, stand_in: str, track: Track
+) -> dict:
+    figures, step = track.figures, track.step
+    try:
+        step("fresh base and copy", say=False)
+        if not quick:  # a cold build: no build cache matches a fresh base (one tiny layer more)
+            layout.base = layout.engine.fresh_base(stand_in, layout.slug)
+        began = time.monotonic()
+        layout.copy()
+        if layout.name in broken_layouts():
+            break_code(layout.code_file)
+            figures["broken_on_purpose"] = True
+        figures["copy_s"] = round(time.monotonic() - began, 2)
+        stack = layout.stack
+        step("build (cache allowed)" if quick else "cold build")
         figures["cold_build_s" if not quick else "cached_build_s"] = round(seconds(layout.build), 1)
         if layout.build_only:
+            step("image sizes", say=False)
             figures["image_bytes"], figures["unique_bytes"] = image_sizes(layout.engine, layout.images())
             return figures
+        step("first up -> location LOADED")
         figures["first_up_to_loaded_s"] = round(seconds(layout.up), 1)
+        step("first launch -> SUCCESS", say=False)
         launch_to_success(stack)
         key = "copy_to_first_success_s" if not quick else "copy_to_first_success_cached_s"
         figures[key] = round(time.monotonic() - began, 1)
 
-        log(f"{layout.name}: launches, memory, images")
+        step(f"{launches} launches -> SUCCESS")
         times = [launch_to_success(stack) for _ in range(launches)]
         figures["launch_to_success_s"] = round(statistics.median(times), 2)
         figures["launch_to_success_all_s"] = [round(t, 2) for t in times]
+        step("idle memory, image sizes")
         time.sleep(5)  # idle: the run worker has exited, the daemon is between ticks
         rss = {s: container_rss_mib(layout.engine, c) for s, c in layout.containers().items()}
         figures["idle_rss_mib"] = rss
@@ -464,70 +516,76 @@ def measure(layout: Layout, launches: int, volume: Launchpad | None, quick: bool
         figures["image_bytes"] = sizes
         figures["unique_bytes"] = unique
 
-        log(f"{layout.name}: rebuilds")
+        step("rebuild after a code change")
         layout.change_code()
         figures["rebuild_code_change_s"] = round(seconds(layout.build), 2)
         if not (quick and isinstance(layout, Baseline)):  # a full reinstall in baseline 1
+            step("rebuild after a dagster.yaml change")
             layout.change_config()
             figures["rebuild_config_change_s"] = round(seconds(layout.build), 2)
 
         if isinstance(layout, Launchpad):
-            log(f"{layout.name}: a dependency added, locked, built")
+            step("a dependency added, locked, built")
             figures.update(layout.add_dependency())
 
-        log(f"{layout.name}: down, up")
+        step("down, up -> location LOADED")
         layout.note_anonymous_volumes()
         layout.stop()
         figures["up_to_loaded_s"] = round(seconds(layout.up), 2)
+        step("launch after down/up -> SUCCESS", say=False)
         launch_to_success(stack)
 
         if volume is None:
             # Code baked into the image: a code change goes live by rebuild + recreate.
+            step("reload: rebuild the user-code image, recreate its container")
             figures["reload_s"] = round(layout.code_change_live(), 2)
             figures["reload_how"] = "rebuild the user-code image, recreate its container"
     finally:
-        layout.remove()
+        remove_layout(layout, track)
     if volume is not None:
-        figures["reload_s"] = measure_reload(volume, log)
+        step("reload: volume delivery, make reload")
+        figures["reload_s"] = measure_reload(volume, track)
         figures["reload_how"] = "volume delivery: make reload"
     return figures
 
 
-def measure_reload(layout: Launchpad, log) -> float:
+def measure_reload(layout: Launchpad, track: Track) -> float:
     """reload_s of the template: code mounted from the host (volume delivery), `make reload`."""
-    log(f"{layout.name}: reload")
-    layout.copy()
     try:
+        layout.copy()
         layout.build()
         layout.up()
         return round(layout.code_change_live(), 2)
     finally:
-        layout.remove()
+        remove_layout(layout, track)
 
 
-def measure_locations(engine: Engine, work: Path, template: Path, stand_in: str, quick: bool, log) -> dict:
+def measure_locations(
+    engine: Engine, work: Path, template: Path, stand_in: str, quick: bool, track: Track
+) -> dict:
     """The default project with 1, 2 and 3 code locations (the same example code and no extra
     dependencies in each): its cold build and its images' unique bytes; for 1 and 3, the time
     from `make up` (images built, stack down) to every location LOADED. Each extra location
     should cost only its own dependencies and code: a few MB."""
-    figures: dict = {}
+    figures = track.figures
     for count in LOCATION_COUNTS:
         layout = Launchpad(engine, work, template, name=f"lp-{count}loc", locations=count)
-        if not quick:
-            layout.base = engine.fresh_base(stand_in, layout.slug)
-        layout.copy()
         try:
-            log(f"{layout.name}: {'build (cache allowed)' if quick else 'cold build'}")
+            track.step(f"{count} location(s): {'build (cache allowed)' if quick else 'cold build'}")
+            if not quick:
+                layout.base = engine.fresh_base(stand_in, layout.slug)
+            layout.copy()
             figures[f"locations_{count}_cold_build_s"] = round(seconds(layout.build), 1)
             _, figures[f"locations_{count}_unique_bytes"] = image_sizes(engine, layout.images())
             if count in (1, LOCATION_COUNTS[-1]):
+                track.step(f"{count} location(s): up, launch, down, up -> every location LOADED")
                 layout.up()
                 launch_to_success(layout.stack)
                 layout.note_anonymous_volumes()
                 layout.stop()
                 figures[f"locations_{count}_up_to_loaded_s"] = round(seconds(layout.up), 2)
         finally:
-            layout.remove()
+            remove_layout(layout, track)
     first, last = LOCATION_COUNTS[0], LOCATION_COUNTS[-1]
     extra = figures[f"locations_{last}_unique_bytes"] - figures[f"locations_{first}_unique_bytes"]
     figures["locations_bytes_per_extra_location"] = round(extra / (last - first))
@@ -610,7 +668,7 @@ def verdicts(result: dict) -> dict:
             "met": lp["cold_build_s"] <= limit,
             "against": against,
         }
-    if "three-images" in result and "unique_bytes" in lp:
+    if "unique_bytes" in result.get("three-images", {}) and "unique_bytes" in lp:
         limit = UNIQUE_BYTES_TARGET * result["three-images"]["unique_bytes"]
         out["unique_bytes"] = {
             "target": int(limit),
@@ -627,8 +685,17 @@ def table(engine: str, result: dict) -> str:
             return "-"
         return f"{value / 1e6:.0f}" if unit == "MB" else f"{value:g}"
 
+    def status(layout: str) -> str:
+        entry = result.get(layout)
+        return "-" if not isinstance(entry, dict) else ("FAILED" if entry.get("failed") else "ok")
+
     head = f"{'':34}{'launchpad':>11}{'lp-pip':>8}{'three-imgs':>11}{'shared-plat':>12}{'ratio':>7}  target"
     lines = [f"== {engine} ==", head]
+    if any(isinstance(v, dict) and v.get("failed") for v in result.values()):
+        lines.append(
+            f"{'measured':34}{status('launchpad'):>11}{status('launchpad-pip'):>8}"
+            f"{status('three-images'):>11}{status('shared-platform'):>12}"
+        )
     ratio, verdict = result.get("ratios", {}), result.get("targets", {})
     for key, label, unit in ROWS:
         goal = verdict.get(key)
@@ -646,7 +713,7 @@ def table(engine: str, result: dict) -> str:
             f"{ratio.get(key, '-'):>7}  {mark}"
         )
     locations = result.get("launchpad-locations", {})
-    if locations:
+    if "locations_bytes_per_extra_location" in locations:
         lines.append(
             "  launchpad, code locations: "
             + ", ".join(
@@ -671,10 +738,82 @@ def table(engine: str, result: dict) -> str:
             if "rebuilt_on_dependency_added" in result[layout]:
                 rebuilt = ", ".join(result[layout]["rebuilt_on_dependency_added"]) or "none"
                 lines.append(f"  {layout}: rebuilt after a dependency was added: {rebuilt}")
+    lines += failure_lines(result)
     return "\n".join(lines)
 
 
-def main() -> int:
+def failure_lines(result: dict, width: int = 400) -> list[str]:
+    """One line per failed layout of an engine's result: where it failed, and why."""
+    lines = []
+    for name, entry in result.items():
+        if isinstance(entry, dict) and entry.get("failed"):
+            error = entry["error"] if len(entry["error"]) <= width else entry["error"][: width - 3] + "..."
+            lines.append(f"  FAILED: {name}, at '{entry['step']}': {error}")
+    return lines
+
+
+MODES = {
+    "soak": "a fixed number of runs through the running default stack, each service's RSS sampled",
+    "burst": "queued runs of a few seconds each drain: nothing lost, the queue limit reached and held",
+    "fuzz_long": "the answer fuzzer (tests/test_fuzz.py) with many more answer sets than CI's",
+}
+MODE_DEFAULTS = {"soak": 500, "burst": 1000, "fuzz_long": 10_000}
+
+
+def layouts_for(
+    name: str, engine: Engine, work: Path, template: Path, default: Launchpad
+) -> tuple[Layout, Launchpad | None]:
+    """The layout to measure, and (launchpad only) its volume-delivery twin for reload_s."""
+    if name == "launchpad":
+        return Launchpad(engine, work, template), Launchpad(engine, work, template, delivery="volume")
+    if name == "launchpad-pip":
+        return LaunchpadPip(engine, work, template), None
+    return Baseline(name, engine, work, default.root, default.package), None
+
+
+def measure_engine(engine: Engine, layouts: list[str], work: Path, template: Path, args, launches: int, log):
+    """Every layout on one engine: {layout: figures, or a failed entry}, ratios and targets."""
+    result: dict = {}
+    track = Track("defaults", log)
+    try:
+        # The defaults as rendered: the baselines' pins, code and base image come from here.
+        track.step("render the default answers", say=False)
+        default = Launchpad(engine, work / "defaults", template)
+        default.copy()
+        stand_in = env_value(default.root, "BASE_IMAGE")
+    except Exception as exc:  # recorded; the generated project failed
+        result["defaults"] = failed_entry(exc, track.now)
+        log(f"{engine.name}: the default answers failed to render: {result['defaults']['error']}")
+        return result
+    for name in layouts:
+        log(f"{engine.name}: {name}")
+        track = Track(name, log)
+        try:
+            if name == "launchpad-locations":
+                measure_locations(engine, work, template, stand_in, args.quick, track)
+            else:
+                layout, volume = layouts_for(name, engine, work, template, default)
+                measure(layout, launches, volume, args.quick, stand_in, track)
+            result[name] = track.figures
+        except Exception as exc:  # a failing layout is a finding; the run goes on
+            result[name] = failed_entry(exc, track.now, track.figures)
+            log(f"{engine.name}: {name} FAILED at '{track.now}': {result[name]['error'][:1000]}")
+    result["ratios"] = ratios(result)
+    result["targets"] = verdicts(result)
+    return result
+
+
+def project_failures(report: dict) -> list[str]:
+    """engine/layout of every failure of the generated project itself (exit 1)."""
+    return [
+        f"{engine}/{name}"
+        for engine, result in report.get("engines", {}).items()
+        for name, entry in result.items()
+        if (name in PROJECT_LAYOUTS or name == "defaults") and isinstance(entry, dict) and entry.get("failed")
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -694,28 +833,61 @@ def main() -> int:
         type=int,
         help="render every N-th combination of the matrix (default 1; 40 with --quick; 0: none)",
     )
+    modes = parser.add_mutually_exclusive_group()
+    for mode, what in MODES.items():
+        modes.add_argument(
+            f"--{mode.replace('_', '-')}",
+            type=int,
+            nargs="?",
+            const=MODE_DEFAULTS[mode],
+            metavar="N",
+            help=f"another mode, not in CI: {what} (N, default {MODE_DEFAULTS[mode]:,})",
+        )
     parser.add_argument(
-        "--json", type=Path, default=ROOT / "benchmarks/results.json", help="where to write the JSON"
+        "--burst-seconds",
+        type=int,
+        default=15,
+        help="--burst: the seconds each run sleeps (default 15: with 3, runs ended before the daemon "
+        "had launched a fourth, docs/benchmarks.md)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="where to write the JSON (default benchmarks/results.json; a mode's: "
+        "benchmarks/results-MODE.json)",
+    )
+    args = parser.parse_args(argv)
+    mode = next((m for m in MODES if getattr(args, m) is not None), None)
+    if args.json is None:
+        name = "results.json" if mode is None else f"results-{mode.replace('_', '-')}.json"
+        args.json = ROOT / "benchmarks" / name
     launches = args.launches or (1 if args.quick else 5)
     layouts = args.layout or list(LAYOUTS)
 
     def log(message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
+    if mode == "fuzz_long":  # no engine needed
+        import fuzz_long
+
+        return fuzz_long.main(getattr(args, mode), args.json, log)
+
     engines = []
     for name in args.engine or sorted(ENGINES, key=lambda n: n != "podman"):
         problem = ENGINES[name].problem()
         if problem:
             log(f"{name}: not measured: {problem}")
-        elif args.quick and engines and not args.engine:
-            log(f"{name}: not measured (--quick measures the first usable engine only)")
+        elif (args.quick or mode) and engines and not args.engine:
+            log(f"{name}: not measured (--quick and the other modes measure the first usable engine only)")
         else:
             engines.append(ENGINES[name])
     if not engines:
         log("no container engine is usable here; nothing to measure")
         return 1
+    if mode is not None:
+        import stress
+
+        return stress.main(mode, getattr(args, mode), engines, args, log)
 
     report: dict = {
         "mode": "quick" if args.quick else "full",
@@ -723,55 +895,63 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "engines": {},
     }
-    with tempfile.TemporaryDirectory(prefix="lpbench-") as tmp:
-        work = Path(tmp)
-        template = snapshot_template(work / "template")
-        step = args.matrix_step if args.matrix_step is not None else (40 if args.quick else 1)
-        if step > 0:
-            log("rendering the matrix" + (f" (every {step}th combination)" if step > 1 else ""))
-            report["render"] = render_matrix(template, work, step)
-        elif args.json.is_file() and "render" in (previous := json.loads(args.json.read_text())):
-            # Not measured this time: the JSON keeps the last measurement, marked as such.
-            report["render"] = {**previous["render"], "carried_over": True}
-        for engine in engines:
-            report["machine"][f"{engine.name}_version"] = engine.run("--version").stdout.strip()
-            result: dict = {}
-            # The defaults as rendered: the baselines' pins, code and base image come from here.
-            default = Launchpad(engine, work / "defaults", template)
-            default.copy()
-            stand_in = env_value(default.root, "BASE_IMAGE")
-            for name in layouts:
-                if name == "launchpad-locations":
-                    log(f"{engine.name}: {name}")
-                    result[name] = measure_locations(engine, work, template, stand_in, args.quick, log)
-                    continue
-                if name == "launchpad":
-                    layout = Launchpad(engine, work, template)
-                    volume = Launchpad(engine, work, template, delivery="volume")
-                elif name == "launchpad-pip":
-                    layout, volume = LaunchpadPip(engine, work, template), None
-                else:
-                    layout = Baseline(name, engine, work, default.root, default.package)
-                    volume = None
-                log(f"{engine.name}: {name}")
-                result[name] = measure(layout, launches, volume, args.quick, stand_in, log)
-            result["ratios"] = ratios(result)
-            result["targets"] = verdicts(result)
-            report["engines"][engine.name] = result
-            print(table(engine.name, result), flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lpbench-") as tmp:
+            work = Path(tmp)
+            template = snapshot_template(work / "template")
+            step = args.matrix_step if args.matrix_step is not None else (40 if args.quick else 1)
+            if step > 0:
+                log("rendering the matrix" + (f" (every {step}th combination)" if step > 1 else ""))
+                try:
+                    report["render"] = render_matrix(template, work, step)
+                except Exception as exc:  # the project failed; the engines still run
+                    report["render"] = failed_entry(exc, "render the matrix")
+                    log(f"rendering the matrix FAILED: {report['render']['error']}")
+            elif args.json.is_file() and "render" in (previous := json.loads(args.json.read_text())):
+                # Not measured this time: the JSON keeps the last measurement, marked as such.
+                report["render"] = {**previous["render"], "carried_over": True}
+            for engine in engines:
+                report["machine"][f"{engine.name}_version"] = engine.run("--version").stdout.strip()
+                result = measure_engine(engine, layouts, work, template, args, launches, log)
+                report["engines"][engine.name] = result
+                print(table(engine.name, result), flush=True)
+    except KeyboardInterrupt:
+        report["interrupted"] = True
+        log("interrupted: the JSON keeps what was measured")
+    finally:
+        write_report(report, args.json, log)
 
     r = report.get("render")
-    if r and not r.get("carried_over"):
+    if r and r.get("failed"):
+        log(f"render: FAILED: {r['error']}")
+    elif r and not r.get("carried_over"):
         print(
             f"render: {r['combinations']} of {r['of']} combinations in {r['matrix_s']} s "
             f"(median {r['median_s']} s, max {r['max_s']} s per combination)"
         )
     else:
         log("render: not measured (--matrix-step 0)" + (": the JSON keeps the last figures" if r else ""))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    log(f"JSON written to {args.json}")
+    failed = project_failures(report) + (["render"] if r and r.get("failed") else [])
+    if failed:
+        log(f"the generated project failed: {', '.join(failed)} (exit 1)")
+        return 1
+    if report.get("interrupted"):
+        return 130
+    baselines = [
+        f"{e}/{n}"
+        for e, res in report["engines"].items()
+        for n, v in res.items()
+        if n not in PROJECT_LAYOUTS and isinstance(v, dict) and v.get("failed")
+    ]
+    if baselines:
+        log(f"failed, recorded in the JSON: {', '.join(baselines)} (not the generated project: exit 0)")
     return 0
+
+
+def write_report(report: dict, path: Path, log) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"JSON written to {path}")
 
 
 if __name__ == "__main__":

@@ -20,13 +20,15 @@ Either way nothing is written outside the destination: each set renders into a f
 sandbox that must end up holding the destination only, nothing under the destination
 may be or resolve outside it, and the working directory and the template snapshot stay
 untouched. LAUNCHPAD_FUZZ_EXAMPLES sets the number of answer sets (default 2000); the
-examples are derandomized, so every run feeds the same sets.
+examples are derandomized, so every run feeds the same sets. With LAUNCHPAD_FUZZ_REPORT=FILE
+the counts are also written to FILE as JSON (benchmarks/run.py --fuzz-long reads them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -60,6 +62,7 @@ from test_render import check_project
 hypothesis.configuration.set_hypothesis_home_dir(CACHE / "hypothesis")
 
 EXAMPLES = int(os.environ.get("LAUNCHPAD_FUZZ_EXAMPLES", "2000"))
+REPORT = os.environ.get("LAUNCHPAD_FUZZ_REPORT")
 
 ENV = matrix._env()
 CONSTANTS = matrix._constants(ENV)
@@ -473,6 +476,17 @@ REFUSAL = [
 ]
 
 
+def refusal_reason(question: str, error: Exception) -> str:
+    """The validator's message without the answer it quotes: refusals grouped by reason."""
+    text = str(error)
+    for pattern in REFUSAL:
+        text = pattern.sub("", text, count=1)
+    text = re.sub(r"\(got .*\)\s*\Z", "(got ...)", text, flags=re.S)
+    text = re.sub(r"'[^'\n]*' (is not|must)", r"'...' \1", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    return f"{question}: {text[:160]}"
+
+
 def refused_question(error: Exception) -> str | None:
     if not isinstance(error, ValueError | InvalidTypeError):
         return None
@@ -580,6 +594,7 @@ def test_fuzzed_answers_are_refused_by_name_or_render_a_sound_project(
     cwd.mkdir()
     snapshot_before = listing(template_snapshot)
     outcomes: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
     seconds: Counter[str] = Counter()
     locations: Counter[int] = Counter()  # rendered sets by their number of code locations
 
@@ -613,6 +628,7 @@ def test_fuzzed_answers_are_refused_by_name_or_render_a_sound_project(
                 assert not (dest / "compose.yaml").exists(), "refused, yet rendered"
                 check_inside(sandbox, dest)
                 outcomes[f"refused:{question}"] += 1
+                reasons[refusal_reason(question, error)] += 1
                 seconds["refused"] += time.perf_counter() - start
                 return
             check_inside(sandbox, dest)
@@ -645,4 +661,17 @@ def test_fuzzed_answers_are_refused_by_name_or_render_a_sound_project(
         f"{seconds['rendered'] / max(rendered, 1):.2f} s per rendered set, "
         f"{seconds['refused'] / max(sum(refused.values()), 1):.2f} s per refused set",
     )
+    if REPORT:
+        counts = {
+            "answer_sets": sum(outcomes.values()),
+            "rendered": rendered,
+            "rendered_hostile_accepted": outcomes["rendered (hostile answer accepted)"],
+            "refused": sum(refused.values()),
+            "refused_by_question": refused,
+            "refused_by_reason": dict(reasons.most_common()),
+            "rendered_by_code_locations": {str(k): v for k, v in sorted(locations.items())},
+            "seconds_per_rendered": round(seconds["rendered"] / max(rendered, 1), 3),
+            "seconds_per_refused": round(seconds["refused"] / max(sum(refused.values()), 1), 3),
+        }
+        Path(REPORT).write_text(json.dumps(counts, indent=2) + "\n")
     assert rendered and refused

@@ -177,6 +177,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "platform/requirements-core.txt",
         "platform/requirements-uv.txt",
         "platform/install_locked.py",
+        "platform/instance_ready.py",
         *p.image_files().values(),
         "pipes/recover_runs.py",
         *(rel for loc in p.locations for rel in p.location_files(loc)),
@@ -346,7 +347,8 @@ def each_pipes_image_serves_its_own_location(p: Project) -> None:
     for loc in p.locations:
         service = p.service(loc)
         text = p.text(p.image_files()[service])
-        assert f"COPY pipes/{loc}/requirements.txt pipes/recover_runs.py /opt/dagster/\n" in text
+        copied = "pipes/recover_runs.py platform/instance_ready.py"
+        assert f"COPY pipes/{loc}/requirements.txt {copied} /opt/dagster/\n" in text
         cmd = re.search(r"^CMD \[(.*?)\]$", text, re.M | re.S)
         assert cmd, p.image_files()[service]
         args = json.loads(f"[{cmd[1].replace(chr(92) + chr(10), '')}]")

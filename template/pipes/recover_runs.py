@@ -111,6 +111,11 @@ def main() -> int:
     if not command:
         parser.error("give the code server's command after --")
 
+    # With SQLite storage, the databases are created by one process at a time (the webserver,
+    # the daemon and every code location start together): instance_ready.py, beside this file.
+    from instance_ready import ensure_ready
+
+    ensure_ready()
     booted = datetime.now(UTC)
     server = subprocess.Popen(command)
     for sig in (signal.SIGTERM, signal.SIGINT):
