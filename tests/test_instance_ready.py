@@ -12,9 +12,11 @@ of three.
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,68 @@ def test_a_ready_instance_or_other_storage_goes_straight_to_the_command(tmp_path
 def test_without_a_command_it_says_how_to_call_it(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True)
     assert done.returncode == 2 and "usage: instance_ready.py -- COMMAND" in done.stderr
+
+
+POSTGRES_FROM_ENV = """storage:
+  postgres:
+    postgres_db:
+      hostname: {env: DAGSTER_PG_HOST}
+      port: {env: DAGSTER_PG_PORT}
+      username: dagster
+      password: {env: DAGSTER_PG_PASSWORD}
+      db_name: dagster
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_postgresql_storage_waits_until_the_server_accepts_connections(tmp_path):
+    """The stack starts at once (`make up`, a Quadlet pod): the webserver and the daemon wait for
+    PostgreSQL (host and port read from dagster.yaml, {env: ...} resolved), then start; nothing
+    is created. Here the "server" opens its port 2 s after the start; the command must run after
+    that, not before (and without the wait it runs at once: the check can fail)."""
+    port = free_port()
+    env = instance_home(tmp_path, POSTGRES_FROM_ENV)
+    env.update(DAGSTER_PG_HOST="127.0.0.1", DAGSTER_PG_PORT=str(port), DAGSTER_PG_PASSWORD="x")
+    stamp = "import time; print(time.time())"
+    started = time.time()
+    waiting = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--", sys.executable, "-c", stamp],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(2)
+    with socket.create_server(("127.0.0.1", port)) as server:
+        opened = time.time()
+        out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    ran = float(out)
+    assert ran >= opened, f"the command ran {opened - ran:.2f} s before PostgreSQL's port opened"
+    assert ran - opened < 2, f"the command ran {ran - opened:.2f} s after the port opened"
+    assert opened - started >= 2 and server is not None
+    assert not list((tmp_path / "home").glob(".launchpad-*"))
+
+
+def test_the_postgresql_address_is_read_as_dagster_reads_it(monkeypatch):
+    """Literal values, {env: NAME}, postgres_url; None where there is nothing to wait for."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import instance_ready
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    monkeypatch.setenv("PGH", "db.example")
+    monkeypatch.setenv("PGURL", "postgresql://u:p@pg.internal:6543/dagster")
+    address = instance_ready.postgres_address
+    from_env = {"postgres": {"postgres_db": {"hostname": {"env": "PGH"}, "port": 5433}}}
+    assert address(from_env) == ("db.example", 5433)
+    assert address({"postgres": {"postgres_db": {"hostname": "h"}}}) == ("h", 5432)
+    assert address({"postgres": {"postgres_url": {"env": "PGURL"}}}) == ("pg.internal", 6543)
+    assert address({"postgres": {"postgres_db": {"hostname": {"env": "UNSET_ANYWHERE"}}}}) is None
+    assert address({"sqlite": {"base_dir": "/x"}}) is None
+    port = free_port()  # nothing listens: gives up after its timeout, and says so
+    began = time.monotonic()
+    assert instance_ready.wait_for_postgres("127.0.0.1", port, timeout=1) is False
+    assert 1 <= time.monotonic() - began < 5

@@ -353,6 +353,10 @@ def each_pipes_image_serves_its_own_location(p: Project) -> None:
         assert cmd, p.image_files()[service]
         args = json.loads(f"[{cmd[1].replace(chr(92) + chr(10), '')}]")
         assert args[:4] == ["python3", "/opt/dagster/recover_runs.py", "--location", loc], args
+        # Code in the image: Dagster's gRPC server alone; mounted code: the reloading code server.
+        image = p.answer("code_delivery") == "image"
+        server = ["dagster", "api", "grpc"] if image else ["dagster", "code-server", "start"]
+        assert args[args.index("--") + 1 : args.index("--") + 4] == server, args
         assert args[args.index("--module-name") + 1] == f"{loc}.definitions", args
         assert args[args.index("--location-name") + 1] == loc, args
         assert f'org.opencontainers.image.title="{slug}-{service}"' in text
@@ -576,9 +580,12 @@ def compose_services_match_the_answers(p: Project) -> None:
         assert services[name]["build"]["dockerfile"] == p.image_files()[name]
         assert services[name]["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{c['python_image']}}}"
         assert ("DAGSTER_PG_PASSWORD" in services[name].get("environment", {})) == c["uses_postgres"], name
-        # Every Dagster service starts after a bundled PostgreSQL answers (tools that honour it).
+        # Every Dagster service starts after a bundled PostgreSQL has started, not after its
+        # health check (a 2 s interval: its first pass would delay every start); each image
+        # waits for PostgreSQL itself (platform/instance_ready.py, tests/test_instance_ready.py).
         waits = services[name].get("depends_on", {}).get("postgres", {}).get("condition")
-        assert (waits == "service_healthy") == c["bundled_postgres"], f"{name} waits for postgres: {waits}"
+        expected = "service_started" if c["bundled_postgres"] else None
+        assert waits == expected, f"{name} waits for postgres: {waits}"
     # The UI is published on the chosen address only; nothing else is published.
     bind, port = p.answer("ui_bind_address"), p.answer("ui_port")
     assert services["webserver"]["ports"] == [

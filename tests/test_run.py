@@ -356,6 +356,36 @@ def check_project_commands(d: Deployment) -> None:
     assert logs.returncode == 0 and "Serving dagster-webserver" in logs.stdout + logs.stderr, logs
 
 
+def health_command(d: Deployment, service: str) -> list[str]:
+    """The HEALTHCHECK command of a service's image, as the engine would run it."""
+    info = d.engine.inspect(f"localhost/{d.slug}-{service}:latest")
+    # Docker keeps it in Config.Healthcheck, Podman's JSON at the top level.
+    test = ((info["Config"].get("Healthcheck") or info.get("Healthcheck") or {}).get("Test")) or []
+    assert test[:1] in (["CMD"], ["CMD-SHELL"]), f"{service}: healthcheck {test}"
+    return test[1:] if test[0] == "CMD" else ["sh", "-c", test[1]]
+
+
+def check_health_checks(d: Deployment) -> None:
+    """Each image's HEALTHCHECK passes in its running container (Podman 4.3 runs none by itself
+    here: no systemd), and the code servers' one fails for a port nothing serves. With code in
+    the image, a code location is one process (Dagster's gRPC server, no reloading proxy)."""
+    for service in d.services:
+        command = health_command(d, service)
+        done = d.engine.run("exec", d.container(service), *command, timeout=60)
+        assert done.returncode == 0, f"{service}'s health check failed: {command} {done.stdout}{done.stderr}"
+    for pipes in d.facts["pipes_services"].values():
+        command = health_command(d, pipes)
+        wrong = [*command[: command.index("--port") + 1], "4999"]
+        assert d.engine.run("exec", d.container(pipes), *wrong, timeout=60).returncode != 0, wrong
+        listing = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done"
+        found = d.engine.run("exec", d.container(pipes), "sh", "-c", listing, check=True).stdout
+        servers = [line for line in found.splitlines() if "api grpc" in line or "code-server" in line]
+        if d.answers["code_delivery"] == "image":
+            assert len(servers) == 1 and "api grpc" in servers[0], f"{pipes} runs {servers}"
+        else:
+            assert any("code-server start" in line for line in servers), f"{pipes} runs {servers}"
+
+
 def check_daemon_alive(d: Deployment) -> None:
     """The daemon is alive, by its own check and by the instance's account."""
     assert d.engine.run("exec", d.container("daemon"), "dagster-daemon", "liveness-check").returncode == 0
@@ -452,6 +482,7 @@ def test_stack_runs_end_to_end(answers, template_snapshot, tmp_path_factory):
             check_second_location_runs_its_job(d)
         check_confinement(d)
         check_project_commands(d)
+        check_health_checks(d)
         check_daemon_alive(d)
         sensor_run = check_sensor_requests_a_run(d)
         if answers["code_delivery"] == "volume":

@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
-"""Create a SQLite instance's databases once, one process at a time, then run the command.
+"""Make the Dagster instance's storage ready, then run the command.
 
     instance_ready.py -- COMMAND [ARG...]
 
-With SQLite storage (config/dagster.yaml), the webserver, the daemon and each code location
-start together on a new data volume, and each would create the databases (run history, event
-log index, schedules) itself. Two processes doing that at once can both record the schema
-version: the version table then has two rows, and every Dagster process refuses the database
-from then on ("Version table 'alembic_version' has more than one head present"), at every
-start, until the volume is deleted. So the first start is serialized here: under an exclusive
-lock on the data volume, the first process creates the databases and leaves a marker; the
-others wait for the lock, find the marker and go on. Later starts see the marker and go on at
-once (no Dagster import: a few milliseconds). Other storages (PostgreSQL) are untouched.
+PostgreSQL storage (config/dagster.yaml): wait until the server accepts connections. The
+whole stack starts at once (`make up`, a Quadlet pod, a reboot), and PostgreSQL may still be
+starting, or creating its cluster on a first start; every Dagster process opens the instance as
+it starts (a code server too) and would fail, or serve that error as its code's, until it is
+restarted. Here they wait for it instead (a TCP connection every 0.2 s, no Dagster import: a
+restarted server is usually there at once), and then start. A server that does not come
+within WAIT_SECONDS is left to Dagster to report.
+
+SQLite storage: create the databases once, one process at a time. The webserver, the daemon
+and each code location start together on a new data volume, and each would create the
+databases (run history, event log index, schedules) itself. Two processes doing that at once
+can both record the schema version: the version table then has two rows, and every Dagster
+process refuses the database from then on ("Version table 'alembic_version' has more than one
+head present"), at every start, until the volume is deleted. So the first start is serialized
+here: under an exclusive lock on the data volume, the first process creates the databases and
+leaves a marker; the others wait for the lock, find the marker and go on. Later starts see the
+marker and go on at once.
 
 The command replaces this process (exec): nothing stays resident.
 """
@@ -20,24 +28,88 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import sys
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 MARKER = ".launchpad-instance-ready"
 LOCK = ".launchpad-instance.lock"
+WAIT_SECONDS = 300
 
 
-def sqlite_base_dir() -> Path | None:
-    """The SQLite storage's base_dir of $DAGSTER_HOME/dagster.yaml, or None for other storage."""
+def storage_settings() -> dict:
+    """The `storage` section of $DAGSTER_HOME/dagster.yaml ({} if there is none)."""
     import yaml  # PyYAML comes with Dagster
 
     config = Path(os.environ.get("DAGSTER_HOME", "/opt/dagster/home")) / "dagster.yaml"
     settings = yaml.safe_load(config.read_text()) if config.is_file() else None
-    storage = (settings or {}).get("storage") or {}
-    sqlite = storage.get("sqlite") if isinstance(storage, dict) else None
+    storage = (settings or {}).get("storage")
+    return storage if isinstance(storage, dict) else {}
+
+
+def sqlite_base_dir(storage: dict) -> Path | None:
+    """The SQLite storage's base_dir, or None for other storage."""
+    sqlite = storage.get("sqlite")
     if not isinstance(sqlite, dict) or not sqlite.get("base_dir"):
         return None
     return Path(str(sqlite["base_dir"]))
+
+
+def setting(value: object) -> str | None:
+    """A dagster.yaml value: a literal, or {env: NAME} read from the environment."""
+    if isinstance(value, dict) and set(value) == {"env"}:
+        return os.environ.get(str(value["env"])) or None
+    return None if value is None else str(value)
+
+
+def postgres_address(storage: dict) -> tuple[str, int] | None:
+    """(host, port) of the PostgreSQL storage, or None for other storage (or an address that
+    cannot be read without Dagster: then there is nothing to wait for here)."""
+    postgres = storage.get("postgres")
+    if not isinstance(postgres, dict):
+        return None
+    if postgres.get("postgres_url") is not None:
+        url = urlsplit(setting(postgres["postgres_url"]) or "")
+        return (url.hostname, url.port or 5432) if url.hostname else None
+    db = postgres.get("postgres_db")
+    host = setting(db.get("hostname")) if isinstance(db, dict) else None
+    if not host:
+        return None
+    try:
+        return host, int(setting(db.get("port")) or 5432)
+    except ValueError:
+        return None
+
+
+def wait_for_postgres(host: str, port: int, timeout: float = WAIT_SECONDS) -> bool:
+    """True once host:port accepts a TCP connection (the PostgreSQL image opens its TCP port
+    only when the server is up, after a first start's initialisation), False after timeout."""
+    deadline = time.monotonic() + timeout
+    said = 0.0
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            return True
+        except OSError as error:  # refused, or the name is not resolvable yet
+            now = time.monotonic()
+            if now >= deadline:
+                print(
+                    f"instance_ready: PostgreSQL at {host}:{port} is still not reachable "
+                    f"({error}); starting anyway",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return False
+            if now - said >= 10:
+                print(
+                    f"instance_ready: waiting for PostgreSQL at {host}:{port} ({error})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = now
+            time.sleep(0.2)
 
 
 def create_databases() -> None:
@@ -51,7 +123,12 @@ def create_databases() -> None:
 
 
 def ensure_ready() -> None:
-    base = sqlite_base_dir()
+    """PostgreSQL: wait until it accepts connections. SQLite: the databases, created once."""
+    storage = storage_settings()
+    address = postgres_address(storage)
+    if address:
+        wait_for_postgres(*address)
+    base = sqlite_base_dir(storage)
     if base is None or (base / MARKER).exists():
         return
     base.mkdir(parents=True, exist_ok=True)
