@@ -96,7 +96,7 @@ def loaded(url: str, entry: dict, reload: bool, deadline: float, retried: dict) 
         unreachable = any(marker in error for marker in UNREACHABLE)
         if (reload and not unreachable) or time.monotonic() >= deadline:
             raise RuntimeError(f"code location {name!r} failed to load:\n{error}")
-        if time.monotonic() - retried[name] >= (2 if unreachable else 5):
+        if time.monotonic() - retried[name] >= (1 if unreachable else 5):
             # The code server was not answering (starting, or restarting): retry.
             reload_location(url, name)
             retried[name] = time.monotonic()
@@ -136,7 +136,7 @@ def main() -> int:
                 if not loaded(args.url, entries[name], args.reload, deadline, retried)
             ]
             if waiting:
-                time.sleep(0.25)
+                time.sleep(0.1)  # a query the webserver answers from memory, in milliseconds
     except (RuntimeError, TimeoutError, urllib.error.URLError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
