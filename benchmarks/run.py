@@ -74,6 +74,9 @@ PORTS = {
     "lp-2loc": 3307,
     "lp-3loc": 3308,
 }
+# Added per engine, so that two modes can run at once, one on each engine (--soak on one,
+# --burst on the other) without their UIs claiming the same host port.
+PORT_OFFSET = {"podman": 0, "docker": 100}
 # Targets for the default render (issue 6, tightened by issue 17); lower is better for every
 # figure. Issue 17 also asks every ratio to the best baseline to be at or below 1.0.
 TARGETS = {
@@ -195,7 +198,7 @@ class Layout:
         self.name, self.engine = name, engine
         self.slug = f"lpbench-{name}-{engine.name}"
         self.root = work / self.slug
-        self.port = PORTS[name]
+        self.port = PORTS[name] + PORT_OFFSET.get(engine.name, 0)
         self.base: str | None = None  # set: build from this base instead of the configured one
         self.anonymous: set[str] = set()  # anonymous volumes seen, removed with the stack
 
