@@ -120,19 +120,38 @@ def launch_to_success(stack: Stack, timeout: float = 300) -> float:
     raise BenchError(f"run {run_id} did not finish within {timeout} s")
 
 
-def container_rss_mib(engine: Engine, container: str) -> float:
-    """Resident memory of every process in a container (VmRSS summed), read on the host."""
+def process_tree(root: int) -> list[int]:
+    """`root` and every process descended from it, read from the host's /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def container_processes(engine: Engine, container: str) -> list[int]:
+    """The host PIDs of a container's own processes: its main process and its descendants
+    (a code server's runs, for one). Processes the engine starts in it with `exec` are not
+    among them: health checks (Docker runs one per service every 10 s, each a Python process
+    that lives a second or two) and commands such as `make shell`'s."""
     pid = engine.run("inspect", "--format", "{{.State.Pid}}", container, check=True).stdout.strip()
-    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    path = next((ln.split(":", 2)[2] for ln in lines if ln.split(":")[1] == "memory"), None)
-    candidates = [f"/sys/fs/cgroup/memory{path}"] if path else []
-    unified = next((ln.split(":", 2)[2] for ln in lines if ln.startswith("0::")), None)
-    if unified:
-        candidates += [f"/sys/fs/cgroup{unified}", f"/sys/fs/cgroup/unified{unified}"]
-    procs = next((Path(c) / "cgroup.procs" for c in candidates if (Path(c) / "cgroup.procs").exists()), None)
-    pids = procs.read_text().split() if procs else [pid]
+    return process_tree(int(pid))
+
+
+def container_rss_mib(engine: Engine, container: str) -> float:
+    """Resident memory of a container's own processes (container_processes; VmRSS summed, read
+    on the host). Counting every process of its cgroup instead counted a health check whenever
+    a sample met one: a daemon at idle read 136 MiB, then 249."""
     total_kib = 0
-    for each in pids:
+    for each in container_processes(engine, container):
         try:
             status = Path(f"/proc/{each}/status").read_text()
         except FileNotFoundError:
