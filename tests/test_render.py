@@ -455,6 +455,8 @@ def instance_matches_storage_and_launcher(p: Project) -> None:
     queue = instance["run_coordinator"]["config"]
     assert queue["max_concurrent_runs"] == p.answer("max_concurrent_runs")
     assert queue["max_user_code_failure_retries"] >= 1 and queue["user_code_failure_retry_delay"] >= 1
+    # Launches in parallel: one at a time, each waits for its run's process to start.
+    assert queue["dequeue_use_threads"] is True and queue["dequeue_num_workers"] == 4
     launcher = {"code-server": "DefaultRunLauncher", "container": "DockerRunLauncher"}
     assert instance["run_launcher"]["class"] == launcher[p.answer("run_launcher")]
     assert instance["run_monitoring"]["enabled"] is True
