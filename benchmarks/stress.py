@@ -111,9 +111,23 @@ def process_counts(layout) -> dict[str, int]:
     return {s: len(bench.container_processes(layout.engine, n)) for s, n in containers(layout).items()}
 
 
+def baseline_counts(layout, seconds: float = 5) -> dict[str, int]:
+    """Each container's fewest processes over `seconds`, after the first run. Not before it:
+    the first run leaves a process in the code server for good (multiprocessing's resource
+    tracker, which Python starts with the first spawned process), and with counts from before
+    the first run every sample of the 500-run soak waited 20 s in vain."""
+    fewest: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for service, count in process_counts(layout).items():
+            fewest[service] = min(count, fewest.get(service, count))
+        time.sleep(0.5)
+    return fewest
+
+
 def settled_memory(layout, idle: dict[str, int], timeout: float = 20) -> tuple[dict[str, float], bool]:
-    """memory() once no container has more processes than at idle (`idle`: process_counts
-    before the first run), so that a run's process that outlives its SUCCESS by a moment is
+    """memory() once no container has more processes than at idle (`idle`: baseline_counts
+    after the first run), so that a run's process that outlives its SUCCESS by a moment is
     not counted as the code server's growth; (memory, settled). After `timeout` s the sample
     is taken anyway, and counted as unsettled."""
     deadline = time.monotonic() + timeout
@@ -156,7 +170,7 @@ def soak(layout, runs: int, track) -> None:
     warm_up = int(runs * WARM_UP)
     before = started_at(layout)
     time.sleep(2)
-    idle = process_counts(layout)
+    idle: dict[str, int] = {}  # the process counts to settle to, taken after the first run
     samples = [{"run": 0, "rss_mib": memory(layout)}]
     figures.update(soak_rss_samples=samples, soak_sample_every_runs=every, soak_warm_up_runs=warm_up)
     figures["soak_unsettled_samples"] = 0
@@ -165,6 +179,8 @@ def soak(layout, runs: int, track) -> None:
     for i in range(1, runs + 1):
         track.step(f"run {i} of {runs}", say=i % max(1, runs // 10) == 0)
         times.append(round(bench.launch_to_success(stack), 2))
+        if i == 1:
+            idle = baseline_counts(layout)
         if i % every == 0 or i == runs:
             time.sleep(2)  # the daemon is between ticks
             rss, settled = settled_memory(layout, idle)
