@@ -331,9 +331,12 @@ HOSTILE_INT = st.one_of(
 
 
 def yaml_parses(text: str) -> bool:
+    """Whether YAML reads the text. Deeply nested text ("{{" repeated) exhausts PyYAML's
+    recursive parser: a RecursionError, at a depth that depends on the caller's stack, so it
+    counts as unreadable too (hypothesis replays a case from a different depth)."""
     try:
         yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return False
     return True
 
