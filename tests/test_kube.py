@@ -10,7 +10,8 @@ trixie root, tests/quadlet/make-quadlet-root.sh: this host's Podman 4.3 has no Q
 Engine part: a two-location project played by this host's `podman kube play` with the
 project's own `make kube-up` / `make kube-down`: every location LOADED, a job SUCCESS in each,
 the pods reach each other by name, the containers are confined as promised, history survives
-kube-down and kube-up (the claims keep it), and teardown leaves no pod, container, secret or
+kube-down and kube-up (the claims keep it), `make kube-recycle` restarts the webserver and the
+daemon alone under runs in flight and loses none, and teardown leaves no pod, container, secret or
 volume beyond the claims.
 """
 
@@ -469,6 +470,32 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
             stack = Stack(PORT, locations[0])
             stack.wait_loaded(timeout=60)
             assert set(runs.values()) <= stack.run_ids()
+
+            # make kube-recycle (the memory mitigation, as make recycle for compose), with runs in
+            # flight: the webserver's and the daemon's containers restart, nothing else does, and
+            # every run ends SUCCESS.
+            containers = {service: f"{pod}-{service}" for service, pod in facts["kube_pods"].items()}
+
+            def started_at() -> dict:
+                return {
+                    service: engine.run(
+                        "container", "inspect", "--format", "{{.State.StartedAt}}", name, check=True
+                    ).stdout.strip()
+                    for service, name in containers.items()
+                }
+
+            before = started_at()
+            in_flight = [stack.launch() for _ in range(3)]
+            started = time.monotonic()
+            recycle = make(root, "kube-recycle")
+            assert recycle.returncode == 0, recycle.stdout[-3000:] + recycle.stderr[-3000:]
+            assert f"Dagster UI ready at http://127.0.0.1:{PORT}" in recycle.stdout, recycle.stdout[-2000:]
+            figures.append(f"kube-recycle {time.monotonic() - started:.0f} s")
+            after = started_at()
+            restarted = sorted(service for service in containers if after[service] != before[service])
+            assert restarted == ["daemon", "webserver"], (before, after)
+            statuses = [stack.wait_run(run_id).value for run_id in in_flight]
+            assert statuses == ["SUCCESS"] * 3, [(r, stack.errors(r)) for r in in_flight]
 
             down = make(root, "kube-down")
             assert down.returncode == 0, down.stdout + down.stderr
