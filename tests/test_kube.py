@@ -360,6 +360,8 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
     figures = []
     claims = sorted(f"{SLUG}-{v}" for v in ("dagster-data", "postgres-data"))
     services = list(facts["kube_images"])
+    # Each service's container, as kube play names it: <pod>-<container>.
+    containers = {service: f"{pod}-{service}" for service, pod in facts["kube_pods"].items()}
     (base / "registry").mkdir()
     with running_registry(base / "registry") as address:
         target = f"{address}/team"
@@ -397,10 +399,10 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
             assert f"Dagster UI ready at http://127.0.0.1:{PORT}" in up.stdout, up.stdout[-2000:]
             figures.append(f"kube-up from the registry {time.monotonic() - started:.0f} s (pulls included)")
             # Each container runs the registry's image, pulled; nothing was built for it.
-            for service, pod in facts["kube_pods"].items():
+            for service, container in containers.items():
                 if service in remote:
                     name = engine.run(
-                        "container", "inspect", "--format", "{{.ImageName}}", f"{pod}-{service}", check=True
+                        "container", "inspect", "--format", "{{.ImageName}}", container, check=True
                     ).stdout.strip()
                     assert name == remote[service], (service, name)
                     assert not engine.has_image(local[service]), f"{local[service]} was built"
@@ -431,8 +433,7 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
                 assert probe.returncode == 0, probe.stderr
 
             # Confinement as compose promises it.
-            for service, pod in facts["kube_pods"].items():
-                container = f"{pod}-{service}"
+            for service, container in containers.items():
                 status = dict(
                     line.split(":\t", 1)
                     for line in engine.run(
@@ -474,8 +475,6 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
             # make kube-recycle (the memory mitigation, as make recycle for compose), with runs in
             # flight: the webserver's and the daemon's containers restart, nothing else does, and
             # every run ends SUCCESS.
-            containers = {service: f"{pod}-{service}" for service, pod in facts["kube_pods"].items()}
-
             def started_at() -> dict:
                 return {
                     service: engine.run(
