@@ -106,9 +106,10 @@ class Project:
             f"{d}/{self.computed['containerfile']}",
             f"{d}/pyproject.toml",
             f"{d}/requirements.txt",
-            *(f"{d}/src/{location}/{m}.py" for m in ("__init__", "assets", "jobs", "sensors", "definitions")),
+            *(f"{d}/src/{location}/{m}.py" for m in ("__init__", "assets", "jobs", "sensors", "io_manager", "definitions")),
             f"{d}/tests/test_assets.py",
             f"{d}/tests/test_definitions.py",
+            f"{d}/tests/test_io_manager.py",
         }
 
 

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from .assets import order_summary, raw_orders
+from .io_manager import AtomicFilesystemIOManager
 from .jobs import example_job, example_schedule
 from .sensors import inbox_sensor
 
@@ -15,4 +16,7 @@ defs = dg.Definitions(
     jobs=[example_job],
     schedules=[example_schedule],
     sensors=[inbox_sensor],
+    # Values are written whole, so that runs of the same job at once never read a half-written
+    # input (io_manager.py); the same files as Dagster's default.
+    resources={"io_manager": AtomicFilesystemIOManager()},
 )
