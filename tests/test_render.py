@@ -106,7 +106,10 @@ class Project:
             f"{d}/{self.computed['containerfile']}",
             f"{d}/pyproject.toml",
             f"{d}/requirements.txt",
-            *(f"{d}/src/{location}/{m}.py" for m in ("__init__", "assets", "jobs", "sensors", "io_manager", "definitions")),
+            *(
+                f"{d}/src/{location}/{m}.py"
+                for m in ("__init__", "assets", "jobs", "sensors", "io_manager", "definitions")
+            ),
             f"{d}/tests/test_assets.py",
             f"{d}/tests/test_definitions.py",
             f"{d}/tests/test_io_manager.py",
@@ -192,6 +195,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
         slug = p.answer("project_slug")
         expected |= {f"kube/{slug}.yaml", f"kube/{slug}.kube", "scripts/quadlet.sh", "docs/podman-kube.md"}
+        expected.add("scripts/kube_recycle.sh")
         if c["uses_postgres"]:
             expected.add("scripts/kube_secret.sh")
     assert p.files == expected, f"missing {expected - p.files}, unexpected {p.files - expected}"
