@@ -473,29 +473,23 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
             # make kube-recycle (the memory mitigation, as make recycle for compose), with runs in
             # flight: the webserver's and the daemon's containers restart, nothing else does, no
             # pod stops, and every run ends SUCCESS.
+            def start_time(container: str) -> str:
+                return engine.run(
+                    "container", "inspect", "--format", "{{.State.StartedAt}}", container, check=True
+                ).stdout.strip()
+
             def started_at() -> dict:
-                return {
-                    service: engine.run(
-                        "container", "inspect", "--format", "{{.State.StartedAt}}", name, check=True
-                    ).stdout.strip()
-                    for service, name in containers.items()
-                }
+                return {service: start_time(name) for service, name in containers.items()}
 
             def pods_started_at() -> dict:
                 # A pod's start is its infra container's: it holds the pod's network namespace.
-                return {
+                infra = {
                     pod: engine.run(
-                        "container",
-                        "inspect",
-                        "--format",
-                        "{{.State.StartedAt}}",
-                        engine.run(
-                            "pod", "inspect", "--format", "{{.InfraContainerID}}", pod, check=True
-                        ).stdout.strip(),
-                        check=True,
+                        "pod", "inspect", "--format", "{{.InfraContainerID}}", pod, check=True
                     ).stdout.strip()
                     for pod in facts["kube_pods"].values()
                 }
+                return {pod: start_time(container) for pod, container in infra.items()}
 
             before, pods_before = started_at(), pods_started_at()
             in_flight = [stack.launch() for _ in range(3)]

@@ -194,8 +194,13 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
     if c["engine"] == "podman":
         # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
         slug = p.answer("project_slug")
-        expected |= {f"kube/{slug}.yaml", f"kube/{slug}.kube", "scripts/quadlet.sh", "docs/podman-kube.md"}
-        expected.add("scripts/kube_recycle.sh")
+        expected |= {
+            f"kube/{slug}.yaml",
+            f"kube/{slug}.kube",
+            "scripts/quadlet.sh",
+            "scripts/kube_recycle.sh",
+            "docs/podman-kube.md",
+        }
         if c["uses_postgres"]:
             expected.add("scripts/kube_secret.sh")
     assert p.files == expected, f"missing {expected - p.files}, unexpected {p.files - expected}"
