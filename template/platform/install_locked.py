@@ -9,7 +9,9 @@ checked; the wheel is kept in the build cache, so it is downloaded once per mach
 version), installs REQUIREMENTS (an export of uv.lock, written by `make lock`) with
 `uv pip sync --require-hashes --no-build`: every package at its locked version, each file
 checked against its hash, no source build (the images carry no compiler), nothing resolved
-and nothing else installed; bytecode is compiled. uv runs from the build cache mount (its
+and nothing else installed, nothing removed afterwards; bytecode is compiled. A wheel kept in
+the project (pipes/NAME/wheels/, named by its path in the lock) is installed from the copy the
+image holds at /opt/dagster/pipes/NAME/wheels/. uv runs from the build cache mount (its
 binary kept beside the wheel, checked against the wheel's RECORD each time) and never reaches
 the image; the downloads are kept in the build cache mount too.
 
@@ -42,6 +44,8 @@ from pathlib import Path
 VENV = Path("/opt/venv")
 PIP_CONF = Path("/run/secrets/pip_conf")
 CACHE = Path("/var/cache/launchpad")
+# Where the images keep the project's vendored wheels (pipes/NAME/wheels/ at the same path).
+VENDORED_ROOT = Path("/opt/dagster")
 UV_REQUIREMENTS = Path(__file__).with_name("requirements-uv.txt")
 
 
@@ -146,10 +150,11 @@ def install(requirements: str) -> int:
             str(uv_binary(env, tmp)), "pip", "sync", "--python", str(VENV / "bin" / "python"),
             "--require-hashes", "--no-build", "--compile-bytecode", requirements,
         ]  # fmt: skip
-        result = subprocess.run(sync, env=env)
-    # The packages' own test suites are not needed at run time.
-    for tests in sorted(VENV.glob("lib/python*/site-packages/**/tests")):
-        shutil.rmtree(tests, ignore_errors=True)
+        # From /opt/dagster: a wheel you keep in pipes/NAME/wheels/ is named in the export by its
+        # path from the project root (./pipes/NAME/wheels/...), and the image has it there.
+        result = subprocess.run(sync, env=env, cwd=VENDORED_ROOT)
+    # Every installed file is kept: libraries keep what they need at run time in directories of
+    # any name (dbt's macros live in dbt/include/.../tests/), so nothing is pruned on a guess.
     return result.returncode
 
 
