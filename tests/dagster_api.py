@@ -126,7 +126,8 @@ class Stack:
         ]
 
     def materializations(self, asset: str) -> int:
-        asset_node = self.gql(MATERIALIZATIONS, key={"path": [asset]})["assetOrError"]
+        """How many materializations the asset `asset` ("prefix/name") has."""
+        asset_node = self.gql(MATERIALIZATIONS, key={"path": asset.split("/")})["assetOrError"]
         return len(asset_node.get("assetMaterializations") or [])
 
     def wait_run(self, run_id: str, timeout: float = 300, on_poll=None) -> DagsterRunStatus:

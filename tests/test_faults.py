@@ -11,6 +11,8 @@ add a slow job and break the code without rebuilding), driven from the host:
 - PostgreSQL restarts while idle and while runs are queued: no manual action, no run lost;
 - a syntax error in the mounted code shows as a failed code location, webserver and daemon
   stay up, fixing the file and reloading recovers;
+- a job keeps a counter in its location's state directory ($DAGSTER_LOCATION_DATA) across
+  runs and `make down`/`make up`, the code being mounted read-only;
 - a burst of runs (LAUNCHPAD_BURST) all succeed without the queue's limit ever exceeded,
   with throughput and each container's peak memory reported;
 - `make backup`, destroy the volumes, `make restore`: the history is back.
@@ -65,7 +67,26 @@ def nap(context) -> None:
 def slow_job() -> None:
     nap()
 
-defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[slow_job]))
+
+
+@dg.op
+def count_in_state(context) -> int:
+    """Added by the fault tests: a counter in the location's state directory."""
+    import os
+    from pathlib import Path
+
+    state = Path(os.environ["DAGSTER_LOCATION_DATA"]) / "counter.txt"
+    count = int(state.read_text()) + 1 if state.exists() else 1
+    state.write_text(str(count))
+    return count
+
+
+@dg.job
+def state_job() -> None:
+    count_in_state()
+
+
+defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[slow_job, state_job]))
 '''
 
 
@@ -398,6 +419,31 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
         current += delta
         peak = max(peak, current)
     return peak
+
+
+def test_location_state_survives_runs_and_down_up(live):
+    """With the code mounted read-only, a job keeps a counter in $DAGSTER_LOCATION_DATA (the
+    location's directory on the data volume): it counts across runs and make down / make up."""
+    container = live.name(live.pipes)
+
+    def count() -> str:
+        out = live.engine.run("exec", container, "sh", "-c", 'cat "$DAGSTER_LOCATION_DATA/counter.txt"')
+        return out.stdout.strip()
+
+    for _ in range(2):
+        run = live.stack.launch("state_job")
+        assert live.stack.wait_run(run, timeout=180).value == "SUCCESS", live.stack.errors(run)
+    assert count() == "2"
+    down = make(live.root, "down", timeout=600)
+    assert down.returncode == 0, down.stdout + down.stderr
+    up = make(live.root, "up")
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    live.stack.wait_loaded(timeout=60)
+    live.other.wait_loaded(timeout=60)
+    run = live.stack.launch("state_job")
+    assert live.stack.wait_run(run, timeout=180).value == "SUCCESS", live.stack.errors(run)
+    assert count() == "3", "the state directory did not survive make down / make up"
+    figure(live, "location state", "3 runs counted across make down/up (code mounted read-only)")
 
 
 def test_burst_of_runs_all_succeed_within_the_queue_limit(live):

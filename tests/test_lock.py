@@ -231,3 +231,63 @@ def test_three_code_locations_share_one_lock_and_each_has_its_own_export(templat
     assert changed == ["uv.lock", "uv.lock.sha256", "pipes/sales/requirements.txt"]
     assert b"\npyarrow==" in after["pipes/sales/requirements.txt"]
     assert make(project, "check-lock").returncode == 0
+
+
+def sdist_only_index(root: Path, name: str, version: str) -> Path:
+    """A PEP 503 package index (a directory, served over HTTP by the test) holding one package
+    that publishes a source distribution only, with static metadata (uv reads it, builds nothing)."""
+    import io
+    import tarfile
+
+    base = f"{name.replace('-', '_')}-{version}"
+    files = {
+        f"{base}/PKG-INFO": f"Metadata-Version: 2.2\nName: {name}\nVersion: {version}\n",
+        f"{base}/pyproject.toml": (
+            '[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n'
+            f'[project]\nname = "{name}"\nversion = "{version}"\n'
+        ),
+    }
+    project = root / "simple" / name
+    project.mkdir(parents=True)
+    archive = project / f"{base}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path, text in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    (project / "index.html").write_text(f'<a href="{archive.name}#sha256={digest}">{archive.name}</a>\n')
+    return root / "simple"
+
+
+def test_make_lock_refuses_a_package_without_a_wheel_before_any_build(template_snapshot, tmp_path):
+    """A dependency available only as a source distribution (from an index the test serves on
+    127.0.0.1, named in secrets/pip.conf as a private index is) is refused by `make lock` by
+    name, with the ways out, and nothing changes: the images install wheels only."""
+    import functools
+    import http.server
+    import threading
+
+    project = render(template_snapshot, tmp_path / "project")
+    name = "launchpad-source-only"
+    index = sdist_only_index(tmp_path / "index", name, "1.0.0")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(index.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (project / "secrets").mkdir(exist_ok=True)
+        (project / "secrets/pip.conf").write_text(
+            f"[global]\nextra-index-url = http://127.0.0.1:{server.server_port}/simple/\n"
+        )
+        before = snapshot(project)
+        add_dependency(project, name)
+        refused = make(project, "lock", "PYTHON=" + sys.executable)
+    finally:
+        server.shutdown()
+    assert refused.returncode != 0, refused.stdout
+    python = yaml.safe_load((project / ".copier-answers.yml").read_text()).get("python_version", "3.13")
+    assert f"error: uv.lock pins {name} 1.0.0" in refused.stdout, refused.stdout
+    assert f"has no wheel for Python {python} on Linux" in refused.stdout, refused.stdout
+    assert "pipes/NAME/wheels/" in refused.stdout and "The previous uv.lock" in refused.stdout
+    assert snapshot(project) == before, "a refused `make lock` changed the lock or an export"
+    assert not list(project.rglob("requirements.txt.new")), "the refused exports were left behind"

@@ -106,6 +106,8 @@ class Project:
             f"{d}/{self.computed['containerfile']}",
             f"{d}/pyproject.toml",
             f"{d}/requirements.txt",
+            f"{d}/build.sh",
+            f"{d}/wheels/README.md",
             *(
                 f"{d}/src/{location}/{m}.py"
                 for m in ("__init__", "assets", "jobs", "sensors", "io_manager", "definitions")
@@ -137,17 +139,18 @@ def answers_are_recorded(p: Project) -> None:
 
 @check
 def code_locations_are_named_as_computed(p: Project) -> None:
-    """Each code location's service is pipes-NAME ('-' for '_'); the example assets of the
-    first one carry no key prefix, the others' their location's name."""
+    """Each code location's service is pipes-NAME ('-' for '_'); the example assets of every
+    location, the first included, carry their location's name as key prefix (asset keys are
+    global: a real project's raw_orders must not collide with the example's)."""
     assert p.computed["pipes_services"] == {loc: f"pipes-{loc.replace('_', '-')}" for loc in p.locations}
     assert len(set(p.pipes_services)) == len(p.locations)
     prefixes = p.computed["example_key_prefixes"]
-    assert prefixes == {loc: ("" if i == 0 else loc) for i, loc in enumerate(p.locations)}, prefixes
+    assert prefixes == {loc: loc for loc in p.locations}, prefixes
     for loc in p.locations:
-        decorators = re.findall(r"^@dg\.asset\((.*)\)$", p.text(f"pipes/{loc}/src/{loc}/assets.py"), re.M)
-        assert decorators, f"no example asset in pipes/{loc}"
-        expected = [prefixes[loc]] if prefixes[loc] else []
-        assert all(re.findall(r'key_prefix="([^"]*)"', args) == expected for args in decorators), decorators
+        assets = p.text(f"pipes/{loc}/src/{loc}/assets.py")
+        decorators = re.findall(r"^@dg\.asset\(\n(.*?)^\)$", assets, re.M | re.S)
+        assert len(decorators) == 2, f"pipes/{loc}: the two example assets, found {decorators}"
+        assert all(re.findall(r'key_prefix="([^"]*)"', args) == [loc] for args in decorators), decorators
 
 
 @check
@@ -190,6 +193,8 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/push_images.py",
         "scripts/wait_ready.py",
         "scripts/launch_run.py",
+        "scripts/check_wheels.py",
+        "scripts/stale_services.py",
     }
     if c["engine"] == "podman":
         # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
@@ -340,13 +345,22 @@ def each_image_defines_its_healthcheck_once(p: Project) -> None:
 
 @check
 def pipes_image_bakes_code_only_with_image_delivery(p: Project) -> None:
-    """Each code location's image carries its own package (image delivery) or none."""
+    """Each code location's image carries its own package (image delivery) or none: its
+    directory goes to a build stage (owned by the service user, who runs build.sh there), and
+    the package from it into the image, owned by root."""
+    uid = p.computed["service_uid"]
     for loc in p.locations:
         path = p.image_files()[p.service(loc)]
-        copied = re.findall(r"^COPY (?!--from)(.*) (\S+)$", p.text(path), re.M)
-        code = [(src, dst) for src, dst in copied if "/src/" in src]
-        expected = [(f"pipes/{loc}/src/{loc}/", f"/opt/dagster/app/{loc}/")]
+        copied = re.findall(r"^COPY (.*) (\S+)$", p.text(path), re.M)
+        code = [(src, dst) for src, dst in copied if "/src/" in src or dst == "/opt/dagster/build/"]
+        expected = [
+            (f"--chown={uid}:{uid} pipes/{loc}/", "/opt/dagster/build/"),
+            (f"--from=code --chown=0:0 /opt/dagster/build/src/{loc}/", f"/opt/dagster/app/{loc}/"),
+        ]
         assert code == (expected if p.answer("code_delivery") == "image" else []), (path, code)
+        assert ("\nRUN PYTHONDONTWRITEBYTECODE=1 sh build.sh\n" in p.text(path)) == (
+            p.answer("code_delivery") == "image"
+        ), path
 
 
 @check
@@ -607,10 +621,11 @@ def compose_services_match_the_answers(p: Project) -> None:
     # The engine socket goes to the services that launch or stop runs, and nowhere else.
     socket = [n for n, s in services.items() if any(c["engine_socket"] in v for v in s.get("volumes", []))]
     assert sorted(socket) == (["daemon", "webserver"] if p.answer("run_launcher") == "container" else [])
-    # webserver and daemon start after every code server has started.
-    for name in ("webserver", "daemon"):
-        assert set(services[name]["depends_on"]) - {"postgres"} == set(pipes), name
-        assert all(services[name]["depends_on"][s] == {"condition": "service_started"} for s in pipes)
+    # No service depends on a code location: podman-compose would recreate the webserver and
+    # the daemon with it on `make reload LOCATION=...` (tests/test_real_projects.py checks the
+    # container ids on both engines).
+    for name, service in services.items():
+        assert not set(service.get("depends_on", {})) & set(pipes), f"{name} depends on a code location"
 
 
 @check
@@ -704,7 +719,8 @@ def ignored(patterns: list[str], path: str) -> bool:
 @check
 def build_context_holds_what_each_image_copies_and_no_more(p: Project) -> None:
     """The ignore file re-includes exactly the files the images COPY: each code location's
-    requirements, and its package with image delivery."""
+    requirements and kept wheels, and with image delivery its directory (for its build step)
+    without its tests."""
     patterns = [
         line.strip()
         for line in p.text(p.computed["ignorefile"]).splitlines()
@@ -714,18 +730,23 @@ def build_context_holds_what_each_image_copies_and_no_more(p: Project) -> None:
     copied = set()
     for path in p.image_files().values():
         for sources in re.findall(r"^COPY (?!--from)(.*) \S+$", p.text(path), re.M):
-            copied.update(sources.split())
+            copied.update(s for s in sources.split() if not s.startswith("--"))
+    # A location's tests are never sent, though its directory is copied (image delivery).
+    tests = {f for f in p.files for loc in p.locations if f.startswith(f"pipes/{loc}/tests/")}
     for source in copied:
         files = [f for f in p.files if f == source or f.startswith(source.rstrip("/") + "/")]
         assert files, f"an image copies {source}, which the project does not have"
-        left_out = [f for f in files if ignored(patterns, f)]
+        left_out = [f for f in files if ignored(patterns, f) and f not in tests]
         assert not left_out, f"{p.computed['ignorefile']} leaves out {left_out}, which an image copies"
     sent = {f for f in p.files if not ignored(patterns, f)}
-    expected = {f for f in p.files for s in copied if f == s or f.startswith(s.rstrip("/") + "/")}
-    assert sent == expected, f"sent but not copied: {sent - expected}"
+    expected = {f for f in p.files for s in copied if f == s or f.startswith(s.rstrip("/") + "/")} - tests
+    assert sent == expected, f"sent but not copied: {sent - expected}; copied but not sent: {expected - sent}"
+    image = p.answer("code_delivery") == "image"
     for loc in p.locations:
         assert f"!pipes/{loc}/requirements.txt" in patterns, loc
-        assert (f"!pipes/{loc}/src/{loc}/" in patterns) == (p.answer("code_delivery") == "image"), loc
+        assert f"!pipes/{loc}/wheels/" in patterns, loc
+        assert (f"!pipes/{loc}/" in patterns) == image, loc
+        assert (f"pipes/{loc}/tests/" in patterns) == image, loc
 
 
 @check

@@ -237,7 +237,8 @@ def check_location_loaded(d: Deployment) -> None:
     assert {j["name"] for j in repo["jobs"]} >= {"example_job"}
     assert {s["name"] for s in repo["schedules"]} == {"example_schedule"}
     assert {s["name"] for s in repo["sensors"]} == {"inbox_sensor"}
-    assert d.stack.asset_keys() >= {"raw_orders", "order_summary"}
+    # Every location's example assets carry its name as key prefix.
+    assert d.stack.asset_keys() >= {f"{d.package}/raw_orders", f"{d.package}/order_summary"}
 
 
 def check_example_job_succeeds(d: Deployment) -> tuple[str, set[str]]:
@@ -441,7 +442,7 @@ def check_history_survives_down_and_up(d: Deployment, run_id: str, sensor_run: s
     PostgreSQL and SQLite alike, and (image delivery) a rebuild with new code."""
     stack = d.stack
     assert stack.start_schedule("example_schedule") == "ScheduleStateResult"
-    materialized = stack.materializations("order_summary")
+    materialized = stack.materializations(f"{d.package}/order_summary")
     assert materialized >= 2, materialized  # the job's run and the sensor's
     down_and_check(d)
     if d.answers["code_delivery"] == "image":
@@ -452,7 +453,7 @@ def check_history_survives_down_and_up(d: Deployment, run_id: str, sensor_run: s
     assert {run_id, sensor_run} <= stack.run_ids()
     assert stack.run(run_id)["stats"]["materializations"] == 2
     assert stack.schedule_status("example_schedule") == "RUNNING"
-    assert stack.materializations("order_summary") == materialized
+    assert stack.materializations(f"{d.package}/order_summary") == materialized
     if d.answers["code_delivery"] == "image":
         baked = d.engine.run("exec", d.container(d.pipes), "cat", f"/opt/dagster/app/{d.package}/assets.py")
         assert "changed while the stack was down" in baked.stdout, "make up did not rebuild pipes"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -172,7 +174,7 @@ def location_files(root: Path, location: str) -> list[Path]:
     pyproject.toml too, as parsed: see distinct_locations)."""
     pipes = root / "pipes" / location
     code = [p for d in ("src", "tests") for p in (pipes / d).rglob("*") if p.is_file()]
-    return sorted(code) + [pipes / "requirements.txt"]
+    return sorted(code) + [pipes / "requirements.txt", pipes / "build.sh"]
 
 
 def instance_files(answers: dict, root: Path) -> list[Path]:
@@ -241,22 +243,30 @@ def distinct_locations(rendered: dict) -> dict[str, tuple[Path, str, list[str]]]
 
 
 def test_generated_code_loads_and_its_tests_pass(rendered_projects):
-    """Each code location's definitions load (dagster definitions validate) and its own tests
-    pass, each on its own as `make test` runs them (its src/ on the path, from its directory)."""
+    """Each code location's build step runs, then its definitions load (dagster definitions
+    validate) and its own tests pass, each on its own as `make test` runs them (its src/ on
+    the path, from its directory; on a copy of it, so that the rendered project stays as
+    rendered)."""
     groups = distinct_locations(rendered_projects)
     venvs = {root: dagster_venv(root) for root, _, _ in groups.values()}  # sequential: installs
 
     def check(item: tuple[Path, str]) -> list[str]:
         root, location = item
         venv = venvs[root]
-        directory = root / "pipes" / location
+        directory = Path(tempfile.mkdtemp(prefix=f"{location}-")) / location
+        shutil.copytree(root / "pipes" / location, directory)
         env = {
             "PYTHONPATH": str(directory / "src"),
             "DAGSTER_HOME": "",
             "PYTEST_ADDOPTS": "-p no:cacheprovider",
-            "PYTHONDONTWRITEBYTECODE": "1",  # the rendered projects stay as rendered
+            "PYTHONDONTWRITEBYTECODE": "1",
         }
         problems = []
+        # The build step, as `make test` runs it: .venv's tools first on PATH.
+        path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"
+        step = run(["sh", "build.sh"], cwd=directory, env={**env, "PATH": path, "VIRTUAL_ENV": str(venv)})
+        if step.returncode != 0:
+            return [f"{root} ({location}): build.sh\n{step.stdout}"]
         dagster = str(venv / "bin/dagster")
         validate = run(
             [dagster, "definitions", "validate", "-m", f"{location}.definitions"], cwd=directory, env=env

@@ -18,6 +18,9 @@ interpreter, in place of this script, and the check runs in a thread beside it, 
 server answers. So the container holds one Python process with one copy of Dagster, and
 SIGTERM reaches the server directly (Dagster's CLI turns it into a clean shutdown).
 
+Before the server starts, the location's state directory (DAGSTER_LOCATION_DATA, on the data
+volume) is created if it is missing.
+
 --check-serving asks the gRPC health service of the server on --port (what
 `dagster api grpc-health-check` asks) with grpcio alone: about 0.1 s of CPU instead of a
 Dagster import (1 to 2 s) every time the engine checks the container.
@@ -26,6 +29,7 @@ Dagster import (1 to 2 s) every time the engine checks the container.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import threading
@@ -136,6 +140,12 @@ def main() -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not args.location or not command:
         parser.error("give --location NAME, then the code server's command after --")
+
+    # The location's own writable directory on the data volume (DAGSTER_LOCATION_DATA, set by
+    # the image): made here, before any code of the location runs, so that the code and its
+    # runs (here or in their own containers, which mount the same volume) find it.
+    if data := os.environ.get("DAGSTER_LOCATION_DATA"):
+        os.makedirs(data, exist_ok=True)
 
     # The storage first (instance_ready.py, beside this file): PostgreSQL accepting
     # connections, or SQLite's databases created by one process at a time.
