@@ -195,6 +195,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/launch_run.py",
         "scripts/check_wheels.py",
         "scripts/stale_services.py",
+        "scripts/log_errors.py",
     }
     if c["engine"] == "podman":
         # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
