@@ -79,8 +79,11 @@ PORTS = {
 PORT_OFFSET = {"podman": 0, "docker": 100}
 # Targets for the default render (issue 6, tightened by issue 17); lower is better for every
 # figure. Issue 17 also asks every ratio to the best baseline to be at or below 1.0.
+# Restarts measured for the spread of up -> LOADED (launchpad layouts).
+RESTARTS = 10
 TARGETS = {
-    "copy_to_first_success_s": 60,
+    "copy_to_first_success_s": 30,
+    "first_up_to_loaded_s": 10,
     "up_to_loaded_s": 5,
     "launch_to_success_s": 2.5,
     "reload_s": 1,
@@ -557,6 +560,17 @@ def measure(
         figures["up_to_loaded_s"] = round(seconds(layout.up), 2)
         step("launch after down/up -> SUCCESS", say=False)
         launch_to_success(stack)
+        if isinstance(layout, Launchpad):
+            # The spread of a start (issue 28: Podman 4.x's DNS server stalled some starts for
+            # 25-60 s): RESTARTS more of them; the maximum should stay within twice the median.
+            step(f"{RESTARTS} x down, up -> location LOADED")
+            spread = []
+            for _ in range(RESTARTS):
+                layout.stop()
+                spread.append(round(seconds(layout.up), 2))
+            figures["up_to_loaded_restarts_s"] = spread
+            figures["up_to_loaded_median_s"] = round(statistics.median(spread), 2)
+            figures["up_to_loaded_max_s"] = max(spread)
 
         if volume is None:
             # Code baked into the image: a code change goes live by rebuild + recreate.
@@ -648,6 +662,8 @@ ROWS = [
     ("rebuild_code_change_s", "rebuild, code change", "s"),
     ("rebuild_config_change_s", "rebuild, dagster.yaml change", "s"),
     ("up_to_loaded_s", "up -> location LOADED", "s"),
+    ("up_to_loaded_median_s", "up -> LOADED, median of 10 restarts", "s"),
+    ("up_to_loaded_max_s", "up -> LOADED, max of 10 restarts", "s"),
     ("launch_to_success_s", "launch -> SUCCESS (median)", "s"),
     ("reload_s", "code change live (reload)", "s"),
     ("unique_bytes", "image bytes, set (shared once)", "MB"),
@@ -690,6 +706,14 @@ def verdicts(result: dict) -> dict:
             "value": lp["cold_build_s"],
             "met": lp["cold_build_s"] <= limit,
             "against": against,
+        }
+    if "up_to_loaded_max_s" in lp and "up_to_loaded_median_s" in lp:
+        limit = round(2 * lp["up_to_loaded_median_s"], 2)
+        out["up_to_loaded_max_s"] = {
+            "target": limit,
+            "value": lp["up_to_loaded_max_s"],
+            "met": lp["up_to_loaded_max_s"] <= limit,
+            "against": "twice the median",
         }
     if "unique_bytes" in result.get("three-images", {}) and "unique_bytes" in lp:
         limit = UNIQUE_BYTES_TARGET * result["three-images"]["unique_bytes"]

@@ -229,19 +229,29 @@ class Engine:
         return self.run("network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
 
     def clear_leftovers(self, project: str) -> None:
-        """Remove what an earlier, interrupted session left of a compose project: its containers,
-        pod, volumes and networks. A stale PostgreSQL volume holds a database made with other
-        secrets (the webserver then fails with "password authentication failed"), and a stale
-        container keeps the name a new one needs. Says what it removed (in the test's output)."""
+        """Remove what an earlier, interrupted session left of a project: its containers, pods
+        (compose's and the kube stack's), volumes (the kube stack's claims too) and networks. A
+        stale PostgreSQL volume holds a database made with other secrets (the webserver then
+        fails with "password authentication failed"), and a stale container keeps the name a new
+        one needs. Says what it removed (in the test's output)."""
         removed = self.containers(project)
         if removed:
             self.run("rm", "-f", *removed, timeout=300)
         if self.name == "podman" and self.run("pod", "exists", f"pod_{project}").returncode == 0:
             self.run("pod", "rm", "-f", f"pod_{project}", timeout=300)
             removed.append(f"pod_{project}")
+        if self.name == "podman":
+            # The kube stack's pods (<slug>-<service>), left by a `make kube-up` without kube-down.
+            listed = self.run("pod", "ls", "--format", "{{.Name}}", check=True).stdout.split()
+            pods = [n for n in listed if n.startswith(f"{project}-")]
+            if pods:
+                self.run("pod", "rm", "-f", *pods, timeout=300, check=True)
+                removed += pods
         for kind in ("volume", "network"):
             listed = self.run(kind, "ls", "--format", "{{.Name}}", check=True).stdout.split()
-            stale = [n for n in listed if n.startswith(f"{project}_")]
+            # compose's <slug>_NAME; the kube stack's claims and ConfigMap volume, <slug>-NAME
+            # (a claim kept from a run with other secrets fails PostgreSQL's password check)
+            stale = [n for n in listed if n.startswith((f"{project}_", f"{project}-"))]
             if stale:
                 self.run(kind, "rm", *(["-f"] if kind == "volume" else []), *stale, timeout=300, check=True)
                 removed += stale
@@ -280,10 +290,12 @@ def use_base(root: Path, base: str) -> None:
 
 
 def remove_stack(engine: Engine, root: Path, slug: str) -> None:
-    """Delete a test stack with everything it made: containers, volumes, network (and pod)."""
+    """Delete a test stack with everything it made: containers, volumes, network (and pod; on
+    Podman the kube stack's pods and claims too)."""
     make(root, "clean", extra_env={"CONFIRM": "yes"}, timeout=300)
     if engine.name == "podman":
         engine.run("pod", "rm", "-f", f"pod_{slug}")
+        make(root, "kube-clean", extra_env={"CONFIRM": "yes"}, timeout=300)
 
 
 def make(root: Path, *targets: str, timeout: float = 1200, extra_env: dict | None = None):

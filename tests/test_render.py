@@ -196,6 +196,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/check_wheels.py",
         "scripts/stale_services.py",
         "scripts/log_errors.py",
+        "scripts/check_network.py",
     }
     if c["engine"] == "podman":
         # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
@@ -630,6 +631,64 @@ def compose_services_match_the_answers(p: Project) -> None:
 
 
 @check
+def services_find_each_other_at_fixed_addresses(p: Project) -> None:
+    """Every service has a fixed address on the project network (DAGSTER_NETWORK_PREFIX.N,
+    .2-.19, inside the subnet and outside the range for containers that join later) and finds
+    every other in its /etc/hosts (extra_hosts), never through the engine's DNS server; so do
+    the runs' containers (container launcher) and, on Podman, the kube stack's pods. On Podman
+    each also has a fixed MAC, given in the pods' order by kube-up and the Quadlet unit."""
+    c = p.computed
+    prefix, hosts = c["network_prefix"], c["network_hosts"]
+    assert re.fullmatch(r"10\.(19[2-9]|2[0-4][0-9]|25[0-5])\.([0-9]{1,3})", prefix), prefix
+    assert int(prefix.split(".")[2]) <= 255
+    var = f"${{DAGSTER_NETWORK_PREFIX:-{prefix}}}"
+    compose = p.yaml("compose.yaml")
+    services = compose["services"]
+    assert sorted(hosts) == sorted(services), (hosts, list(services))
+    assert len(set(hosts.values())) == len(hosts) and all(2 <= n <= 19 for n in hosts.values()), hosts
+    (ipam,) = compose["networks"]["dagster"]["ipam"]["config"]
+    assert ipam == {"subnet": f"{var}.0/24", "ip_range": f"{var}.128/25"}, ipam
+    expected_hosts = sorted(f"{name}:{var}.{n}" for name, n in hosts.items())
+    # On Podman a fixed MAC too (a restarted container keeps it, as Docker's derived one):
+    # unique, locally administered unicast.
+    macs = c["network_macs"]
+    assert sorted(macs) == sorted(hosts) and len(set(macs.values())) == len(macs), macs
+    assert all(re.fullmatch(r"02(:[0-9a-f]{2}){5}", mac) for mac in macs.values()), macs
+    for name, service in services.items():
+        network = {"ipv4_address": f"{var}.{hosts[name]}"}
+        if c["engine"] == "podman":
+            network["mac_address"] = macs[name]
+        assert service["networks"] == {"dagster": network}, name
+        assert sorted(service["extra_hosts"]) == expected_hosts, name
+    assert f"DAGSTER_NETWORK_PREFIX={prefix}" in p.text(".env.example").splitlines()
+    if p.answer("run_launcher") == "container":
+        for loc in p.locations:
+            context = json.loads(services[p.service(loc)]["environment"]["DAGSTER_CONTAINER_CONTEXT"])
+            extra = context["docker"]["container_kwargs"]["extra_hosts"]
+            assert extra == {name: f"{var}.{n}" for name, n in hosts.items()}, extra
+    if c["engine"] == "podman":
+        slug = p.answer("project_slug")
+        pods = [d for d in yaml.safe_load_all(p.text(f"kube/{slug}.yaml")) if d and d["kind"] == "Pod"]
+        aliases = sorted((f"{prefix}.{n}", [c["kube_pods"][name]]) for name, n in hosts.items())
+        addresses, order = [], []
+        for pod in pods:
+            found = sorted((a["ip"], a["hostnames"]) for a in pod["spec"]["hostAliases"])
+            assert found == aliases, pod["metadata"]["name"]
+            addresses.append(pod["metadata"]["annotations"]["launchpad.dagster.io/address"])
+            service = next(s for s, name in c["kube_pods"].items() if name == pod["metadata"]["name"])
+            order.append(service)
+            assert addresses[-1] == f"{prefix}.{hosts[service]}", pod["metadata"]["name"]
+        # podman kube play --ip takes the addresses in the pods' order: the unit gives them so.
+        assert addresses == c["kube_addresses"], (addresses, c["kube_addresses"])
+        assert order == c["kube_order"], (order, c["kube_order"])
+        mac_args = " ".join(f"--mac-address={macs[service]}" for service in order)
+        unit = p.text(f"kube/{slug}.kube")
+        assert f"PodmanArgs={' '.join('--ip=' + a for a in addresses)} {mac_args}\n" in unit
+        (kube_ips,) = [line for line in p.text("Makefile").splitlines() if line.startswith("KUBE_IPS =")]
+        assert kube_ips.endswith(f") {mac_args}"), kube_ips
+
+
+@check
 def each_location_has_its_own_service_image_and_container(p: Project) -> None:
     """pipes-NAME: its own image and container name, its own code mount (volume delivery),
     and with the container launcher its own run image and volumes for the runs it launches."""
@@ -657,7 +716,9 @@ def each_location_has_its_own_service_image_and_container(p: Project) -> None:
         if p.answer("run_launcher") == "container":
             assert launched.get("DAGSTER_CURRENT_IMAGE") == image, (loc, launched)
             context = json.loads(launched["DAGSTER_CONTAINER_CONTEXT"])
-            assert context == {"docker": {"container_kwargs": {"volumes_from": [container]}}}, (loc, context)
+            kwargs = context["docker"]["container_kwargs"]  # extra_hosts: see the network check
+            assert context == {"docker": {"container_kwargs": kwargs}}, (loc, context)
+            assert kwargs["volumes_from"] == [container] and set(kwargs) == {"volumes_from", "extra_hosts"}
         else:
             assert not launched, (loc, launched)
     # No mount of any location's code elsewhere.
