@@ -9,7 +9,8 @@ starting, or creating its cluster on a first start; every Dagster process opens 
 it starts (a code server too) and would fail, or serve that error as its code's, until it is
 restarted. Here they wait for it instead (a TCP connection every 0.2 s, no Dagster import: a
 restarted server is usually there at once), and then start. A server that does not come
-within WAIT_SECONDS is left to Dagster to report.
+within WAIT_SECONDS is left to Dagster to report. On a new database, one process creates the
+tables while the others wait (a PostgreSQL advisory lock; create_postgres_schema_once).
 
 SQLite storage: create the databases once, one process at a time. The webserver, the daemon
 and each code location start together on a new data volume, and each would create the
@@ -37,6 +38,8 @@ from urllib.parse import urlsplit
 MARKER = ".launchpad-instance-ready"
 LOCK = ".launchpad-instance.lock"
 WAIT_SECONDS = 300
+# The PostgreSQL advisory lock the first start's table creation holds (any constant: "Laun").
+ADVISORY_LOCK = 0x4C61756E
 
 
 def storage_settings() -> dict:
@@ -122,12 +125,69 @@ def create_databases() -> None:
         instance.event_log_storage.get_maximum_record_id()  # event log storage (its index)
 
 
+def postgres_connection_args(storage: dict) -> dict | None:
+    """psycopg2.connect's arguments for the PostgreSQL storage (None for other storage)."""
+    postgres = storage.get("postgres")
+    if not isinstance(postgres, dict):
+        return None
+    if postgres.get("postgres_url") is not None:
+        url = setting(postgres["postgres_url"])
+        return {"dsn": url} if url else None
+    db = postgres.get("postgres_db")
+    if not isinstance(db, dict):
+        return None
+    names = {"hostname": "host", "port": "port", "username": "user", "password": "password"}
+    args = {key: setting(db.get(name)) for name, key in names.items()}
+    args["dbname"] = setting(db.get("db_name"))
+    params = db.get("params")
+    if isinstance(params, dict):
+        args.update({str(key): setting(value) for key, value in params.items()})
+    return {key: value for key, value in args.items() if value is not None}
+
+
+def create_postgres_schema_once(args: dict) -> None:
+    """On a new database, the tables are created by one process, the others wait for it: the
+    webserver, the daemon and every code location start at once, and two Dagster processes
+    creating the same tables at the same moment fail ("duplicate key value violates unique
+    constraint pg_type_typname_nsp_index"), and that code location fails to load. A PostgreSQL
+    advisory lock serializes the first start; once the tables exist (alembic_version, which
+    Dagster writes with them), every process goes on at once. A connection that fails is left
+    to Dagster to report."""
+    try:
+        import psycopg2  # dagster-postgres's driver, in every image with PostgreSQL storage
+    except ImportError:  # (not an image of this project: nothing to serialize)
+        return
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            connection = psycopg2.connect(connect_timeout=10, **args)
+            break
+        except psycopg2.Error as error:
+            # A first start opens the port before the server takes connections.
+            if "the database system is" not in str(error) or time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK,))
+            cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+            if not cursor.fetchone()[0]:
+                create_databases()
+            cursor.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK,))
+    finally:
+        connection.close()
+
+
 def ensure_ready() -> None:
-    """PostgreSQL: wait until it accepts connections. SQLite: the databases, created once."""
+    """PostgreSQL: wait until it accepts connections, the tables created once. SQLite: the
+    databases, created once."""
     storage = storage_settings()
     address = postgres_address(storage)
-    if address:
-        wait_for_postgres(*address)
+    if address and wait_for_postgres(*address):
+        args = postgres_connection_args(storage)
+        if args:
+            create_postgres_schema_once(args)
     base = sqlite_base_dir(storage)
     if base is None or (base / MARKER).exists():
         return
