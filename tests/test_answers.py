@@ -6,6 +6,7 @@ that names the question and says why, and nothing may be rendered.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import copier
@@ -27,6 +28,17 @@ INVALID = [
     ({"project_name": "Team\x85A"}, "project_name", "control characters"),
     ({"project_name": "Team\u2028A"}, "project_name", "line separators"),
     ({"project_description": "Data\ud800"}, "project_description", "control characters"),
+    # Invisible and bidirectional control characters: text that looks like other text.
+    ({"project_name": "Team\u202eA"}, "project_name", "bidirectional control characters"),
+    ({"project_name": "Team\u2066A\u2069"}, "project_name", "bidirectional control characters"),
+    ({"project_name": "Team\u200bA"}, "project_name", "invisible"),
+    ({"project_name": "Team\u200dA"}, "project_name", "invisible"),
+    ({"project_name": "\ufeffTeam"}, "project_name", "invisible"),
+    (
+        {"project_description": "Data\u200e platform"},
+        "project_description",
+        "bidirectional control characters",
+    ),
     ({"project_description": " Data platform"}, "project_description", "start or end with whitespace"),
     ({"project_slug": "My-Project"}, "project_slug", "DNS label"),
     ({"project_slug": "9lives"}, "project_slug", "DNS label"),
@@ -93,6 +105,16 @@ INVALID = [
         f"at most {MAX_LOCATION_NAME} characters",
     ),
     ({"code_locations": [7]}, "code_locations", "'7' is not a code location name"),
+    # The kube pod (and container) <slug>-pipes-<name> is a host name: a DNS label, <= 63.
+    (
+        {
+            "project_slug": "acme-data-platform-production",
+            "code_locations": ["customer_lifetime_value_models"],
+        },
+        "code_locations",
+        "'acme-data-platform-production-pipes-customer-lifetime-value-models' 66 characters long",
+    ),
+    ({"project_slug": "a" * 40, "code_locations": ["b" * 17]}, "code_locations", "a DNS label of at most 63"),
     ({"code_locations": "[sales, class]"}, "code_locations", "'class' is a Python keyword"),
     ({"code_locations": ["dagster"]}, "code_locations", "'dagster' would shadow the dagster package"),
     ({"code_locations": ["dagster_x"]}, "code_locations", "'dagster_x' would shadow the dagster package"),
@@ -131,6 +153,124 @@ def test_invalid_answer_is_refused_with_the_validators_message(
     assert not (tmp_path / "out" / "compose.yaml").exists()
 
 
+COMPUTED = [name for name, spec in matrix.questions().items() if spec.get("when") is False]
+
+
+@pytest.mark.parametrize("name", COMPUTED)
+def test_a_computed_answer_given_as_data_is_refused(name, template_snapshot, tmp_path):
+    """Computed answers (`when: false`) are the template's, not the user's: `--data
+    service_uid=0` rendered `USER 0:0`, and `image_registry=localhost$(shell touch PWNED)` ran a
+    command at `make helm-values`. Each one given as data is refused by name."""
+    with pytest.raises(ValueError) as caught:
+        copier.run_copy(str(template_snapshot), tmp_path / "out", data={name: "0"}, defaults=True, quiet=True)
+    message = str(caught.value)
+    assert f"'{name}'" in message and "not an answer" in message, message
+    assert not (tmp_path / "out" / "compose.yaml").exists()
+
+
+def test_the_reviews_computed_overrides_are_refused_on_the_command_line(template_snapshot, tmp_path):
+    for data in (["service_uid=0", "postgres_uid=0"], ["image_registry=localhost$(shell touch PWNED)"]):
+        argv = [sys.executable, "-m", "copier", "copy", "--defaults"]
+        for item in data:
+            argv += ["--data", item]
+        result = run([*argv, str(template_snapshot), str(tmp_path / "out")], cwd=tmp_path)
+        assert result.returncode != 0, result.stdout
+        assert "not an answer" in result.stdout, result.stdout
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+        assert not list(tmp_path.rglob("PWNED"))
+
+
+def nested_aliases(levels: int) -> str:
+    """YAML of `levels` lists of 9 aliases each to the list below: a few hundred bytes that
+    expand to 9**levels items once printed (what a data file with anchors hands Copier)."""
+    lines = ["- &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in range(1, levels):
+        lines.append(f"- &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+ALIAS_BOMB = nested_aliases(6)  # printed in full: 9**6 items, about 3 MB
+
+
+@pytest.mark.parametrize("question", ["code_locations", "max_concurrent_runs", "ui_port"])
+def test_a_refusal_quotes_no_expanded_aliases_and_no_long_value(question, template_snapshot, tmp_path):
+    """A refused value is quoted by a short prefix at most, and a YAML structure (whose aliases
+    would expand exponentially once printed) is named by its kind: the message stays short."""
+    bomb = yaml.safe_load(ALIAS_BOMB)
+    long_text = "9" * 30_000 + "x"
+    for value in (bomb, {"a": bomb}, [bomb], long_text):
+        if question == "code_locations" and value is long_text:
+            value = [long_text]
+        with pytest.raises(ValueError) as caught:
+            copier.run_copy(
+                str(template_snapshot), tmp_path / "out", data={question: value}, defaults=True, quiet=True
+            )
+        message = str(caught.value)
+        assert f"'{question}'" in message, message[:300]
+        assert len(message) < 600, f"{len(message)} characters: {message[:300]}"
+    # The YAML text itself, as --data gives it (code_locations reads YAML).
+    with pytest.raises(ValueError) as caught:
+        copier.run_copy(
+            str(template_snapshot),
+            tmp_path / "out",
+            data={"code_locations": ALIAS_BOMB},
+            defaults=True,
+            quiet=True,
+        )
+    assert len(str(caught.value)) < 600 and "'code_locations'" in str(caught.value), str(caught.value)[:300]
+    assert not (tmp_path / "out" / "compose.yaml").exists()
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "192.168.1.10"])
+def test_a_ui_beyond_this_host_needs_its_own_yes(bind, template_snapshot, tmp_path):
+    """Dagster OSS has no login: a bind address beyond loopback renders only with
+    ui_open_without_login answered yes; --defaults alone stops and names the question, and no
+    is refused with the way out."""
+    base = {"ui_bind_address": bind}
+    with pytest.raises(ValueError, match=r'Question "ui_open_without_login" is required'):
+        copier.run_copy(str(template_snapshot), tmp_path / "a", data=base, defaults=True, quiet=True)
+    with pytest.raises(ValueError) as caught:
+        copier.run_copy(
+            str(template_snapshot), tmp_path / "b", data={**base, "ui_open_without_login": False},
+            defaults=True, quiet=True,
+        )  # fmt: skip
+    message = str(caught.value)
+    assert "'ui_open_without_login'" in message and "open to the network without a login" in message
+    assert "ui_bind_address=127.0.0.1" in message, message
+    assert not (tmp_path / "a" / "compose.yaml").exists() and not (tmp_path / "b" / "compose.yaml").exists()
+    root = tmp_path / "c"
+    copier.run_copy(
+        str(template_snapshot), root, data={**base, "ui_open_without_login": True}, defaults=True, quiet=True
+    )
+    security = (root / "docs/security.md").read_text()
+    assert f"bound to {bind}, it is open without a login" in security
+    # On this host only, the question is not asked (nor recorded).
+    copier.run_copy(str(template_snapshot), tmp_path / "d", defaults=True, quiet=True)
+    assert "ui_open_without_login" not in (tmp_path / "d/.copier-answers.yml").read_text()
+
+
+def systemd_unescape(value: str) -> str:
+    """A unit setting as systemd shows it: `%%` is `%`, any other `%X` a specifier it expands
+    (left as `<%X>` here, so that the comparison below sees it)."""
+    return re.sub(r"%(.)", lambda m: "%" if m[1] == "%" else f"<%{m[1]}>", value)
+
+
+def test_a_percent_in_the_name_reaches_systemd_as_itself(template_snapshot, tmp_path):
+    """systemd expands specifiers in the Quadlet unit's Description (`%h`: a home directory):
+    the project's name is written there with `%` escaped."""
+    name = "100% Data %h"
+    root = tmp_path / "out"
+    copier.run_copy(
+        str(template_snapshot), root, data={"project_name": name, "container_engine": "podman"},
+        defaults=True, quiet=True,
+    )  # fmt: skip
+    (unit,) = (root / "kube").glob("*.kube")
+    (description,) = [line for line in unit.read_text().splitlines() if line.startswith("Description=")]
+    assert systemd_unescape(description.removeprefix("Description=")).startswith(f"{name}: Dagster"), (
+        description
+    )
+
+
 def test_cli_prints_the_reason_and_fails(template_snapshot, tmp_path):
     copier_cli = [sys.executable, "-m", "copier"]
     result = run(
@@ -154,10 +294,12 @@ def test_boundary_answers_are_accepted(template_snapshot, tmp_path):
         "project_name": "Ünïcode & Co. Data Platform (EU)",
         "project_slug": "a" * 40,
         "package_name": "_" + "a" * 39,
-        # The default (the package's name) is no code location name here: name one.
-        "code_locations": ["z" + "a" * (MAX_LOCATION_NAME - 1)],
+        # The default (the package's name) is no code location name here: name one, the longest
+        # with this slug (<slug>-pipes-<name>, a host name, is at most 63 characters).
+        "code_locations": ["z" + "a" * (63 - 40 - len("-pipes-") - 1)],
         "ui_port": 65535,
         "ui_bind_address": "0.0.0.0",
+        "ui_open_without_login": True,
         "max_concurrent_runs": 100,
         "base_image": "custom",
         "custom_base_image": "localhost:5000/team/python-base:3.13@sha256:" + "a" * 64,

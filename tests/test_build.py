@@ -331,3 +331,32 @@ def pytest_generate_tests(metafunc):
     if "answers" in metafunc.fixturenames:
         ids = ["-".join(str(v) for v in matrix.image_key(a) if v is not None) for a in IMAGE_SETS]
         metafunc.parametrize("answers", IMAGE_SETS, ids=ids)
+
+
+# Answers that look like parser directives (issue 29, finding 1): BuildKit reads leading
+# `# key=value` comment lines of a Dockerfile as directives; `# syntax=IMAGE` runs IMAGE as the
+# build frontend (which sees the build secret) and `# escape=none` breaks the build.
+DIRECTIVE_NAMES = ["syntax=docker.io/attacker/frontend", "Escape = none"]
+
+
+@pytest.mark.parametrize("engine_name", ["podman", "docker"])
+def test_a_name_that_looks_like_a_directive_stays_a_comment(engine_name, template_snapshot, tmp_path):
+    """A project named like a parser directive builds unchanged: its name never begins an
+    image definition, and the image carries the name in its description label."""
+    engine = ENGINES[engine_name].require()
+    for index, name in enumerate(DIRECTIVE_NAMES):
+        slug = f"lp-directive-{engine.name}-{index}"
+        answers = {"container_engine": engine.name, "project_name": name, "project_slug": slug}
+        root = render(template_snapshot, tmp_path / slug, answers)
+        engine.require_image(computed(root)["python_image"])
+        write_pip_conf(root, PIP_CONF)
+        for path in root.rglob(computed(root)["containerfile"]):
+            first = path.read_text().splitlines()[0]
+            assert not re.match(r"#\s*[A-Za-z][A-Za-z0-9]*\s*=", first), f"{path}: {first}"
+        try:
+            built = make(root, ".build/webserver", timeout=1200)
+            assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+            ref = f"localhost/{slug}-webserver:{env_value(root, 'IMAGE_TAG')}"
+            assert name in engine.image_text(ref), f"{ref} lacks its description label"
+        finally:
+            engine.run("rmi", "-f", f"localhost/{slug}-webserver:{env_value(root, 'IMAGE_TAG')}")

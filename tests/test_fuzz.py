@@ -68,7 +68,7 @@ ENV = matrix._env()
 CONSTANTS = matrix._constants(ENV)
 QUESTIONS = {name: spec for name, spec in matrix.questions().items() if not matrix._is_computed(spec)}
 # (Their `type` is a Jinja expression in copier.yml, so they are known by their default.)
-INT_QUESTIONS = {name for name, spec in QUESTIONS.items() if type(spec["default"]) is int}
+INT_QUESTIONS = {name for name, spec in QUESTIONS.items() if type(spec.get("default")) is int}
 # Questions whose default is derived from other answers: when such a question is left
 # unanswered, a hostile or unlucky earlier answer may make its default invalid.
 DERIVED = {name for name, spec in QUESTIONS.items() if "{{" in str(spec.get("default", ""))}
@@ -135,6 +135,7 @@ VALID = {
     "ui_bind_address": st.lists(st.integers(0, 255), min_size=4, max_size=4).map(
         lambda parts: ".".join(map(str, parts))
     ),
+    "ui_open_without_login": st.booleans(),
 }
 
 # ---------------------------------------------------------------- hostile values
@@ -210,6 +211,21 @@ NASTY = [
     "ǅ",
     "İ",
     "ﬁ",
+    # The security review's corpus (issue 29): parser directives of Dockerfiles, systemd
+    # specifiers, more invisible and bidirectional characters.
+    "syntax=docker.io/attacker/frontend",
+    "# syntax=x",
+    "escape=`",
+    "Escape = none",
+    "check=skip=all",
+    "%h",
+    "%%",
+    "%n%i",
+    "\u200d",
+    "\u2066",
+    "\u2069",
+    "\u061c",
+    "\u00ad",
 ]
 nasty = st.sampled_from(NASTY)
 hostile_text = st.one_of(
@@ -219,7 +235,7 @@ hostile_text = st.one_of(
     st.builds(
         lambda chunk, n: chunk * n,
         st.sampled_from(["a", "é", "{{", "../", " ", "a-", "\x00"]),
-        st.integers(61, 5000),
+        st.one_of(st.integers(61, 5000), st.integers(20_000, 40_000)),
     ),  # very long
 )
 wrong_type = st.one_of(
@@ -355,6 +371,12 @@ BAD_LOCATION_NAMES = [
     "",
     *sorted(n for n in LOCATION_RESERVED if isinstance(n, str)),
 ]
+# Nested lists of aliases (the inner one first, each a flow list of 9 aliases to the one before).
+ALIAS_BOMB = (
+    "[&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"
+    + "".join(f", &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]" for level in range(1, 6))
+    + "]"
+)
 hostile_location = st.one_of(
     st.sampled_from(BAD_LOCATION_NAMES), hostile_text, wrong_type, near(["sales", "ml"])
 )
@@ -377,6 +399,9 @@ HOSTILE_LOCATIONS = st.one_of(
     wrong_type,
     st.dictionaries(location_name, st.one_of(location_name, st.integers(), st.none()), max_size=2),
     st.dictionaries(location_name, location_name, min_size=1, max_size=2).map(yaml_text),
+    # YAML anchors and aliases: a few hundred bytes that expand to millions of names once
+    # printed (the review's 228 bytes became a 694 KB message).
+    st.sampled_from([ALIAS_BOMB, "{a: " + ALIAS_BOMB.replace("\n", " ") + "}", "[&a x, *a, *a]"]),
     # Any other text YAML reads (a scalar, a mapping, a list). Text YAML cannot read, Copier
     # refuses with its YAML parser's message alone, which names no question: not fuzzed.
     hostile_text.filter(yaml_parses),
@@ -436,6 +461,22 @@ def cast(name: str, value):
     """The answer as Copier records it (for values it accepts)."""
     if name in INT_QUESTIONS:
         return int(value)
+    if name == "ui_open_without_login":  # yes or no, as its rendered type reads them
+        if isinstance(value, bool):
+            return value
+        words = {
+            "yes": True,
+            "true": True,
+            "y": True,
+            "on": True,
+            "no": False,
+            "false": False,
+            "n": False,
+            "off": False,
+        }
+        if isinstance(value, str) and value.lower() in words:
+            return words[value.lower()]
+        raise ValueError(f"not yes or no: {value!r}")  # refused by its validator
     if name in YAML_QUESTIONS:  # text is read as YAML (as Copier does); other values kept
         return yaml.safe_load(value) if isinstance(value, str) else value
     return value if isinstance(value, str) else str(value)
@@ -469,11 +510,27 @@ def expectations(answers: dict) -> tuple[dict, set[str], set[str]]:
             hidden.add(name)
         elif given or "choices" in spec:
             expected[name] = value
+    # A bind address beyond this host needs ui_open_without_login answered yes (no default:
+    # left unanswered, Copier says it is required).
+    bind = context.get("ui_bind_address")
+    if (
+        isinstance(bind, str)
+        and not bind.startswith("127.")
+        and context.get("ui_open_without_login") is not True
+    ):
+        may_refuse.add("ui_open_without_login")
+    # Valid names may still make a container and kube pod name <slug>-pipes-<name> longer than
+    # a DNS label (63): code_locations refuses that.
+    slug, locations = context.get("project_slug"), context.get("code_locations")
+    if isinstance(slug, str) and isinstance(locations, list):
+        if any(isinstance(n, str) and len(f"{slug}-pipes-{n}") > 63 for n in locations):
+            may_refuse.add("code_locations")
     return expected, may_refuse, hidden
 
 
 REFUSAL = [
     re.compile(r"\AValidation error for question '(\w+)': "),
+    re.compile(r'\AQuestion "(\w+)" is required\Z'),
     re.compile(r"\AInvalid choice for '(\w+)': "),
     re.compile(r'\AInvalid answer "None" of type "<class \'NoneType\'>" to question "(\w+)" of type "\w+"\Z'),
 ]
@@ -628,6 +685,12 @@ def test_fuzzed_answers_are_refused_by_name_or_render_a_sound_project(
                 assert question in bad | may_refuse, (
                     f"refused by '{question}', which was given a valid answer:\n{detail}"
                 )
+                # A validator quotes a short prefix of the refused value at most (20-40k
+                # characters of text, or YAML aliases that expand once printed, stay out).
+                if str(error).startswith("Validation error"):
+                    assert len(str(error)) < 1000, (
+                        f"a {len(str(error))}-character message: {str(error)[:300]}"
+                    )
                 assert not (dest / "compose.yaml").exists(), "refused, yet rendered"
                 check_inside(sandbox, dest)
                 outcomes[f"refused:{question}"] += 1

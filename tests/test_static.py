@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 import yaml
 
 import workflow_lint
-from conftest import CACHE, answers_of, code_locations, computed, note, run
+from conftest import CACHE, ROOT, answers_of, code_locations, computed, note, run
 from tools import missing, require_tool
 
 BIN = Path(sys.executable).parent
@@ -340,6 +341,33 @@ def test_workflows_pass_the_linters(tool, rendered_projects):
     failures = [f for f in parallel(check, [root for root, _ in groups.values()]) if f]
     note(f"distinct GitHub Actions workflows linted ({tool})", len(groups))
     assert not failures, "\n".join(failures)
+
+
+def test_generated_workflows_bound_every_job_and_pin_every_tool(rendered_projects):
+    """Every job of each distinct generated workflow has timeout-minutes; every tool it
+    installs with pipx is pinned, podman-compose to the version the template's tests run."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (tested,) = [
+        r for r in pyproject["project"]["optional-dependencies"]["test"] if r.startswith("podman-compose==")
+    ]
+    groups = distinct(rendered_projects, workflow_files)
+    problems, pinned = [], 0
+    for root, _ in groups.values():
+        for path in workflow_files({}, root):
+            for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+                if not isinstance(job.get("timeout-minutes"), int):
+                    problems.append(f"{path}: {name} has no timeout-minutes")
+                for step in job.get("steps", []):
+                    for tool in re.findall(r"pipx (?:install|run) (\S+)", step.get("run", "")):
+                        tool = tool.strip('"')
+                        if "==" not in tool:
+                            problems.append(f"{path}: {name} installs {tool} unpinned")
+                        elif tool.startswith("podman-compose"):
+                            pinned += 1
+                            if tool != tested:
+                                problems.append(f"{path}: {tool}, but the tests run {tested}")
+    assert pinned, "no generated workflow installs podman-compose"
+    assert not problems, "\n".join(problems)
 
 
 def test_instance_configs_pass_dagsters_validation(rendered_projects, tmp_path):
