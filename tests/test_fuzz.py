@@ -74,6 +74,8 @@ INT_QUESTIONS = {name for name, spec in QUESTIONS.items() if type(spec.get("defa
 DERIVED = {name for name, spec in QUESTIONS.items() if "{{" in str(spec.get("default", ""))}
 RESERVED = set(CONSTANTS["python_reserved"]) | set(CONSTANTS["python_stdlib_clashes"]) | {"dagster"}
 LOCATION_RESERVED = RESERVED | set(CONSTANTS["reserved_location_names"])
+# Yes-or-no questions (their `type` is rendered: text other than yes/no is refused by name).
+YES_NO_QUESTIONS = {"ui_open_without_login"}
 # Questions answered in YAML (Copier parses a text answer; the validator gets the value).
 YAML_QUESTIONS = {name for name, spec in QUESTIONS.items() if spec.get("type") == "yaml"}
 
@@ -135,7 +137,7 @@ VALID = {
     "ui_bind_address": st.lists(st.integers(0, 255), min_size=4, max_size=4).map(
         lambda parts: ".".join(map(str, parts))
     ),
-    "ui_open_without_login": st.booleans(),
+    "ui_open_without_login": st.one_of(st.booleans(), st.sampled_from(["yes", "no", "true", "False", "on"])),
 }
 
 # ---------------------------------------------------------------- hostile values
@@ -262,6 +264,9 @@ def near(values: list[str]) -> st.SearchStrategy:
 
 
 SPECIFIC = {
+    "ui_open_without_login": st.sampled_from(
+        ["maybe", "Yes ", "ja", "1", "0", "", "yes please", "null", "~"]
+    ),
     "custom_base_image": st.one_of(
         near(["registry.example.com/platform/python:3.13", "localhost:5000/team/python"]),
         st.sampled_from(
@@ -420,7 +425,7 @@ def hostile(name: str) -> st.SearchStrategy:
     if "choices" in QUESTIONS[name]:
         options.append(near([str(v) for v in choice_values(name)]))
         options.append(st.sampled_from(matrix.choice_labels(name)))  # the label, not the value
-    if name in VALID:
+    if name in VALID and name not in YES_NO_QUESTIONS:
         options.append(near_valid(name))
     if name in SPECIFIC:
         options.append(SPECIFIC[name])
