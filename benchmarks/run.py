@@ -65,7 +65,7 @@ LAYOUTS = ("launchpad", "launchpad-pip", "three-images", "shared-platform", "lau
 LOCATION_COUNTS = (1, 2, 3)
 PORTS = {
     "launchpad": 3301,
-    "launchpad-volume": 3302,
+    "launchpad-vol": 3302,  # (<slug>-pipes-<location> fits a DNS label: 63 characters at most)
     "three-images": 3303,
     "shared-platform": 3304,
     "launchpad-pip": 3305,
@@ -307,7 +307,7 @@ class Launchpad(Layout):
         name: str | None = None,
         locations: int = 1,
     ):
-        super().__init__(name or ("launchpad" if delivery == "image" else "launchpad-volume"), engine, work)
+        super().__init__(name or ("launchpad" if delivery == "image" else "launchpad-vol"), engine, work)
         self.template, self.delivery = template, delivery
         self.location = self.package = self.slug.replace("-", "_")
         self.locations = [self.package, *(f"extra_{i}" for i in range(1, locations))]
@@ -439,6 +439,9 @@ class Baseline(Layout):
         shutil.copy2(self.rendered / "platform/requirements.txt", self.root / "requirements.txt")
         code = self.root / "code"
         location = self.rendered / "pipes" / self.package
+        # The location's build step first, as `make build` runs it: the example assets read the
+        # build_info.json it writes (their code version).
+        run(["sh", "-c", f"cd '{location}' && sh build.sh"])
         shutil.copytree(location / "src" / self.package, code / "example")
         shutil.copy2(location / "requirements.txt", code / "requirements.txt")
 
