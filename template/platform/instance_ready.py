@@ -67,21 +67,39 @@ def setting(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def postgres_address(storage: dict) -> tuple[str, int] | None:
-    """(host, port) of the PostgreSQL storage, or None for other storage (or an address that
-    cannot be read without Dagster: then there is nothing to wait for here)."""
+def postgres_connection_args(storage: dict) -> dict | None:
+    """psycopg2.connect's arguments for the PostgreSQL storage (None for other storage)."""
     postgres = storage.get("postgres")
     if not isinstance(postgres, dict):
         return None
     if postgres.get("postgres_url") is not None:
-        url = urlsplit(setting(postgres["postgres_url"]) or "")
-        return (url.hostname, url.port or 5432) if url.hostname else None
+        url = setting(postgres["postgres_url"])
+        return {"dsn": url} if url else None
     db = postgres.get("postgres_db")
-    host = setting(db.get("hostname")) if isinstance(db, dict) else None
-    if not host:
+    if not isinstance(db, dict):
+        return None
+    names = {"hostname": "host", "port": "port", "username": "user", "password": "password"}
+    args = {key: setting(db.get(name)) for name, key in names.items()}
+    args["dbname"] = setting(db.get("db_name"))
+    params = db.get("params")
+    if isinstance(params, dict):
+        args.update({str(key): setting(value) for key, value in params.items()})
+    return {key: value for key, value in args.items() if value is not None}
+
+
+def postgres_address(storage: dict) -> tuple[str, int] | None:
+    """(host, port) of the PostgreSQL storage, or None for other storage (or an address that
+    cannot be read without Dagster: then there is nothing to wait for here)."""
+    args = postgres_connection_args(storage)
+    if not args:
+        return None
+    if "dsn" in args:
+        url = urlsplit(args["dsn"])
+        return (url.hostname, url.port or 5432) if url.hostname else None
+    if not args.get("host"):
         return None
     try:
-        return host, int(setting(db.get("port")) or 5432)
+        return args["host"], int(args.get("port") or 5432)
     except ValueError:
         return None
 
@@ -123,26 +141,6 @@ def create_databases() -> None:
         instance.get_runs(limit=1)  # run storage
         instance.all_instigator_state()  # schedule storage
         instance.event_log_storage.get_maximum_record_id()  # event log storage (its index)
-
-
-def postgres_connection_args(storage: dict) -> dict | None:
-    """psycopg2.connect's arguments for the PostgreSQL storage (None for other storage)."""
-    postgres = storage.get("postgres")
-    if not isinstance(postgres, dict):
-        return None
-    if postgres.get("postgres_url") is not None:
-        url = setting(postgres["postgres_url"])
-        return {"dsn": url} if url else None
-    db = postgres.get("postgres_db")
-    if not isinstance(db, dict):
-        return None
-    names = {"hostname": "host", "port": "port", "username": "user", "password": "password"}
-    args = {key: setting(db.get(name)) for name, key in names.items()}
-    args["dbname"] = setting(db.get("db_name"))
-    params = db.get("params")
-    if isinstance(params, dict):
-        args.update({str(key): setting(value) for key, value in params.items()})
-    return {key: value for key, value in args.items() if value is not None}
 
 
 def create_postgres_schema_once(args: dict) -> None:
