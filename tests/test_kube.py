@@ -138,6 +138,24 @@ def test_kube_yaml_is_the_compose_stack(combo, podman_projects):
         assert context["readOnlyRootFilesystem"] is bool(compose["services"][service].get("read_only")), (
             service
         )
+        # As the Helm values: the runtime's seccomp profile, requests within the limits, and
+        # probes that run the image's own health check (copier.yml, health_checks), which the
+        # Containerfile's HEALTHCHECK (or compose's, for PostgreSQL) runs too.
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, service
+        resources = container["resources"]
+        assert set(resources) == {"requests", "limits"} and set(resources["requests"]) == {"cpu", "memory"}
+        check = facts["health_checks"]["pipes" if service.startswith("pipes-") else service]
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert container[probe]["exec"]["command"] == check["command"], (service, probe)
+            assert container[probe]["periodSeconds"] == check["interval"], (service, probe)
+        assert container["livenessProbe"]["initialDelaySeconds"] == check["start"], service
+        if service != "postgres":
+            image_file = "platform/" + service if service in ("webserver", "daemon") else None
+            location = next((loc for loc, svc in facts["pipes_services"].items() if svc == service), None)
+            folder = root / (image_file or f"pipes/{location}")
+            text = (folder / facts["containerfile"]).read_text()
+            quoted = ", ".join(f'"{part}"' for part in check["command"])
+            assert f"CMD [{quoted}]" in text, f"{service}'s image runs another health check"
         for volume in spec.get("volumes", []):
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims
@@ -194,6 +212,9 @@ def test_kube_yaml_points_at_registry_images(combo, podman_projects):
         assert errors[0].startswith("error: make kube-yaml: ") and says in errors[0], errors
         assert not played.exists()
 
+    # The played YAML has the project's directory where the kube YAML says @PROJECT_DIR@ (the
+    # external PostgreSQL's CA directory, a hostPath).
+    original = original.replace("@PROJECT_DIR@", str(root.resolve()))
     result = make(root, "kube-yaml", timeout=120)
     assert result.returncode == 0, result.stderr
     assert played.read_text() == original

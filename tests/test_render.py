@@ -126,6 +126,12 @@ def check(fn: Callable[[Project], None]) -> Callable[[Project], None]:
     return fn
 
 
+def run_context(text: str) -> dict:
+    """DAGSTER_CONTAINER_CONTEXT of compose.yaml as JSON, its RUN_* settings at their defaults
+    (the numbers are written bare, so the text is JSON only once compose fills them in)."""
+    return json.loads(re.sub(r"\$\{RUN_[A-Z_]+:-([^}]*)\}", r"\1", text))
+
+
 @check
 def answers_are_recorded(p: Project) -> None:
     """Copier recorded every answer given, and none of the computed ones."""
@@ -197,7 +203,10 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/stale_services.py",
         "scripts/log_errors.py",
         "scripts/check_network.py",
+        "scripts/env_make.py",
     }
+    if p.answer("storage") == "external-postgres":
+        expected.add("scripts/postgres_tls.py")
     if c["engine"] == "podman":
         # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
         slug = p.answer("project_slug")
@@ -492,6 +501,8 @@ def instance_matches_storage_and_launcher(p: Project) -> None:
         assert kwargs["cap_drop"] == ["ALL"] and kwargs["security_opt"] == ["no-new-privileges:true"]
         # Each run gets its own location's volumes (DAGSTER_CONTAINER_CONTEXT in compose.yaml).
         assert "volumes_from" not in kwargs, kwargs["volumes_from"]
+        # Its process under recover_runs.py --run, which names an out-of-memory kill.
+        assert kwargs["entrypoint"] == ["python3", "/opt/dagster/recover_runs.py", "--run", "--"]
 
 
 @check
@@ -607,7 +618,15 @@ def compose_services_match_the_answers(p: Project) -> None:
         assert has_workspace == (name not in pipes)
         assert services[name]["build"]["dockerfile"] == p.image_files()[name]
         assert services[name]["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{c['python_image']}}}"
-        assert ("DAGSTER_PG_PASSWORD" in services[name].get("environment", {})) == c["uses_postgres"], name
+        environment = services[name].get("environment", {})
+        # The password is compose's secret file, never an environment value (test_secrets.py).
+        assert "DAGSTER_PG_PASSWORD" not in environment, name
+        assert ("DAGSTER_PG_PASSWORD_FILE" in environment) == c["uses_postgres"], name
+        # TLS settings for an external server, and its CA's directory, in every Dagster service.
+        external = p.answer("storage") == "external-postgres"
+        assert ("PGSSLMODE" in environment and "PGSSLROOTCERT" in environment) == external, name
+        tls_mount = f"./.build/postgres-tls:{c['postgres_ca_path'].rsplit('/', 1)[0]}:ro,z"
+        assert (tls_mount in volumes) == external, name
         # Every Dagster service starts after a bundled PostgreSQL has started, not after its
         # health check (a 2 s interval: its first pass would delay every start); each image
         # waits for PostgreSQL itself (platform/instance_ready.py, tests/test_instance_ready.py).
@@ -663,7 +682,7 @@ def services_find_each_other_at_fixed_addresses(p: Project) -> None:
     assert f"DAGSTER_NETWORK_PREFIX={prefix}" in p.text(".env.example").splitlines()
     if p.answer("run_launcher") == "container":
         for loc in p.locations:
-            context = json.loads(services[p.service(loc)]["environment"]["DAGSTER_CONTAINER_CONTEXT"])
+            context = run_context(services[p.service(loc)]["environment"]["DAGSTER_CONTAINER_CONTEXT"])
             extra = context["docker"]["container_kwargs"]["extra_hosts"]
             assert extra == {name: f"{var}.{n}" for name, n in hosts.items()}, extra
     if c["engine"] == "podman":
@@ -715,10 +734,19 @@ def each_location_has_its_own_service_image_and_container(p: Project) -> None:
         }
         if p.answer("run_launcher") == "container":
             assert launched.get("DAGSTER_CURRENT_IMAGE") == image, (loc, launched)
-            context = json.loads(launched["DAGSTER_CONTAINER_CONTEXT"])
+            context = run_context(launched["DAGSTER_CONTAINER_CONTEXT"])
             kwargs = context["docker"]["container_kwargs"]  # extra_hosts: see the network check
             assert context == {"docker": {"container_kwargs": kwargs}}, (loc, context)
-            assert kwargs["volumes_from"] == [container] and set(kwargs) == {"volumes_from", "extra_hosts"}
+            assert kwargs.pop("volumes_from") == [container] and kwargs.pop("extra_hosts"), loc
+            # The run's ceilings: .env's RUN_* (compose's defaults: copier.yml, run_limits).
+            limits = p.computed["run_limits"]
+            assert kwargs == {
+                "mem_limit": limits["memory"],
+                "memswap_limit": limits["memory"],
+                "nano_cpus": int(limits["cpus"] * 10**9),
+                "pids_limit": limits["pids"],
+            }, (loc, kwargs)
+            assert f"RUN_MEMORY_LIMIT={limits['memory']}" in p.text(".env.example").splitlines()
         else:
             assert not launched, (loc, launched)
     # No mount of any location's code elsewhere.
@@ -738,12 +766,17 @@ def compose_confines_every_service(p: Project) -> None:
         assert service["security_opt"] == ["no-new-privileges:true"], name
         assert "privileged" not in service and "mem_limit" in service and "cpus" in service, name
         assert service.get("read_only", False) is (name not in p.pipes_services), name
-        assert "secrets" not in service, f"{name} gets a runtime secret"
+        # The one runtime secret: the PostgreSQL password's file (compose.yaml, test_secrets.py).
+        password = [{"source": "postgres_password", "target": c["postgres_password_file"].split("/")[-1]}]
+        assert service.get("secrets", []) == (password if c["uses_postgres"] else []), name
         if "build" in service:
             assert service["build"]["secrets"] == ["pip_conf"], name
     if "postgres" in compose["services"]:
         assert compose["services"]["postgres"]["user"] == f"{c['postgres_uid']}:{c['postgres_uid']}"
-    assert compose["secrets"] == {"pip_conf": {"file": "./secrets/pip.conf"}}
+    secrets = {"pip_conf": {"file": "./secrets/pip.conf"}}
+    if c["uses_postgres"]:
+        secrets["postgres_password"] = {"file": "./.build/secrets/postgres-password", "x-podman.relabel": "z"}
+    assert compose["secrets"] == secrets
 
 
 @check

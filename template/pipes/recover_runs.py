@@ -3,6 +3,7 @@
 
     recover_runs.py --location NAME -- dagster api grpc ...      (or dagster code-server start ...)
     recover_runs.py --check-serving [--port 4000]                 (the image's HEALTHCHECK)
+    recover_runs.py --run -- dagster api execute_run ARGS         (a run's own container)
 
 With the code-server run launcher (DefaultRunLauncher in dagster.yaml) every run executes
 as a child process of this container's code server. When the container dies (out of
@@ -21,6 +22,13 @@ SIGTERM reaches the server directly (Dagster's CLI turns it into a clean shutdow
 Before the server starts, the location's state directory (DAGSTER_LOCATION_DATA, on the data
 volume) is created if it is missing.
 
+--run is the entrypoint of each run's own container (the container run launcher,
+container_kwargs in dagster.yaml): it starts the run's process and passes it SIGTERM and
+SIGINT (a run terminated from the UI). When the kernel kills that process because the
+container went past its memory ceiling (RUN_MEMORY_LIMIT in .env; the cgroup counts the
+kill), the run would otherwise end as "container not found" once run monitoring looks: it is
+marked failed at once, with a message that names the ceiling.
+
 --check-serving asks the gRPC health service of the server on --port (what
 `dagster api grpc-health-check` asks) with grpcio alone: about 0.1 s of CPU instead of a
 Dagster import (1 to 2 s) every time the engine checks the container.
@@ -29,18 +37,35 @@ Dagster import (1 to 2 s) every time the engine checks the container.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
+from pathlib import Path
 
 LOST = (
     "The pipes container restarted while this run executed in it (it was killed, ran out "
     "of memory, or the host restarted); the run's process is gone."
 )
+OUT_OF_MEMORY = (
+    "The run's container went past its memory ceiling ({limit}; RUN_MEMORY_LIMIT in .env): the "
+    "kernel killed the run's process (out of memory). Give the run more memory, or use less."
+)
+# The container's memory cgroup: (its out-of-memory kill count's file, its ceiling's file), for
+# cgroup v2 and v1.
+CGROUPS = [
+    (Path("/sys/fs/cgroup/memory.events"), Path("/sys/fs/cgroup/memory.max")),
+    (
+        Path("/sys/fs/cgroup/memory/memory.oom_control"),
+        Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    ),
+]
 # After the server answers, give the webserver and daemon time to see it again (they
 # watch the server), so that the daemon can launch the retries.
 SETTLE_SECONDS = 10
@@ -118,6 +143,58 @@ def watch(location: str, port: int, booted: datetime) -> None:
             time.sleep(min(60, 5 * (attempt + 1)))
 
 
+def out_of_memory_kills() -> tuple[int, str]:
+    """(the number of processes the kernel killed in this container for want of memory, its
+    memory ceiling as text), from the container's cgroup; (0, "") where it cannot be read."""
+    for events, ceiling in CGROUPS:
+        try:
+            counts = dict(line.split() for line in events.read_text().splitlines() if " " in line)
+        except (OSError, ValueError):
+            continue
+        try:
+            limit = ceiling.read_text().strip()
+            limit = f"{int(limit) // 2**20} MiB" if limit.isdigit() else limit
+        except OSError:
+            limit = "unknown"
+        return int(counts.get("oom_kill", 0)), limit
+    return 0, ""
+
+
+def run_id_of(command: list[str]) -> str | None:
+    """The run id in `dagster api execute_run ARGS` (ARGS: Dagster's serialized ExecuteRunArgs,
+    which stores it as pipeline_run_id)."""
+    for argument in command:
+        if argument.startswith("{"):
+            try:
+                args = json.loads(argument)
+                return args.get("pipeline_run_id") or args.get("run_id")
+            except (ValueError, AttributeError):
+                return None
+    return None
+
+
+def guard_run(command: list[str]) -> int:
+    """Run the run's process; if the kernel killed it for want of memory, mark its run failed."""
+    kills_before, _ = out_of_memory_kills()
+    child = subprocess.Popen(command)
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda signum, _frame: child.send_signal(signum))
+    code = child.wait()
+    kills, limit = out_of_memory_kills()
+    run_id = run_id_of(command)
+    if code != -signal.SIGKILL or kills <= kills_before or not run_id:
+        return code
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    message = OUT_OF_MEMORY.format(limit=limit)
+    log(message)
+    with DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status in (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED):
+            instance.report_run_failed(run, message)
+    return code
+
+
 def console_script(name: str):
     """The function behind an installed console script (`dagster`), to call in this process."""
     found = entry_points(group="console_scripts", name=name)
@@ -133,11 +210,16 @@ def main() -> int:
     parser.add_argument(
         "--check-serving", action="store_true", help="exit 0 if the code server on --port serves"
     )
+    parser.add_argument(
+        "--run", action="store_true", help="run the run's command (after --) in this container"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the server's command")
     args = parser.parse_args()
     if args.check_serving:
         return 0 if serving(args.port) else 1
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.run:
+        return guard_run(command) if command else parser.error("give the run's command after --")
     if not args.location or not command:
         parser.error("give --location NAME, then the code server's command after --")
 

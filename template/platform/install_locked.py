@@ -47,6 +47,14 @@ CACHE = Path("/var/cache/launchpad")
 # Where the images keep the project's vendored wheels (pipes/NAME/wheels/ at the same path).
 VENDORED_ROOT = Path("/opt/dagster")
 UV_REQUIREMENTS = Path(__file__).with_name("requirements-uv.txt")
+# Run by every Python of the virtualenv as it starts (site's .pth files): NAME from the file
+# that NAME_FILE names under /run/secrets/ (compose's secrets), unless NAME is set. The images'
+# processes, their health checks and whatever you `exec` in a container so read the PostgreSQL
+# password (DAGSTER_PG_PASSWORD_FILE) without it being an environment value of the container.
+SECRETS_PTH = (
+    "import os; [os.environ.setdefault(k[:-5], open(v).read()) for k, v in list(os.environ.items())"
+    " if k.endswith('_FILE') and v.startswith('/run/secrets/') and os.path.isfile(v)]\n"
+)
 
 
 def index_env(pip_conf: Path) -> dict[str, str]:
@@ -145,6 +153,14 @@ def install(requirements: str) -> int:
         env.update(index_env(PIP_CONF))
     if not (VENV / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(VENV)], check=True)
+        purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
+        site = subprocess.run(
+            [str(VENV / "bin" / "python"), "-c", purelib],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        Path(site, "launchpad_secrets.pth").write_text(SECRETS_PTH)
     with tempfile.TemporaryDirectory(prefix="uv-") as tmp:
         sync = [
             str(uv_binary(env, tmp)), "pip", "sync", "--python", str(VENV / "bin" / "python"),
