@@ -26,7 +26,7 @@ from pathlib import Path
 
 KEY = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 # Variables that change how make itself or its shell works: not settings of the project.
-RESERVED = re.compile(r"SHELL|PATH|VPATH|GPATH|CURDIR|SUFFIXES|MFLAGS|MAKE[A-Z_]*|\.[A-Z_]+")
+RESERVED = re.compile(r"SHELL|PATH|VPATH|GPATH|CURDIR|SUFFIXES|MFLAGS|MAKE[A-Z_]*")
 # Appended to each value in the written file and expanding to nothing there: a value ending in
 # a backslash would otherwise continue onto the next line.
 END = "$(launchpad-end)"
