@@ -5,7 +5,8 @@ ceilings (issue 29, findings 4, 6, 10 and 2).
 - make reads .env through scripts/env_make.py: the values a user writes (quotes, '#', '$',
   spaces, backslashes) reach the recipes' environment exactly as .env means them, checked here
   with real make and, per engine, end to end: a password made of those characters opens a
-  real PostgreSQL, the bundled one and an external one.
+  real PostgreSQL, the bundled one (on Podman under compose and as the kube stack) and an
+  external one.
 - While `make up` starts the stack, no process on this host (as ps shows them to every local
   user) has the password on its command line (podman-compose would put `-e NAME=value` on
   `podman create`'s): the containers read it from compose's secret file, and no container's
@@ -305,6 +306,26 @@ def check_run_ceilings(engine, stack: Stack) -> str:
     return f"out-of-memory run FAILURE ({messages[-1][:60]}...), then SUCCESS under {seen}"
 
 
+def check_kube_stack(root: Path, stack: Stack) -> str:
+    """The same project as the kube stack (`make kube-up`; Quadlet installs the same secret): the
+    password reaches its PostgreSQL and Dagster pods through scripts/kube_secret.sh and the
+    Podman secret, and the example job succeeds. Returns a figure."""
+    down = make(root, "down")
+    assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
+    with CommandLines(PASSWORD[:6]) as watch:
+        started = time.monotonic()
+        result = make(root, "kube-up", timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert not watch.found, f"the password on command lines during make kube-up: {sorted(watch.found)}"
+    elapsed = time.monotonic() - started
+    stack.wait_loaded(timeout=60)
+    run_id = stack.launch()
+    assert stack.wait_run(run_id).value == "SUCCESS", stack.errors(run_id)
+    down = make(root, "kube-down")
+    assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
+    return f"kube-up {elapsed:.0f} s, the job SUCCESS there too"
+
+
 STACKS = {
     # engine: (storage, run launcher, slug): the external server over TLS with the container
     # launcher (the run's own container checks the server too, and has its ceilings), the
@@ -393,6 +414,8 @@ def test_a_hostile_password_opens_postgres_over_tls_and_no_command_line_shows_it
                 assert shown.stdout == PASSWORD, service
                 config = engine.run("inspect", "--format", "{{json .Config.Env}}", f"{slug}-{service}")
                 assert PASSWORD[:6] not in config.stdout, f"{service}'s configuration holds the password"
+            if engine_name == "podman" and not external:
+                figures.append(check_kube_stack(root, stack))
         finally:
             remove_stack(engine, root, slug)
             if external:
