@@ -47,3 +47,76 @@ def test_readme_links_to_the_questions_instead_of_repeating_them():
     assert "(docs/generate.md)" in readme
     repeated = [q for q in questions() if re.search(rf"^\| `{q}` \|", readme, re.M)]
     assert not repeated, f"README.md repeats the rows of {repeated}; link to docs/generate.md"
+
+
+# ------------------------------------------------- claims that drift (issue 30, "docs that stay true")
+
+REPOSITORY_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+GENERATED_PAGES = [
+    ROOT / "template" / "README.md.jinja",
+    *sorted((ROOT / "template" / "docs").glob("*.jinja")),
+]
+# `make TARGET` in an inline code span, or at the start of a line of a code block.
+INLINE_MAKE = re.compile(r"`(?:sudo )?make ([a-z][a-z0-9-]*)")
+BLOCK_MAKE = re.compile(r"^\s*(?:\$ |sudo )?make ([a-z][a-z0-9-]*)", re.M)
+# A path of this repository, in backticks; one with an upper-case placeholder (NAME, MODE) or
+# a pattern is not a path.
+REPOSITORY_PATH = re.compile(r"`((?:tests|template|docs|benchmarks|tools|\.ci|\.github)/[^`\s]*)`")
+STALE = re.compile(r"\bplanned\b|not written yet|not yet written|will be added|coming soon", re.I)
+
+
+def named_targets(text: str) -> list[str]:
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S)
+    return INLINE_MAKE.findall(text) + [t for block in blocks for t in BLOCK_MAKE.findall(block)]
+
+
+def makefile_targets(root) -> set[str]:
+    text = (root / "Makefile").read_text()
+    return set(re.findall(r"^([a-z][a-z0-9-]*):", text, re.M))
+
+
+def test_every_make_target_the_docs_name_exists(template_snapshot, tmp_path):
+    """Every `make TARGET` in the README and docs (the repository's and the generated ones) is a
+    target of a rendered project (Podman's or Docker's)."""
+    from engines import render
+
+    targets = set()
+    for engine in ("podman", "docker"):
+        root = render(template_snapshot, tmp_path / engine, {"container_engine": engine})
+        targets |= makefile_targets(root)
+    missing = {
+        f"{page.relative_to(ROOT)}: make {target}"
+        for page in REPOSITORY_PAGES + GENERATED_PAGES
+        for target in named_targets(page.read_text())
+        if target not in targets
+    }
+    assert not missing, sorted(missing)
+
+
+def test_every_repository_path_the_docs_name_exists():
+    """A path of this repository named in the README or docs/ exists (placeholders aside), or
+    is a generated project's file (docs/kubernetes.md: template/docs/kubernetes.md.jinja)."""
+
+    def exists(path: str) -> bool:
+        path = path.split("::")[0].rstrip("/")
+        return any((ROOT / p).exists() for p in (path, f"template/{path}", f"template/{path}.jinja"))
+
+    missing = {
+        f"{page.relative_to(ROOT)}: {path}"
+        for page in REPOSITORY_PAGES
+        for path in REPOSITORY_PATH.findall(page.read_text())
+        if not re.search(r"[<>*{]|[A-Z]{3,}|\.\.\.", path) and not exists(path)
+    }
+    assert not missing, sorted(missing)
+
+
+def test_no_page_promises_what_exists_or_is_gone():
+    """No 'planned' or 'not written yet' sentence: what exists is described, what does not is an
+    issue, not a promise in the docs."""
+    found = [
+        f"{page.relative_to(ROOT)}:{number}: {line.strip()[:120]}"
+        for page in REPOSITORY_PAGES + GENERATED_PAGES
+        for number, line in enumerate(page.read_text().splitlines(), 1)
+        if STALE.search(line)
+    ]
+    assert not found, found
