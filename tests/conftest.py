@@ -136,10 +136,12 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def snapshot_template(dest: Path) -> Path:
-    """The template as the working tree has it (tracked and untracked), without .git."""
+    """The template as the working tree has it (tracked and untracked), without .git: what
+    Copier reads (copier.yml, template/) and runs (migrations/, copier.yml's _migrations)."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(ROOT / "copier.yml", dest / "copier.yml")
-    shutil.copytree(ROOT / "template", dest / "template", dirs_exist_ok=True)
+    for folder in ("template", "migrations"):
+        shutil.copytree(ROOT / folder, dest / folder, dirs_exist_ok=True)
     return dest
 
 

@@ -56,7 +56,8 @@ def template_repo(tmp_path_factory) -> dict:
     clone = tmp_path_factory.mktemp("template-repo") / "launchpad"
     subprocess.run(["git", "clone", "--quiet", "--no-local", str(ROOT), str(clone)], check=True)
     # The current state is the working tree (the tests also run before a commit).
-    shutil.rmtree(clone / "template")
+    for folder in ("template", "migrations"):
+        shutil.rmtree(clone / folder, ignore_errors=True)
     snapshot_template(clone)
     subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
     subprocess.run(
