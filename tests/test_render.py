@@ -625,7 +625,7 @@ def compose_services_match_the_answers(p: Project) -> None:
         # TLS settings for an external server, and its CA's directory, in every Dagster service.
         external = p.answer("storage") == "external-postgres"
         assert ("PGSSLMODE" in environment and "PGSSLROOTCERT" in environment) == external, name
-        tls_mount = f"./.build/postgres-tls:{c['postgres_ca_path'].rsplit('/', 1)[0]}:ro,z"
+        tls_mount = f"./.build/postgres-tls:{c['postgres_ca_dir']}:ro,z"
         assert (tls_mount in volumes) == external, name
         # Every Dagster service starts after a bundled PostgreSQL has started, not after its
         # health check (a 2 s interval: its first pass would delay every start); each image
