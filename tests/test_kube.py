@@ -18,6 +18,7 @@ volume beyond the claims.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -166,16 +167,17 @@ def test_kube_yaml_is_the_compose_stack(combo, podman_projects):
             assert published == [{"containerPort": 3000, "hostPort": port, "hostIP": bind}]
         else:
             assert published == [], f"{service} is published"
-    # The ConfigMap's dagster.yaml is config/dagster.yaml (without its header), and its
-    # workspace names each location's pod where config/workspace.yaml names the service.
+    # The ConfigMap holds no copy of the instance: `make kube-yaml` puts config/dagster.yaml and
+    # config/workspace.yaml themselves there (test_kube_yaml_points_at_registry_images), and
+    # every pod finds each service by its compose name too, so that workspace.yaml's hosts and
+    # DAGSTER_PG_HOST serve both stacks.
     (config_map,) = [d for d in documents if d["kind"] == "ConfigMap"]
-    assert yaml.safe_load(config_map["data"]["dagster.yaml"]) == yaml.safe_load(
-        (root / "config" / "dagster.yaml").read_text()
-    )
+    assert config_map["data"] == {name: f"@CONFIG:{name}@" for name in ("dagster.yaml", "workspace.yaml")}
     workspace = yaml.safe_load((root / "config" / "workspace.yaml").read_text())
-    for entry in workspace["load_from"]:
-        entry["grpc_server"]["host"] = facts["kube_pods"][entry["grpc_server"]["host"]]
-    assert yaml.safe_load(config_map["data"]["workspace.yaml"]) == workspace
+    hosts = {entry["grpc_server"]["host"] for entry in workspace["load_from"]}
+    for pod in by_name.values():
+        names = {n for alias in pod["spec"]["hostAliases"] for n in alias["hostnames"]}
+        assert hosts <= names and set(services) <= names, pod["metadata"]["name"]
 
 
 def test_docker_projects_have_no_kube(template_snapshot, tmp_path):
@@ -213,11 +215,20 @@ def test_kube_yaml_points_at_registry_images(combo, podman_projects):
         assert not played.exists()
 
     # The played YAML has the project's directory where the kube YAML says @PROJECT_DIR@ (the
-    # external PostgreSQL's CA directory, a hostPath).
+    # external PostgreSQL's CA directory, the code with code delivery "volume": hostPaths), and
+    # config/dagster.yaml and config/workspace.yaml, exactly, in its ConfigMap. An edit to
+    # config/ reaches it (no copy by hand): a line appended to the instance is played.
+    instance = root / "config" / "dagster.yaml"
+    instance.write_text(instance.read_text() + "# a note: 'quoted', \\ and \"double\"\n")
+    configs = {name: (root / "config" / name).read_text() for name in ("dagster.yaml", "workspace.yaml")}
     original = original.replace("@PROJECT_DIR@", str(root.resolve()))
+    for name, text in configs.items():
+        original = original.replace(f'"@CONFIG:{name}@"', json.dumps(text, ensure_ascii=False))
     result = make(root, "kube-yaml", timeout=120)
     assert result.returncode == 0, result.stderr
     assert played.read_text() == original
+    (config_map,) = [d for d in yaml.safe_load_all(played.read_text()) if d and d["kind"] == "ConfigMap"]
+    assert config_map["data"] == configs
 
     # Something must answer on the registry's port (the check that `make push` makes).
     with socket.socket() as listener:

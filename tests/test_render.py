@@ -204,10 +204,12 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/log_errors.py",
         "scripts/check_network.py",
         "scripts/env_make.py",
+        # The scripts' unit tests (make test).
+        "scripts/tests/test_push_images.py",
     }
-    if p.answer("storage") == "external-postgres":
+    if c["external_postgres"]:
         expected.add("scripts/postgres_tls.py")
-    if c["engine"] == "podman":
+    if c["kube_play"]:
         # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
         slug = p.answer("project_slug")
         expected |= {
@@ -215,6 +217,8 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
             f"kube/{slug}.kube",
             "scripts/quadlet.sh",
             "scripts/kube_recycle.sh",
+            "scripts/kube_yaml.py",
+            "scripts/tests/test_kube_yaml.py",
             "docs/podman-kube.md",
         }
         if c["uses_postgres"]:
@@ -675,7 +679,7 @@ def services_find_each_other_at_fixed_addresses(p: Project) -> None:
     assert all(re.fullmatch(r"02(:[0-9a-f]{2}){5}", mac) for mac in macs.values()), macs
     for name, service in services.items():
         network = {"ipv4_address": f"{var}.{hosts[name]}"}
-        if c["engine"] == "podman":
+        if c["fixed_macs"]:
             network["mac_address"] = macs[name]
         assert service["networks"] == {"dagster": network}, name
         assert sorted(service["extra_hosts"]) == expected_hosts, name
@@ -685,10 +689,11 @@ def services_find_each_other_at_fixed_addresses(p: Project) -> None:
             context = run_context(services[p.service(loc)]["environment"]["DAGSTER_CONTAINER_CONTEXT"])
             extra = context["docker"]["container_kwargs"]["extra_hosts"]
             assert extra == {name: f"{var}.{n}" for name, n in hosts.items()}, extra
-    if c["engine"] == "podman":
+    if c["kube_play"]:
         slug = p.answer("project_slug")
         pods = [d for d in yaml.safe_load_all(p.text(f"kube/{slug}.yaml")) if d and d["kind"] == "Pod"]
-        aliases = sorted((f"{prefix}.{n}", [c["kube_pods"][name]]) for name, n in hosts.items())
+        # Each by its pod's name and by its compose name (config/workspace.yaml's hosts).
+        aliases = sorted((f"{prefix}.{n}", [c["kube_pods"][name], name]) for name, n in hosts.items())
         addresses, order = [], []
         for pod in pods:
             found = sorted((a["ip"], a["hostnames"]) for a in pod["spec"]["hostAliases"])

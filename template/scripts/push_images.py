@@ -52,6 +52,12 @@ def reachable(host: str, port: int) -> str | None:
         return exc.strerror or str(exc)
 
 
+def remote(image: str, registry: str, tag: str) -> str:
+    """The registry's name of the local image localhost/NAME:TAG: REGISTRY/NAME:tag."""
+    name = image.rsplit("/", 1)[-1].rsplit(":", 1)[0]
+    return f"{registry}/{name}:{tag}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", required=True)
@@ -92,19 +98,18 @@ def main() -> None:
 
     made: list[str] = []
     for image in args.image:
-        name = image.rsplit("/", 1)[-1].rsplit(":", 1)[0]
-        remote = f"{registry}/{name}:{args.tag}"
-        result = engine(args.engine, "tag", image, remote)
+        target = remote(image, registry, args.tag)
+        result = engine(args.engine, "tag", image, target)
         if result.returncode == 0:
-            made.append(remote)
-            result = engine(args.engine, "push", *args.push_flag, remote)
+            made.append(target)
+            result = engine(args.engine, "push", *args.push_flag, target)
         if result.returncode:
             if made:
                 engine(args.engine, "rmi", *made)
             lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
             last = lines[-1] if lines else "no message"
-            fail(f"pushing {remote} failed: {last} (the tags it made were removed)")
-        print(f"pushed {remote}")
+            fail(f"pushing {target} failed: {last} (the tags it made were removed)")
+        print(f"pushed {target}")
     print(f"{len(made)} images in {registry}, tag {args.tag}")
 
 
