@@ -120,3 +120,71 @@ def test_no_page_promises_what_exists_or_is_gone():
         if STALE.search(line)
     ]
     assert not found, found
+
+
+# A measured figure: a number with a unit of time, size or rate (`7.3 s`, `2051 s`, `34 minutes`,
+# `266 MB`, `450.1 MiB`, `9 %`, `36.9 runs/min`), or a count of tests (`219 passed`). A number
+# that a setting word comes just before or after (`every 10 s`, `within 15 s`, `after 60 s`,
+# `up to 20 s`, `its 4 GiB ceiling`, `rounds 0.2 s apart`, ...) is a setting, not a figure.
+FIGURE = re.compile(
+    r"(?<![\w.])\d[\d,]*(?:\.\d+)?"
+    r"(?:\s?(?:ms|s|min|minutes?|hours?|MB|MiB|GB|GiB|kB|KiB|B)\b|\s?%|\sruns/min\b|\s(?:passed|skipped)\b)"
+)
+SETTING_BEFORE = re.compile(
+    r"(?:\bevery|\bwithin|\bafter|\bup to|\bat most|\bover|\bdefault|ceiling|timeout|\blimit"
+    r"|\bperiod|\binterval|\bruns of)[^.;:\d]{0,12}$",
+    re.I,
+)
+SETTING_AFTER = re.compile(r"^\s?(?:ceiling|timeout|limit|apart|more every)\b", re.I)
+# Where figures come from: "Figures from `COMMAND`", "Measured with `COMMAND`" or "Timed with
+# `COMMAND`" (the command in the first code span after them, in the same sentence), or, for
+# figures whose command is not known, "command not recorded" ("the command ... was not
+# recorded", at most five words between).
+COMMAND_MARKER = re.compile(
+    r"\b(?:[Ff]igures? (?:from|of)|[Mm]easured (?:with|by|in)|[Tt]imed (?:with|by))\b[^`.]{0,120}"
+    r"`(?:[A-Z_]+=\S* )*(?:sudo |flock \S+ )?"
+    r"(?:\S*python3?|\S*pytest|make|bash|\S*benchmarks/run\.py|\S*\.ci/run|podman|docker|time|copier)\b"
+    r"[^`]*`"
+    r"|\bcommands? (?:\w+ ){0,5}?(?:was |were )?not recorded\b"
+)
+
+
+def sections(page) -> list[tuple[str, str]]:
+    """(heading, body) of each section of a page: from a heading of any level to the next
+    one, code blocks (and a template's Jinja tags) left out, lines joined."""
+    text = re.sub(r"^```.*?^```[^\n]*$", "", page.read_text(), flags=re.M | re.S)
+    if page.suffix == ".jinja":
+        text = re.sub(r"\{%.*?%\}|\{#.*?#\}|\{\{.*?\}\}", "", text, flags=re.S)
+    parts = re.split(r"^(#{1,6} .*)$", text, flags=re.M)
+    heads = ["(top of the page)", *parts[1::2]]
+    return [(head, " ".join(body.split())) for head, body in zip(heads, parts[0::2], strict=True)]
+
+
+def measured_figures(body: str) -> list[str]:
+    return [
+        m.group(0)
+        for m in FIGURE.finditer(body)
+        if not SETTING_BEFORE.search(body[max(0, m.start() - 40) : m.start()])
+        and not SETTING_AFTER.search(body[m.end() : m.end() + 20])
+    ]
+
+
+def sections_without_their_command(page) -> list[str]:
+    return [
+        f"{page.relative_to(ROOT)}: {head} ({', '.join(figures[:3])})"
+        for head, body in sections(page)
+        if (figures := measured_figures(body)) and not COMMAND_MARKER.search(body)
+    ]
+
+
+def test_every_section_that_states_figures_names_the_command_that_produced_them():
+    """A section (a heading of any level to the next) of the README or docs (the repository's and
+    the generated ones) that states a measured figure (a number with a unit of time, size or rate,
+    or a count of tests passed or skipped; a setting such as `every 10 s` or `within 15 s` is
+    not one) says which command produced it: "Figures from `COMMAND`", "Measured with
+    `COMMAND`" or "Timed with `COMMAND`", with a command in the code span (python, pytest,
+    make, bash, benchmarks/run.py, .ci/run, podman, docker, ...). A figure whose command is
+    not known says so: "command not recorded". The marker covers its own section, not the
+    sections below it; docs/testing.md ("The docs checks") has the convention."""
+    missing = [s for page in REPOSITORY_PAGES + GENERATED_PAGES for s in sections_without_their_command(page)]
+    assert not missing, missing
