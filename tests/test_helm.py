@@ -26,6 +26,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -284,24 +285,21 @@ def test_helm_merge_follows_helm():
 def test_launch_run_queries_fit_dagsters_graphql_schema(projects):
     """scripts/launch_run.py (the CI job's launcher) asks only what Dagster's GraphQL schema has
     (dagster-graphql of the test extra, the default Dagster version)."""
-    import importlib.util
-    import sys
-
     from dagster_graphql.schema import create_schema
     from graphql import parse, validate
 
-    scripts = projects["default"] / "scripts"
-    sys.path.insert(0, str(scripts))  # launch_run imports wait_ready beside it
-    try:
-        spec = importlib.util.spec_from_file_location("launch_run", scripts / "launch_run.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(scripts))
+    # The queries as the script has them once imported, in a Python of its own started in the
+    # scripts directory (launch_run imports wait_ready beside it, as the CI job runs it).
+    show = "import json, launch_run; print(json.dumps([launch_run.LAUNCH, launch_run.STATUS]))"
+    shown = subprocess.run(
+        [sys.executable, "-c", show], cwd=projects["default"] / "scripts", capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    launch, status = json.loads(shown.stdout)
     schema = create_schema().graphql_schema
-    for query in (module.LAUNCH, module.STATUS):
+    for query in (launch, status):
         assert validate(schema, parse(query)) == []
-    broken = module.STATUS.replace("status", "state", 1)
+    broken = status.replace("status", "state", 1)
     assert validate(schema, parse(broken)) != []
 
 
