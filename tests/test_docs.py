@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-import matrix
-from conftest import ROOT
+from launchpad_dev import matrix
+from launchpad_dev.common import ROOT
 
 GENERATE = ROOT / "docs" / "generate.md"
 
@@ -78,7 +78,7 @@ def makefile_targets(root) -> set[str]:
 def test_every_make_target_the_docs_name_exists(template_snapshot, tmp_path):
     """Every `make TARGET` in the README and docs (the repository's and the generated ones) is a
     target of a rendered project (Podman's or Docker's)."""
-    from engines import render
+    from launchpad_dev.engines import render
 
     targets = set()
     for engine in ("podman", "docker"):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix import ROOT
+from launchpad_dev.matrix import ROOT
 
 SCRIPT = ROOT / "template" / "platform" / "instance_ready.py"
 # What each started process does once the script execs it: open the instance as Dagster does.

@@ -4,8 +4,8 @@ import re
 import sys
 from pathlib import Path
 
-from conftest import ROOT, run
-from tools import require_tool
+from launchpad_dev.common import ROOT, run
+from launchpad_dev.tools import require_tool
 
 TEST_COMMAND = ".venv/bin/python -m pytest"
 
