@@ -61,7 +61,9 @@ INLINE_MAKE = re.compile(r"`(?:sudo )?make ([a-z][a-z0-9-]*)")
 BLOCK_MAKE = re.compile(r"^\s*(?:\$ |sudo )?make ([a-z][a-z0-9-]*)", re.M)
 # A path of this repository, in backticks; one with an upper-case placeholder (NAME, MODE) or
 # a pattern is not a path.
-REPOSITORY_PATH = re.compile(r"`((?:tests|template|docs|benchmarks|tools|\.ci|\.github)/[^`\s]*)`")
+REPOSITORY_PATH = re.compile(
+    r"`((?:tests|template|docs|benchmarks|tools|launchpad_dev|\.ci|\.github)/[^`\s]*)`"
+)
 STALE = re.compile(r"\bplanned\b|not written yet|not yet written|will be added|coming soon", re.I)
 
 
