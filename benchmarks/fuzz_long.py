@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from failures import one_line
+from launchpad_dev.bench_failures import one_line
+from launchpad_dev.common import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TEST = "tests/test_fuzz.py::test_fuzzed_answers_are_refused_by_name_or_render_a_sound_project"
 
 

@@ -11,7 +11,8 @@ also as a ratio to the best baseline, and against the targets of docs/benchmarks
 writes JSON (snake_case keys; seconds, bytes, MiB). Slow figures never fail it. A layout that
 fails is recorded (in its JSON entry and the table, with its error) and the run goes on with the
 next layout and engine; only a failure of the generated project itself exits 1
-(benchmarks/failures.py). The JSON is written either way.
+(launchpad_dev/bench_failures.py). The JSON is written either way. The layouts and the host's
+measurements that the other modes use too are in launchpad_dev/bench.py.
 
 Other modes, not in CI (docs/benchmarks.md): --soak [N] and --burst [N] (benchmarks/stress.py),
 --fuzz-long [N] (benchmarks/fuzz_long.py); each writes benchmarks/results-MODE.json.
@@ -32,51 +33,34 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
-from functools import cached_property
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-# Run as a script, this file is __main__; the modules beside it (soak.py, burst.py) import it
-# as `run`: the same module, not a second copy with classes of its own.
-sys.modules.setdefault("run", sys.modules[__name__])
-
-from failures import (  # noqa: E402
+from launchpad_dev import matrix
+from launchpad_dev.bench import (
+    Launchpad,
+    Layout,
+    Track,
+    container_rss_mib,
+    launch_to_success,
+    remove_layout,
+    run,
+    seconds,
+    write_report,
+)
+from launchpad_dev.bench_failures import (
     PROJECT_LAYOUTS,
     BenchError,
     break_code,
     broken_layouts,
-    describe,
     failed_entry,
-    run_failure,
 )
-
-import matrix  # noqa: E402
-from conftest import snapshot_template  # noqa: E402
-from dagster_api import Stack  # noqa: E402
-from engines import ENGINES, UPSTREAM, Engine, env_value, render, tool_env, use_base  # noqa: E402
+from launchpad_dev.common import ROOT, snapshot_template
+from launchpad_dev.engines import ENGINES, Engine, env_value, tool_env
 
 BASELINES = ROOT / "benchmarks" / "baselines"
 LAYOUTS = ("launchpad", "launchpad-pip", "three-images", "shared-platform", "launchpad-locations")
 # The numbers of code locations that launchpad-locations builds (issue 13).
 LOCATION_COUNTS = (1, 2, 3)
-PORTS = {
-    "launchpad": 3301,
-    "launchpad-vol": 3302,  # (<slug>-pipes-<location> fits a DNS label: 63 characters at most)
-    "three-images": 3303,
-    "shared-platform": 3304,
-    "launchpad-pip": 3305,
-    # launchpad-locations: the default project with 1, 2 and 3 code locations
-    "lp-1loc": 3306,
-    "lp-2loc": 3307,
-    "lp-3loc": 3308,
-}
-# Added per engine, so that two modes can run at once, one on each engine (--soak on one,
-# --burst on the other) without their UIs claiming the same host port.
-PORT_OFFSET = {"podman": 0, "docker": 100}
 # Targets for the default render (issue 6, tightened by issue 17); lower is better for every
 # figure. Issue 17 also asks every ratio to the best baseline to be at or below 1.0.
 # Restarts measured for the spread of up -> LOADED (launchpad layouts).
@@ -92,75 +76,9 @@ TARGETS = {
 }
 UNIQUE_BYTES_TARGET = 0.5  # x the first baseline's unique_bytes
 COLD_BUILD_VS_PIP = 0.6  # x the best baseline's cold build (they install with pip)
-# Added to the code location to time `make lock` (lock_s): small, pure Python, no dependencies.
-DEPENDENCY = "tomli-w>=1.0"
 
 
-def run(cmd: list[str], env: dict | None = None, timeout: float = 1800) -> None:
-    """Run a command (the test venv's tools on PATH), or raise with its output."""
-    result = subprocess.run(
-        cmd, env={**tool_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout
-    )
-    if result.returncode != 0:
-        raise BenchError(
-            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
-        )
-
-
-# --- what the host sees of a running stack ----------------------------------------------------
-
-
-def launch_to_success(stack: Stack, timeout: float = 300) -> float:
-    started = time.monotonic()
-    run_id = stack.launch()
-    while time.monotonic() - started < timeout:
-        status = stack.run(run_id)["status"]
-        if status == "SUCCESS":
-            return time.monotonic() - started
-        if status in ("FAILURE", "CANCELED"):
-            raise BenchError(f"run {run_id} ended {status}: {run_failure(stack, run_id)}")
-        time.sleep(0.1)
-    raise BenchError(f"run {run_id} did not finish within {timeout} s")
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and every process descended from it, read from the host's /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):  # the process ended meanwhile
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    return tree
-
-
-def container_processes(engine: Engine, container: str) -> list[int]:
-    """The host PIDs of a container's own processes: its main process and its descendants
-    (a code server's runs, for one). Processes the engine starts in it with `exec` are not
-    among them: health checks (Docker runs one per service every 10 s, each a Python process
-    that lives a second or two) and commands such as `make shell`'s."""
-    pid = engine.run("inspect", "--format", "{{.State.Pid}}", container, check=True).stdout.strip()
-    return process_tree(int(pid))
-
-
-def container_rss_mib(engine: Engine, container: str) -> float:
-    """Resident memory of a container's own processes (container_processes; VmRSS summed, read
-    on the host). Counting every process of its cgroup instead counted a health check whenever
-    a sample met one: a daemon at idle read 136 MiB, then 249."""
-    total_kib = 0
-    for each in container_processes(engine, container):
-        try:
-            status = Path(f"/proc/{each}/status").read_text()
-        except FileNotFoundError:
-            continue
-        total_kib += next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS:")), 0)
-    return round(total_kib / 1024, 1)
+# --- what the host sees of a running stack (the rest: launchpad_dev/bench.py) ----------------
 
 
 def image_sizes(engine: Engine, refs: list[str]) -> tuple[dict[str, int], int]:
@@ -188,196 +106,6 @@ def image_sizes(engine: Engine, refs: list[str]) -> tuple[dict[str, int], int]:
 
 
 # --- the layouts ------------------------------------------------------------------------------
-
-
-def append_change(path: Path) -> None:
-    """A one-line change to a file (a comment: it changes the file, not what it does)."""
-    path.write_text(path.read_text() + f"# benchmark: a one-line change at {time.time()}\n")
-
-
-def seconds(step: Callable[[], object]) -> float:
-    """Wall time of one step."""
-    started = time.monotonic()
-    step()
-    return time.monotonic() - started
-
-
-class Layout:
-    """One way to containerise Dagster, driven through its own commands.
-
-    A subclass says how its stack is copied, built, started, stopped, torn down and given a code
-    change, where its code and dagster.yaml are, and what its containers and images are called;
-    the steps made of those are here, the same for every layout."""
-
-    services: tuple[str, ...]  # the Dagster services, by the layout's own names
-    image_names: tuple[str, ...]  # its images: localhost/<slug>-<name>:latest
-    location: str  # the code location's name
-    code_file: Path  # a one-line change here is a code change
-    config_file: Path  # and here a dagster.yaml change
-    build_only = False  # True: only the cold build and the image sizes are measured
-
-    def __init__(self, name: str, engine: Engine, work: Path):
-        self.name, self.engine = name, engine
-        self.slug = f"lpbench-{name}-{engine.name}"
-        self.root = work / self.slug
-        self.port = PORTS[name] + PORT_OFFSET.get(engine.name, 0)
-        self.base: str | None = None  # set: build from this base instead of the configured one
-        self.anonymous: set[str] = set()  # anonymous volumes seen, removed with the stack
-
-    @cached_property
-    def stack(self) -> Stack:
-        return Stack(self.port, self.location)
-
-    # implemented per layout
-    def copy(self) -> None: ...
-    def build(self) -> None: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def tear_down(self) -> None: ...  # containers, volumes, network; may fail if never started
-    def deliver_code_change(self) -> None: ...
-    def container(self, service: str) -> str: ...
-
-    # the same for every layout
-    def up(self) -> None:
-        """Start the stack and wait until its code location is loaded."""
-        self.start()
-        self.wait_loaded()
-
-    def wait_loaded(self, after: float = 0.0) -> None:
-        """Until the location is LOADED (with `after`, loaded again since then), polled finely."""
-        self.stack.wait_loaded(timeout=300, after=after, poll=0.1)
-
-    def code_change_live(self) -> float:
-        """Seconds from delivering a code change to the location loaded again (reload_s)."""
-        self.change_code()
-        started = time.monotonic()
-        changed_at = time.time()
-        self.deliver_code_change()
-        self.wait_loaded(after=changed_at)
-        return time.monotonic() - started
-
-    def change_code(self) -> None:
-        append_change(self.code_file)
-
-    def change_config(self) -> None:
-        append_change(self.config_file)
-
-    def containers(self) -> dict[str, str]:
-        return {s: self.container(s) for s in self.services}
-
-    def images(self) -> list[str]:
-        return [f"localhost/{self.slug}-{n}:latest" for n in self.image_names]
-
-    def note_anonymous_volumes(self) -> None:
-        """Remember the anonymous volumes of the stack's containers (an image's VOLUME with no
-        named volume over it, as PostgreSQL's data in the baselines): neither a recreated
-        container nor podman-compose's `down -v` removes them, so remove() does."""
-        if names := self.engine.containers(self.slug):
-            inspected = self.engine.run("container", "inspect", *names)
-            for container in json.loads(inspected.stdout or "[]"):
-                for mount in container.get("Mounts") or []:
-                    if mount.get("Type") == "volume" and re.fullmatch(r"[0-9a-f]{64}", mount.get("Name", "")):
-                        self.anonymous.add(mount["Name"])
-
-    def remove(self) -> None:
-        """The stack with everything it made, its images and its fresh base, and the
-        anonymous volumes its containers ever had (see note_anonymous_volumes)."""
-        self.note_anonymous_volumes()
-        try:
-            self.tear_down()
-        except BenchError:  # a stack that never started
-            pass
-        if self.engine.name == "podman":
-            self.engine.run("pod", "rm", "-f", f"pod_{self.slug}")
-        if self.anonymous:
-            self.engine.run("volume", "rm", "-f", *sorted(self.anonymous))
-        self.engine.run("rmi", "-f", *self.images(), *([self.base] if self.base else []))
-
-
-class Launchpad(Layout):
-    """The template's default answers, through the generated project's Makefile (with
-    `locations` > 1, as many code locations: the default one, then extra_1, extra_2, ...)."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        work: Path,
-        template: Path,
-        delivery: str = "image",
-        name: str | None = None,
-        locations: int = 1,
-    ):
-        super().__init__(name or ("launchpad" if delivery == "image" else "launchpad-vol"), engine, work)
-        self.template, self.delivery = template, delivery
-        self.location = self.package = self.slug.replace("-", "_")
-        self.locations = [self.package, *(f"extra_{i}" for i in range(1, locations))]
-        pipes = tuple(f"pipes-{name.replace('_', '-')}" for name in self.locations)
-        self.services = self.image_names = ("webserver", "daemon", *pipes)
-        self.code_file = self.root / "pipes" / self.package / "src" / self.package / "assets.py"
-        self.config_file = self.root / "config/dagster.yaml"
-
-    def make(self, *targets: str, timeout: float = 1800) -> None:
-        run(["make", "-C", str(self.root), *targets], timeout=timeout)
-
-    def copy(self) -> None:
-        answers = {
-            "container_engine": self.engine.name,
-            "code_delivery": self.delivery,
-            "project_slug": self.slug,
-            "ui_port": self.port,
-            "code_locations": self.locations,
-        }
-        render(self.template, self.root, answers)
-        for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
-            image = env_value(self.root, setting)
-            if not self.engine.has_image(image) and UPSTREAM:  # LAUNCHPAD_IMAGES=upstream: pull it
-                pulled = self.engine.run("pull", image, timeout=1200)
-                if pulled.returncode != 0:
-                    raise BenchError(f"{self.engine.name} pull {image} failed: {pulled.stderr.strip()}")
-            if not self.engine.has_image(image):
-                raise BenchError(
-                    f"{env_value(self.root, setting)} is not in {self.engine.name}'s store "
-                    "(bash tests/standins/make-standins.sh)"
-                )
-        if self.base:
-            use_base(self.root, self.base)
-
-    def build(self) -> None:
-        self.make("build")
-
-    def start(self) -> None:
-        self.make("-o", "build", "up")
-
-    def stop(self) -> None:
-        self.make("down")
-
-    def tear_down(self) -> None:
-        self.make("clean", "CONFIRM=yes", timeout=300)
-
-    def deliver_code_change(self) -> None:
-        self.make("reload")
-
-    def container(self, service: str) -> str:
-        return f"{self.slug}-{service}"  # the container_name the project gives it
-
-    def add_dependency(self) -> dict:
-        """Declare one dependency of the code location, `make lock`, `make build`: the lock time
-        (uv against the package index), the rebuild, and which images were rebuilt."""
-        pyproject = self.root / "pipes" / self.package / "pyproject.toml"
-        anchor = '    "dagster-core",\n'
-        text = pyproject.read_text()
-        if anchor not in text:
-            raise BenchError(f"{pyproject} has no dependencies list to add to")
-        pyproject.write_text(text.replace(anchor, f'{anchor}    "{DEPENDENCY}",\n', 1))
-        stamps = {i: (self.root / ".build" / i).stat().st_mtime_ns for i in self.image_names}
-        figures = {
-            "lock_s": round(seconds(lambda: self.make("lock")), 2),
-            "rebuild_dependency_added_s": round(seconds(self.build), 2),
-        }
-        figures["rebuilt_on_dependency_added"] = [
-            i for i in self.image_names if (self.root / ".build" / i).stat().st_mtime_ns != stamps[i]
-        ]
-        return figures
 
 
 class LaunchpadPip(Launchpad):
@@ -477,31 +205,6 @@ class Baseline(Layout):
 
 
 # --- one layout, measured ---------------------------------------------------------------------
-
-
-class Track:
-    """What a layout has measured so far and what it is measuring now: a failure is recorded
-    with both (failures.failed_entry), and the figures measured before it are kept."""
-
-    def __init__(self, name: str, log: Callable[[str], None]):
-        self.name, self.log = name, log
-        self.figures: dict = {}
-        self.now = "start"
-
-    def step(self, what: str, say: bool = True) -> None:
-        self.now = what
-        if say:
-            self.log(f"{self.name}: {what}")
-
-
-def remove_layout(layout: Layout, track: Track) -> None:
-    """Tear a layout down with everything it made; a failure to do so is noted, not raised (it
-    would hide the failure that led here, and the next layout has its own names)."""
-    try:
-        layout.remove()
-    except Exception as exc:  # noted in the JSON, the run goes on
-        track.figures.setdefault("teardown_errors", []).append(describe(exc))
-        track.log(f"{layout.name}: tear-down failed: {describe(exc)}")
 
 
 def measure(
@@ -999,12 +702,6 @@ def main(argv: list[str] | None = None) -> int:
     if baselines:
         log(f"failed, recorded in the JSON: {', '.join(baselines)} (not the generated project: exit 0)")
     return 0
-
-
-def write_report(report: dict, path: Path, log) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    log(f"JSON written to {path}")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ build cache allowed: these modes measure the running stack, not the build), star
 with `make up` and drive it through Dagster's GraphQL API; the stack is removed afterwards.
 
 - soak: N runs of example_job, one after another; after every N/100-th run (and before the
-  first), 2 s of rest, then each container's resident memory (run.container_rss_mib). Per
-  service, the growth per 100 runs is the slope of a least-squares line through the samples
-  after the warm-up (the first 10% of the runs). Dagster users report slow memory growth in
-  webserver and daemon (dagster-io/dagster #18997, #21307, #32070).
-- burst: the fault tier's slow_job (tests/test_faults.py: one op sleeping `seconds`) added to
+  first), 2 s of rest, then each container's resident memory
+  (launchpad_dev.bench.container_rss_mib). Per service, the growth per 100 runs is the slope of
+  a least-squares line through the samples after the warm-up (the first 10% of the runs).
+  Dagster users report slow memory growth in webserver and daemon (dagster-io/dagster #18997,
+  #21307, #32070).
+- burst: the fault tier's slow_job (launchpad_dev/load.py: one op sleeping `seconds`) added to
   the code location, then N runs of it submitted at once, so the queue fills and
   max_concurrent_runs (config/dagster.yaml) is what holds them back. Reported: runs per
   minute, each container's peak memory (sampled every 2 s), and the most runs executing at
@@ -33,12 +34,12 @@ import threading
 import time
 from pathlib import Path
 
-import run as bench
 import yaml
-from failures import failed_entry, one_line, run_failure
-from test_faults import SLOW_JOB, max_overlap
 
-from conftest import snapshot_template
+from launchpad_dev import bench
+from launchpad_dev.bench_failures import failed_entry, one_line, run_failure
+from launchpad_dev.common import snapshot_template
+from launchpad_dev.load import SLOW_JOB, max_overlap
 
 WARM_UP = 0.1  # the share of a soak's runs left out of the growth fit
 SAMPLES = 100  # a soak samples memory about this many times

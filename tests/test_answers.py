@@ -13,8 +13,8 @@ import copier
 import pytest
 import yaml
 
-import matrix
-from conftest import run
+from launchpad_dev import matrix
+from launchpad_dev.common import run
 
 # code_locations' limits, as its validator states them: how many names, how long each.
 MAX_LOCATIONS, MAX_LOCATION_NAME = matrix.code_location_limits()

@@ -12,15 +12,15 @@ The default answers are still rendered for real (the baselines take their code f
 from __future__ import annotations
 
 import ast
-import importlib
+import importlib.util
 import json
 import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
-from engines import render
+from launchpad_dev.bench_failures import break_code
+from launchpad_dev.common import ROOT
+from launchpad_dev.engines import render
 
 DEQUEUE_ERROR = (
     "Caught an unrecoverable error while dequeuing the run. Marking the run as failed and dropping it "
@@ -38,12 +38,20 @@ def raw_orders() -> list[dict]:
 '''
 
 
-@pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    module = importlib.import_module("run")
-    assert module.__file__ == str(ROOT / "benchmarks" / "run.py")
+def load(name: str):
+    """A script of benchmarks/ (not a package: run as `python benchmarks/run.py`), loaded from
+    its file as a module of its own, fresh for each test."""
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.__file__ == str(path)
     return module
+
+
+@pytest.fixture
+def bench():
+    return load("run")
 
 
 class FakeEngine:
@@ -247,11 +255,11 @@ def test_launchpad_bench_break_makes_a_layouts_first_run_fail_for_real(bench, fa
     assert made["podman", "three-images"].calls[-1] == "remove"
 
 
-def test_the_break_goes_into_the_rendered_example_asset(bench, template_snapshot, tmp_path):
+def test_the_break_goes_into_the_rendered_example_asset(template_snapshot, tmp_path):
     """The anchor break_code looks for is in the asset the template renders (the baselines copy it)."""
     root = render(template_snapshot, tmp_path / "project", {"container_engine": "docker"})
     (asset,) = root.glob("pipes/*/src/*/assets.py")
-    sys.modules["failures"].break_code(asset)
+    break_code(asset)
     function = next(n for n in ast.parse(asset.read_text()).body if getattr(n, "name", "") == "raw_orders")
     assert isinstance(function.body[0], ast.Raise), ast.unparse(function.body[0])
 
@@ -270,8 +278,8 @@ def test_ratios_verdicts_and_table_cope_with_a_baseline_that_measured_nothing(be
     assert "FAILED: three-images, at 'cold build': x" in text
 
 
-def test_soak_growth_is_the_slope_after_the_warm_up(bench):
-    stress = importlib.import_module("stress")
+def test_soak_growth_is_the_slope_after_the_warm_up():
+    stress = load("stress")
     samples = [
         {"run": i, "rss_mib": {"webserver": 100 + (50 if i == 0 else 0) + 0.2 * i, "daemon": 80.0}}
         for i in range(0, 101, 5)

@@ -17,9 +17,17 @@ from pathlib import Path
 
 import pytest
 
-import matrix
-from conftest import computed, note
-from engines import ENGINES, env_value, make, render, unbuildable_reason, use_base, uv_wheel_hashes
+from launchpad_dev import matrix
+from launchpad_dev.common import computed, note
+from launchpad_dev.engines import (
+    ENGINES,
+    env_value,
+    make,
+    render,
+    unbuildable_reason,
+    use_base,
+    uv_wheel_hashes,
+)
 
 IMAGE_SETS = matrix.image_sets()
 FIGURES: dict[str, dict] = {}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-import matrix
-from conftest import ROOT
+from launchpad_dev import matrix
+from launchpad_dev.common import ROOT
 
 GENERATE = ROOT / "docs" / "generate.md"
 
@@ -61,7 +61,9 @@ INLINE_MAKE = re.compile(r"`(?:sudo )?make ([a-z][a-z0-9-]*)")
 BLOCK_MAKE = re.compile(r"^\s*(?:\$ |sudo )?make ([a-z][a-z0-9-]*)", re.M)
 # A path of this repository, in backticks; one with an upper-case placeholder (NAME, MODE) or
 # a pattern is not a path.
-REPOSITORY_PATH = re.compile(r"`((?:tests|template|docs|benchmarks|tools|\.ci|\.github)/[^`\s]*)`")
+REPOSITORY_PATH = re.compile(
+    r"`((?:tests|template|docs|benchmarks|tools|launchpad_dev|\.ci|\.github)/[^`\s]*)`"
+)
 STALE = re.compile(r"\bplanned\b|not written yet|not yet written|will be added|coming soon", re.I)
 
 
@@ -78,7 +80,7 @@ def makefile_targets(root) -> set[str]:
 def test_every_make_target_the_docs_name_exists(template_snapshot, tmp_path):
     """Every `make TARGET` in the README and docs (the repository's and the generated ones) is a
     target of a rendered project (Podman's or Docker's)."""
-    from engines import render
+    from launchpad_dev.engines import render
 
     targets = set()
     for engine in ("podman", "docker"):

@@ -34,9 +34,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import computed, note
-from dagster_api import Stack
-from engines import ENGINES, env_value, make, remove_stack, render
+from launchpad_dev.common import computed, note
+from launchpad_dev.dagster_api import Stack
+from launchpad_dev.engines import ENGINES, env_value, make, remove_stack, render
+from launchpad_dev.load import SLOW_JOB, max_overlap
 
 # The burst of runs, per engine (override with LAUNCHPAD_BURST_PODMAN / LAUNCHPAD_BURST_DOCKER,
 # e.g. 200 as the hardening issue first measured: about 13 minutes on a 2-core machine, which
@@ -52,42 +53,6 @@ PORTS = {"podman": 3201, "docker": 3202}
 # prove that a fault in one leaves the other serving and running.
 SECOND = "second"
 FIGURES: dict[str, dict[str, str]] = {}
-
-SLOW_JOB = '''
-
-@dg.op(config_schema={"seconds": dg.Field(int, default_value=15)})
-def nap(context) -> None:
-    """Added by the fault tests: a run that is still going when its container is killed."""
-    import time
-
-    time.sleep(context.op_config["seconds"])
-
-
-@dg.job
-def slow_job() -> None:
-    nap()
-
-
-
-@dg.op
-def count_in_state(context) -> int:
-    """Added by the fault tests: a counter in the location's state directory."""
-    import os
-    from pathlib import Path
-
-    state = Path(os.environ["DAGSTER_LOCATION_DATA"]) / "counter.txt"
-    count = int(state.read_text()) + 1 if state.exists() else 1
-    state.write_text(str(count))
-    return count
-
-
-@dg.job
-def state_job() -> None:
-    count_in_state()
-
-
-defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[slow_job, state_job]))
-'''
 
 
 class Live:
@@ -408,17 +373,6 @@ class MemorySampler(threading.Thread):
                 if service in self.peaks:
                     self.peaks[service] = max(self.peaks[service], memory_bytes(usage.split("/")[0]))
             self.done.wait(2)
-
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    events = sorted(
-        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1])
-    )
-    peak = current = 0
-    for _, delta in events:
-        current += delta
-        peak = max(peak, current)
-    return peak
 
 
 def test_location_state_survives_runs_and_down_up(live):

@@ -53,9 +53,9 @@ from copier.errors import InvalidTypeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fast_copier as fast_copier_module
-import matrix
-from conftest import CACHE, note
+from launchpad_dev import fast_copier as fast_copier_module
+from launchpad_dev import matrix
+from launchpad_dev.common import CACHE, note
 from test_answers import ALIAS_BOMB
 from test_render import check_project
 
@@ -633,7 +633,7 @@ def test_fast_copier_renders_yield_paths_as_copier_does(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fast_copier(monkeypatch, template_snapshot):
-    """Copier with fast_copier.apply's memoization (see tests/fast_copier.py)."""
+    """Copier with fast_copier.apply's memoization (see launchpad_dev/fast_copier.py)."""
     if problems := fast_copier_module.unfit_patches():
         pytest.fail(fast_copier_module.unfit_message(problems), pytrace=False)
     assert not (template_snapshot / ".git").exists()

@@ -8,7 +8,7 @@ test_render.helm_values_match_the_project, test_static's schema, instance and ac
 - the values, merged over the chart's defaults as Helm merges them, pass the chart's own
   values.schema.json and the user-deployments subchart's, with the Kubernetes types they name
   resolved against the schemas bundled in kubernetes-validate, and their Kubernetes objects
-  pass the strict Kubernetes schema (tests/helm_chart.py); the checks do fail on broken values;
+  pass the strict Kubernetes schema (launchpad_dev/helm_chart.py); the checks do fail on broken values;
 - the instance the chart renders from them passes Dagster's own config validation, with
   dagster-k8s installed (the project's locked set), and the Job its K8sRunLauncher would
   create for a run is a valid, confined Kubernetes Job;
@@ -26,14 +26,15 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-import helm_chart
-import matrix
-from conftest import run
-from tools import missing, require_tool
+from launchpad_dev import helm_chart, matrix
+from launchpad_dev.common import run
+from launchpad_dev.tools import missing, require_tool
 
 # A few projects that differ where the values and the workflow do: one location and several,
 # both Dagster versions, both engines, both code deliveries, every storage.
@@ -156,7 +157,7 @@ def test_chart_instance_passes_dagsters_validation(projects, chart, tmp_path):
         instance = tmp_path / f"{name}.yaml"
         instance.write_text(yaml.safe_dump(helm_chart.chart_instance(values_of(root))))
         venv = test_static.dagster_venv(root)
-        checker = test_static.Path(test_static.__file__).parent / "check_instance_config.py"
+        checker = Path(__file__).parent / "check_instance_config.py"
         result = run([str(venv / "bin/python"), str(checker), str(instance)])
         assert result.returncode == 0 and "run_launcher=K8sRunLauncher" in result.stdout, result.stdout
 
@@ -174,7 +175,7 @@ def test_run_pods_are_confined_and_valid_kubernetes_jobs(projects, chart, tmp_pa
         instance = tmp_path / f"{name}.yaml"
         instance.write_text(yaml.safe_dump(helm_chart.chart_instance(values)))
         image = "{repository}:{tag}".format(**values["dagster-user-deployments"]["deployments"][0]["image"])
-        checker = test_static.Path(test_static.__file__).parent / "check_run_pod.py"
+        checker = Path(__file__).parent / "check_run_pod.py"
         result = subprocess.run(
             [str(test_static.dagster_venv(root) / "bin/python"), str(checker), str(instance), image],
             capture_output=True,
@@ -284,24 +285,21 @@ def test_helm_merge_follows_helm():
 def test_launch_run_queries_fit_dagsters_graphql_schema(projects):
     """scripts/launch_run.py (the CI job's launcher) asks only what Dagster's GraphQL schema has
     (dagster-graphql of the test extra, the default Dagster version)."""
-    import importlib.util
-    import sys
-
     from dagster_graphql.schema import create_schema
     from graphql import parse, validate
 
-    scripts = projects["default"] / "scripts"
-    sys.path.insert(0, str(scripts))  # launch_run imports wait_ready beside it
-    try:
-        spec = importlib.util.spec_from_file_location("launch_run", scripts / "launch_run.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(scripts))
+    # The queries as the script has them once imported, in a Python of its own started in the
+    # scripts directory (launch_run imports wait_ready beside it, as the CI job runs it).
+    show = "import json, launch_run; print(json.dumps([launch_run.LAUNCH, launch_run.STATUS]))"
+    shown = subprocess.run(
+        [sys.executable, "-c", show], cwd=projects["default"] / "scripts", capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    launch, status = json.loads(shown.stdout)
     schema = create_schema().graphql_schema
-    for query in (module.LAUNCH, module.STATUS):
+    for query in (launch, status):
         assert validate(schema, parse(query)) == []
-    broken = module.STATUS.replace("status", "state", 1)
+    broken = status.replace("status", "state", 1)
     assert validate(schema, parse(broken)) != []
 
 

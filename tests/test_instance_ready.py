@@ -12,6 +12,7 @@ of three.
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import sqlite3
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix import ROOT
+from launchpad_dev.matrix import ROOT
 
 SCRIPT = ROOT / "template" / "platform" / "instance_ready.py"
 # What each started process does once the script execs it: open the instance as Dagster does.
@@ -145,11 +146,9 @@ def test_postgresql_storage_waits_until_the_server_accepts_connections(tmp_path)
 
 def test_the_postgresql_address_is_read_as_dagster_reads_it(monkeypatch):
     """Literal values, {env: NAME}, postgres_url; None where there is nothing to wait for."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import instance_ready
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("instance_ready", SCRIPT)
+    instance_ready = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(instance_ready)
     monkeypatch.setenv("PGH", "db.example")
     monkeypatch.setenv("PGURL", "postgresql://u:p@pg.internal:6543/dagster")
     address = instance_ready.postgres_address

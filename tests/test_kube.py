@@ -32,12 +32,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-import matrix
-from conftest import computed, note
-from dagster_api import Stack
-from engines import ENGINES, make, render
-from local_registry import get_json, running_registry
-from tools import missing, require_tool
+from launchpad_dev import matrix
+from launchpad_dev.common import computed, note
+from launchpad_dev.dagster_api import Stack
+from launchpad_dev.engines import ENGINES, make, render
+from launchpad_dev.local_registry import get_json, running_registry
+from launchpad_dev.tools import missing, require_tool
 
 # The Kubernetes version the YAML is validated against (kubernetes-validate ships its schema).
 KUBERNETES_VERSION = "1.37.0"

@@ -23,9 +23,9 @@ import copier
 import pytest
 import yaml
 
-import matrix
-from conftest import note, run
-from engines import uv_wheel_hashes
+from launchpad_dev import matrix
+from launchpad_dev.common import note, run
+from launchpad_dev.engines import uv_wheel_hashes
 
 UV = str(Path(sys.executable).with_name("uv"))
 PLATFORM_EXPORTS = ("platform/requirements-core.txt", "platform/requirements.txt")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT
+from launchpad_dev.common import ROOT
 
 SCRIPT = ROOT / "template" / "scripts" / "log_errors.py"
 WRAPPED = (

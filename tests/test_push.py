@@ -10,16 +10,16 @@ import time
 
 import pytest
 
-from conftest import note
-from engines import ENGINES, env_value, make, render
-from local_registry import get_json, running_registry
+from launchpad_dev.common import note
+from launchpad_dev.engines import ENGINES, env_value, make, render
+from launchpad_dev.local_registry import get_json, running_registry
 
 TAG = "push-test-1"
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    """A registry on 127.0.0.1, plain HTTP (tests/local_registry.py)."""
+    """A registry on 127.0.0.1, plain HTTP (launchpad_dev/local_registry.py)."""
     with running_registry(tmp_path_factory.mktemp("registry")) as address:
         yield address
 

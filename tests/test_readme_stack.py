@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-import matrix
-from browser import capture_ui
-from conftest import ROOT, computed, note
-from dagster_api import Stack
-from engines import ENGINES, make, missing, remove_stack, render, tool_env
+from launchpad_dev import matrix
+from launchpad_dev.browser import capture_ui
+from launchpad_dev.common import ROOT, computed, note
+from launchpad_dev.dagster_api import Stack
+from launchpad_dev.engines import ENGINES, make, missing, remove_stack, render, tool_env
 
 ARTIFACTS = Path(os.environ.get("LAUNCHPAD_ARTIFACTS", ROOT / "test-artifacts"))
-# The README's stack runs on the default engine (its tests run one at a time: conftest.engine_of).
+# The README's stack runs on the default engine (its tests run one at a time:
+# launchpad_dev.selection.engine_of).
 pytestmark = pytest.mark.engine(matrix.questions()["container_engine"]["default"])
 
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, note
-from dagster_api import Stack
-from engines import ENGINES, make, remove_stack, render
+from launchpad_dev.common import ROOT, note
+from launchpad_dev.dagster_api import Stack
+from launchpad_dev.engines import ENGINES, make, remove_stack, render
 
 PORTS = {"podman": 3211, "docker": 3212}
 DBT = "jaffle"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from launchpad_dev.common import ROOT
 
 SCRIPT = ROOT / "tools" / "release_notes.py"
 CHANGELOG = """\

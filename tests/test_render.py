@@ -5,7 +5,7 @@ below is one promise about a rendered project; `test_every_combination_keeps_it[
 runs it over the whole matrix and lists every combination that breaks it. Expensive checks
 (linters, compose validation, the generated project's own tests) run once per distinct file
 in test_static.py. Facts that copier.yml computes (file names, images, UIDs) come from Copier
-itself: `conftest.computed` reads them from the rendered project. Every combination renders
+itself: `launchpad_dev.common.computed` reads them from the rendered project. Every combination renders
 with one code location (the default); a few also with several (conftest.rendered_projects),
 and every check holds for each code location of a project.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import matrix
-from conftest import COMPUTED_FILE, computed
+from launchpad_dev import matrix
+from launchpad_dev.common import COMPUTED_FILE, computed
 
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 JINJA_LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%|\{#")

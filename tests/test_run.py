@@ -10,7 +10,7 @@ delivery), and history survives `make down` / `make up`. Readiness is polled for
 and location status), never inferred from container health.
 
 What Copier computes for a project (engine socket, PostgreSQL image, service UIDs, compose
-command, location name) is read from the rendered project (conftest.computed), never
+command, location name) is read from the rendered project (launchpad_dev.common.computed), never
 derived here again.
 """
 
@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import matrix
-from conftest import computed, note
-from dagster_api import NotReady, Stack
-from engines import (
+from launchpad_dev import matrix
+from launchpad_dev.common import computed, note
+from launchpad_dev.dagster_api import NotReady, Stack
+from launchpad_dev.engines import (
     ENGINES,
     Engine,
     compose_argv,
@@ -508,7 +508,7 @@ def test_covering_set_covers_every_value_on_both_engines():
 
 @pytest.mark.parametrize("engine_name", ["podman", "docker"])
 def test_no_stray_run_containers_left(engine_name):
-    """After the engine's stacks (the last test of its group: conftest.engine_of)."""
+    """After the engine's stacks (the last test of its group: launchpad_dev.selection.engine_of)."""
     engine = ENGINES[engine_name].require()
     left = engine.run("ps", "-a", "--filter", "label=dagster/run_id", "--format", "{{.Names}}")
     assert left.stdout.strip() == "", f"{engine_name}: {left.stdout}"

@@ -33,9 +33,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import computed, note
-from dagster_api import Stack
-from engines import ENGINES, compose_argv, make, missing, remove_stack, render, tool_env
+from launchpad_dev.common import computed, note
+from launchpad_dev.dagster_api import Stack
+from launchpad_dev.engines import ENGINES, compose_argv, make, missing, remove_stack, render, tool_env
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_MAKE = ROOT / "template" / "scripts" / "env_make.py"

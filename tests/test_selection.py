@@ -1,6 +1,7 @@
 """What one job of the GitHub matrix selects: a shard of the render tier, the images, the bases
-and engines of the engine tiers (conftest.py, engines.py; docs/testing.md, "Choosing images,
-shards, bases and engines"). No rendering, no engine: the selection itself."""
+and engines of the engine tiers (launchpad_dev/selection.py, launchpad_dev/engines.py;
+docs/testing.md, "Choosing images, shards, bases and engines"). No rendering, no engine: the
+selection itself."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import conftest
-import engines
-import matrix
+from launchpad_dev import engines, matrix, selection
 
 MULTI = [matrix.combo_id(a) for a in matrix.multi_location_combinations()]
 
@@ -30,7 +29,7 @@ def cover_problems(whole: list[str], shards: list[list[str]]) -> list[str]:
 
 def rendered_shard(spec: str | None) -> list[str]:
     """The single-location combinations that conftest renders for LAUNCHPAD_SHARD=spec."""
-    ids = [matrix.combo_id(a) for a in conftest.combinations_to_render(spec)]
+    ids = [matrix.combo_id(a) for a in selection.combinations_to_render(spec)]
     assert ids[len(ids) - len(MULTI) :] == MULTI, "every shard renders the multi-location combinations"
     return ids[: len(ids) - len(MULTI)]
 
@@ -61,7 +60,7 @@ def test_a_bad_shard_is_refused_with_the_expected_form(spec):
 
 
 def item(engine: str | None = None, answers: dict | None = None):
-    """A collected test as conftest.selected sees it."""
+    """A collected test as selection.selected sees it."""
     params = {"answers": answers} if answers else {}
     return SimpleNamespace(
         get_closest_marker=lambda name: SimpleNamespace(args=(engine,)) if engine else None,
@@ -72,19 +71,19 @@ def item(engine: str | None = None, answers: dict | None = None):
 def test_engines_and_bases_select_the_engine_tiers_tests(monkeypatch):
     monkeypatch.setenv("LAUNCHPAD_ENGINES", "docker")
     monkeypatch.setenv("LAUNCHPAD_BASES", "ubi, alpine")
-    engines_, bases = conftest.selection("LAUNCHPAD_ENGINES"), conftest.selection("LAUNCHPAD_BASES")
+    engines_, bases = selection.selection("LAUNCHPAD_ENGINES"), selection.selection("LAUNCHPAD_BASES")
     assert (engines_, bases) == ({"docker"}, {"ubi", "alpine"})
     ubi_docker = {"base_image": "ubi", "container_engine": "docker"}
-    assert conftest.selected(item(answers=ubi_docker), engines_, bases)
-    assert not conftest.selected(item(answers={**ubi_docker, "container_engine": "podman"}), engines_, bases)
-    assert not conftest.selected(item(answers={**ubi_docker, "base_image": "debian"}), engines_, bases)
-    assert not conftest.selected(item(engine="podman"), engines_, bases)
-    assert conftest.selected(item(), engines_, bases)  # no engine, no base: the other tiers
+    assert selection.selected(item(answers=ubi_docker), engines_, bases)
+    assert not selection.selected(item(answers={**ubi_docker, "container_engine": "podman"}), engines_, bases)
+    assert not selection.selected(item(answers={**ubi_docker, "base_image": "debian"}), engines_, bases)
+    assert not selection.selected(item(engine="podman"), engines_, bases)
+    assert selection.selected(item(), engines_, bases)  # no engine, no base: the other tiers
     monkeypatch.setenv("LAUNCHPAD_BASES", "debian,fedora")
     with pytest.raises(pytest.UsageError, match="fedora"):
-        conftest.selection("LAUNCHPAD_BASES")
+        selection.selection("LAUNCHPAD_BASES")
     monkeypatch.delenv("LAUNCHPAD_BASES")
-    assert conftest.selection("LAUNCHPAD_BASES") is None
+    assert selection.selection("LAUNCHPAD_BASES") is None
 
 
 def test_stand_ins_skip_what_cannot_be_made_here_with_the_reason(monkeypatch):

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import workflow_lint
-from conftest import CACHE, ROOT, answers_of, code_locations, computed, note, run
-from tools import missing, require_tool
+from launchpad_dev import workflow_lint
+from launchpad_dev.common import CACHE, ROOT, answers_of, code_locations, computed, note, run
+from launchpad_dev.tools import missing, require_tool
 
 BIN = Path(sys.executable).parent
 
@@ -303,8 +303,8 @@ def test_helm_values_pass_the_official_charts_schemas(rendered_projects):
     """Each distinct deploy/helm/values.yaml (alone, and with values-bundled-postgres.yaml),
     merged over the chart's defaults as Helm does, passes the official chart's schemas, with
     their Kubernetes types from kubernetes-validate's bundled schemas, and its Kubernetes
-    objects the strict Kubernetes schema (tests/helm_chart.py)."""
-    import helm_chart
+    objects the strict Kubernetes schema (launchpad_dev/helm_chart.py)."""
+    from launchpad_dev import helm_chart
 
     if reason := helm_chart.reference_missing():
         missing(reason)
@@ -330,7 +330,7 @@ def workflow_files(answers: dict, root: Path) -> list[Path]:
 def test_workflows_pass_the_linters(tool, rendered_projects):
     """Each distinct generated GitHub Actions workflow passes actionlint, zizmor (security
     analysis) and check-jsonschema (the bundled workflow schema) with no finding, offline
-    (tests/workflow_lint.py)."""
+    (launchpad_dev/workflow_lint.py)."""
     workflow_lint.command(tool)  # skips (fails in CI) once, before the loop, when it is missing
     groups = distinct(rendered_projects, workflow_files)
 
@@ -374,7 +374,7 @@ def test_instance_configs_pass_dagsters_validation(rendered_projects, tmp_path):
     """Each distinct config/dagster.yaml, and the instance the Helm chart renders from each
     distinct deploy/helm/values.yaml (K8sRunLauncher: dagster-k8s is in the locked set), with
     the Dagster version its project pins."""
-    import helm_chart
+    from launchpad_dev import helm_chart
 
     groups = distinct(rendered_projects, instance_files)
     by_venv: dict[Path, list[Path]] = {}

@@ -17,9 +17,9 @@ from pathlib import Path
 import copier
 import pytest
 import yaml
-from test_lock import add_dependency, make
 
-from conftest import ROOT, snapshot_template
+from launchpad_dev.common import ROOT, snapshot_template
+from test_lock import add_dependency, make
 
 RELEASE = re.compile(r"^## (v\d+\.\d+\.\d+)\b[^\n]*?(?:commit ([0-9a-f]{40}))?$", re.M)
 GIT_ENV = {

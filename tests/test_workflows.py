@@ -1,5 +1,5 @@
 """The template repository's own GitHub Actions workflows (.github/workflows/): they pass the
-linters offline (tests/workflow_lint.py), keep the promises of docs/testing.md ("Where each
+linters offline (launchpad_dev/workflow_lint.py), keep the promises of docs/testing.md ("Where each
 check runs"), and their matrix entries map to the test suite's selection options."""
 
 from __future__ import annotations
@@ -9,10 +9,8 @@ import re
 import pytest
 import yaml
 
-import conftest
-import matrix
-import workflow_lint
-from conftest import ROOT
+from launchpad_dev import matrix, selection, workflow_lint
+from launchpad_dev.common import ROOT
 
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
 # The tiers that only .ci/run runs, and why (docs/testing.md says the same).
@@ -93,7 +91,7 @@ def test_build_jobs_cover_every_base_on_every_engine():
     ids = {"-".join(str(v) for v in matrix.image_key(a) if v is not None): a for a in test_build.IMAGE_SETS}
     chosen: list[str] = []
     for entry in entries:
-        assert entry["engine"] in conftest.ENGINE_NAMES
+        assert entry["engine"] in selection.ENGINE_NAMES
         assert entry["base"] in matrix.choice_values("base_image")
         picked = [
             i

@@ -30,11 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import matrix  # noqa: E402
-from conftest import snapshot_template  # noqa: E402
+from launchpad_dev import matrix
+from launchpad_dev.common import ROOT, snapshot_template
 
 TEMPLATE = ROOT / "template"
 LOCATION_DIR = TEMPLATE / "pipes" / "{% yield location from code_locations %}{{ location }}{% endyield %}"

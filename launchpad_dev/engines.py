@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import missing
+from launchpad_dev.tools import missing
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -75,7 +75,7 @@ def unbuildable_reason(answers: dict) -> str | None:
         return (
             f"no public image with {answers['custom_package_manager']} and Python "
             f"{answers['python_version']} is known to the tests for a custom base "
-            "(tests/engines.py, UPSTREAM_CUSTOM_BASES)"
+            "(launchpad_dev/engines.py, UPSTREAM_CUSTOM_BASES)"
         )
     if answers["base_image"] in UNBUILDABLE:
         return UNBUILDABLE[answers["base_image"]]

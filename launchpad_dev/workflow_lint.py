@@ -22,8 +22,8 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from conftest import run
-from tools import require_tool
+from launchpad_dev.common import run
+from launchpad_dev.tools import require_tool
 
 BIN = Path(sys.executable).parent
 LINTERS = ("actionlint", "zizmor", "check-jsonschema")

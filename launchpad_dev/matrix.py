@@ -5,7 +5,7 @@ tables where they are a template), in the order copier.yml asks them; a question
 `when` is false for the answers so far is skipped, and a choice that its own `validator` or
 the question's validator refuses is a combination the template rejects. Free-text and
 numeric questions take their (rendered) defaults. Computed answers (`when: false`) are not
-questions: their values come from Copier itself (conftest.computed).
+questions: their values come from Copier itself (launchpad_dev.common.computed).
 """
 
 from __future__ import annotations

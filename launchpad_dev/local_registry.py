@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from tools import missing
+from launchpad_dev.tools import missing
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ import copier._template
 import jinja2
 import jinja2.lexer
 
-import matrix
+from launchpad_dev import matrix
 
 # fast_copier patches private functions of Copier (copier._template, copier._main), and Jinja's
 # Environment.compile: Copier has no public way to reuse its parsed copier.yml, its compiled
@@ -70,7 +70,7 @@ def unfit_patches() -> list[str]:
 def unfit_message(problems: list[str]) -> str:
     return "\n".join(
         [
-            "fast_copier patches private Copier functions (PATCHED in tests/fast_copier.py) for the "
+            "fast_copier patches private Copier functions (PATCHED in launchpad_dev/fast_copier.py) for the "
             "pinned Copier only. On a Copier upgrade, re-check those functions in the new release, "
             "adapt fast_copier and PATCHED, and bump the copier pin in pyproject.toml.",
             *(f"- {problem}" for problem in problems),

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from engines import missing
+from launchpad_dev.tools import missing
 
 # Debian's chromium; LAUNCHPAD_CHROMIUM names another build (the GitHub runners' Google Chrome).
 CHROMIUM = os.environ.get("LAUNCHPAD_CHROMIUM") or "/usr/bin/chromium"

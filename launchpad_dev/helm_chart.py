@@ -11,7 +11,7 @@
   and a reference to anything else is an error, never a silent pass.
 - `chart_instance(values)`: the dagster.yaml that the chart renders from the values (its
   templates/configmap-instance.yaml and helpers/instance/*.tpl, for the settings used here),
-  for Dagster's own config validation (check_instance_config.py).
+  for Dagster's own config validation (tests/check_instance_config.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-import matrix
+from launchpad_dev import matrix
 
 # The Kubernetes version whose bundled schemas stand in for kubernetesjsonschema.dev/v1.18.0.
 K8S_VERSION = "1.33.0"
