@@ -14,7 +14,7 @@ import re
 
 import yaml
 
-from conftest import ROOT
+from launchpad_dev.common import ROOT
 
 TEMPLATE = ROOT / "template"
 ENGINE_INCLUDES = TEMPLATE / "_includes" / "engines"
