@@ -92,8 +92,8 @@ def main() -> None:
         fail(f"{where} does not answer ({why}); nothing was {done}")
     if args.check:
         return
-    exists = ("image", "exists") if args.engine == "podman" else ("image", "inspect")
-    if missing := [image for image in args.image if engine(args.engine, *exists, image).returncode]:
+    inspect = ("image", "inspect")  # every engine's CLI has it
+    if missing := [image for image in args.image if engine(args.engine, *inspect, image).returncode]:
         fail(f"not built: {', '.join(missing)}; run make build")
 
     made: list[str] = []
