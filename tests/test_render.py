@@ -539,7 +539,7 @@ def helm_values_match_the_project(p: Project) -> None:
         assert pod.get("livenessProbe") and (service == "daemon" or pod.get("readinessProbe")), service
     # Scratch space for the read-only ones, as compose's tmpfs.
     for pod in (webserver, daemon):
-        assert pod["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+        assert pod["volumeMounts"] == [{"name": "scratch-1", "mountPath": "/tmp"}]
     # The workspace: config/workspace.yaml's entries, so each location keeps its name.
     servers = [
         {"host": s["host"], "port": s["port"], "location_name": s["name"]}
