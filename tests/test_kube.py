@@ -150,9 +150,9 @@ def test_kube_yaml_is_the_compose_stack(combo, podman_projects):
             assert container[probe]["periodSeconds"] == check["interval"], (service, probe)
         assert container["livenessProbe"]["initialDelaySeconds"] == check["start"], service
         if service != "postgres":
-            image_file = "platform/" + service if service in ("webserver", "daemon") else None
-            location = next((loc for loc, svc in facts["pipes_services"].items() if svc == service), None)
-            folder = root / (image_file or f"pipes/{location}")
+            # The code locations' images: their one definition, pipes/launchpad_pipes/.
+            platform = service in ("webserver", "daemon")
+            folder = root / (f"platform/{service}" if platform else "pipes/launchpad_pipes")
             text = (folder / facts["containerfile"]).read_text()
             quoted = ", ".join(f'"{part}"' for part in check["command"])
             assert f"CMD [{quoted}]" in text, f"{service}'s image runs another health check"
