@@ -885,7 +885,7 @@ def build_context_holds_what_each_image_copies_and_no_more(p: Project) -> None:
     expected = {f for f in p.files for s in copied if f == s or f.startswith(s.rstrip("/") + "/")} - tests
     assert sent == expected, f"sent but not copied: {sent - expected}; copied but not sent: {expected - sent}"
     image = p.answer("code_delivery") == "image"
-    assert f"!pipes/{SHARED}/src/" in patterns
+    assert f"!pipes/{SHARED}/src/{SHARED}/" in patterns
     for loc in p.locations:
         assert f"!pipes/{loc}/requirements.txt" in patterns, loc
         assert f"!pipes/{loc}/wheels/" in patterns, loc
