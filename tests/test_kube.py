@@ -53,6 +53,9 @@ PODMAN_SET = [
 ]
 # Two code locations in each, as the run tier has.
 SECOND = "second"
+# The job of each location, and the materializations it records: the first location's example
+# job; a location after the first has a first asset and its job.
+JOBS = {"first": ("example_job", 2), SECOND: ("hello_job", 1)}
 
 
 def _render(args: tuple[str, str, dict]) -> str:
@@ -431,9 +434,10 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
             for location in locations:
                 stack = Stack(PORT, location)
                 stack.wait_loaded(timeout=60)
-                run_id = stack.launch()
+                job, materializations = JOBS[SECOND if location == SECOND else "first"]
+                run_id = stack.launch(job)
                 assert stack.wait_run(run_id).value == "SUCCESS", stack.errors(run_id)
-                assert stack.run(run_id)["stats"]["materializations"] == 2
+                assert stack.run(run_id)["stats"]["materializations"] == materializations
                 runs[location] = run_id
 
             # The pods reach each other by pod name on the project network (the locations loading
