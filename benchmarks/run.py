@@ -127,7 +127,8 @@ class LaunchpadPip(Launchpad):
 
     def copy(self) -> None:
         super().copy()
-        for image in ("platform/webserver", "platform/daemon", *(f"pipes/{n}" for n in self.locations)):
+        # Every code location's image is built from pipes/launchpad_pipes/'s definition.
+        for image in ("platform/webserver", "platform/daemon", "pipes/launchpad_pipes"):
             (path,) = [p for p in (self.root / image).iterdir() if p.name in ("Containerfile", "Dockerfile")]
             text, count = self.INSTALL.subn(self.PIP, path.read_text())
             if not count:
@@ -171,6 +172,9 @@ class Baseline(Layout):
         # build_info.json it writes (their code version).
         run(["sh", "-c", f"cd '{location}' && sh build.sh"])
         shutil.copytree(location / "src" / self.package, code / "example")
+        # The package every code location uses (its defaults and IO manager), beside it.
+        shared = self.rendered / "pipes/launchpad_pipes/src/launchpad_pipes"
+        shutil.copytree(shared, code / "launchpad_pipes")
         shutil.copy2(location / "requirements.txt", code / "requirements.txt")
 
     def build(self) -> None:
@@ -306,8 +310,9 @@ def measure_reload(layout: Launchpad, track: Track) -> float:
 def measure_locations(
     engine: Engine, work: Path, template: Path, stand_in: str, quick: bool, track: Track
 ) -> dict:
-    """The default project with 1, 2 and 3 code locations (the same example code and no extra
-    dependencies in each): its cold build and its images' unique bytes; for 1 and 3, the time
+    """The default project with 1, 2 and 3 code locations (the examples in the first, a first
+    asset and its job in the others; no extra dependencies in any): its cold build and its
+    images' unique bytes; for 1 and 3, the time
     from `make up` (images built, stack down) to every location LOADED. Each extra location
     should cost only its own dependencies and code: a few MB."""
     figures = track.figures

@@ -15,6 +15,10 @@ ones you edited included, and write the template's new examples at the new paths
   into the new version with `git merge-file` (a conflict is left inline, between markers, as
   Copier does), and files you added moved as they are. The dependencies you had added to
   pipes/requirements.txt move into pipes/<package>/pyproject.toml (migrate_requirements.py).
+  The old image definition (pipes/Containerfile or pipes/Dockerfile) has no new place of its
+  own: every code location's image is now built from pipes/launchpad_pipes/'s. If you had
+  changed it, your version is kept as pipes/<package>/<name>.before-v0.2.0 to carry your changes
+  over by hand (a merge into the shared definition would be mostly conflicts), and said so.
   Then the old directories, now empty of your files, are removed. Every move is printed.
 """
 
@@ -30,16 +34,16 @@ import yaml
 
 STASH = Path(".copier-migration")
 OLD_ROOT = Path("pipes")
-# Paths of the old layout, relative to pipes/, that stay where they are.
-SHARED = {"recover_runs.py"}
 REQUIREMENTS = "requirements.txt"
+# The old image definition: from v0.2.0 one for every location, pipes/launchpad_pipes/<name>.
+IMAGE_DEFINITIONS = {"Containerfile", "Dockerfile"}
 
 
 def old_layout_files() -> list[Path]:
     """The files of the pre-v0.2.0 layout: pipes/src, pipes/tests and pipes/* files."""
     if not (OLD_ROOT / "src").is_dir():
         return []
-    found = [p for p in OLD_ROOT.iterdir() if p.is_file() and p.name not in SHARED]
+    found = [p for p in OLD_ROOT.iterdir() if p.is_file()]
     for sub in ("src", "tests"):
         found += [p for p in (OLD_ROOT / sub).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     return sorted(found)
@@ -90,6 +94,15 @@ def restore() -> int:
         mine = yours.read_bytes()
         if old_template.is_file() and old_template.read_bytes() == mine:
             continue  # never changed: the new template's version (if any) stands
+        if path.name in IMAGE_DEFINITIONS and path.parent == OLD_ROOT:
+            kept = target.with_name(f"{path.name}.before-v0.2.0")
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(yours, kept)
+            print(
+                f"kept your changed {path} as {kept}: every code location's image is now built "
+                f"from pipes/launchpad_pipes/{path.name}; carry your changes over to it"
+            )
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.is_file() or not old_template.is_file():
             shutil.copyfile(yours, target)
@@ -119,8 +132,7 @@ def restore() -> int:
     for sub in ("src", "tests"):
         shutil.rmtree(OLD_ROOT / sub, ignore_errors=True)
     for path in old_layout_files() + [p for p in OLD_ROOT.iterdir() if p.is_file()]:
-        if path.name not in SHARED:
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
     shutil.rmtree(STASH)
     if conflicts:
         print("Conflicts to resolve (between the markers): " + ", ".join(conflicts))

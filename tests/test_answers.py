@@ -121,6 +121,8 @@ INVALID = [
     ({"code_locations": ["json"]}, "code_locations", "'json' shadows a standard-library"),
     ({"code_locations": ["webserver"]}, "code_locations", "'webserver' is taken by the stack"),
     ({"code_locations": ["sales", "pipes"]}, "code_locations", "'pipes' is taken by the stack"),
+    # The package every code location shares (pipes/launchpad_pipes/) is no location.
+    ({"code_locations": ["sales", "launchpad_pipes"]}, "code_locations", "'launchpad_pipes' is taken"),
     ({"code_locations": ["a", "a"]}, "code_locations", "'a' is named twice"),
     ({"code_delivery": "git"}, "code_delivery", "not in"),
     ({"storage": "mysql"}, "storage", "not in"),
@@ -309,8 +311,7 @@ def test_boundary_answers_are_accepted(template_snapshot, tmp_path):
     copier.run_copy(str(template_snapshot), tmp_path / "out", data=answers, defaults=True, quiet=True)
     recorded = yaml.safe_load((tmp_path / "out/.copier-answers.yml").read_text())
     assert {k: recorded[k] for k in answers} == answers
-    (location,) = recorded["code_locations"]
-    pipes = (tmp_path / f"out/pipes/{location}/Containerfile").read_text()
+    pipes = (tmp_path / "out/pipes/launchpad_pipes/Containerfile").read_text()
     assert "microdnf install -y --nodocs libpq5 unixodbc-dev" in pipes
     assert f"ARG BASE_IMAGE={answers['custom_base_image']}" in pipes
 
@@ -340,7 +341,9 @@ def test_ten_code_locations_are_accepted(given, template_snapshot, tmp_path):
     out = tmp_path / "out"
     recorded = yaml.safe_load((out / ".copier-answers.yml").read_text())
     assert recorded["code_locations"] == TEN_LOCATIONS
-    assert sorted(p.name for p in (out / "pipes").iterdir() if p.is_dir()) == sorted(TEN_LOCATIONS)
+    # Each location's directory, and the package that they share.
+    folders = sorted(p.name for p in (out / "pipes").iterdir() if p.is_dir())
+    assert folders == sorted([*TEN_LOCATIONS, "launchpad_pipes"])
     for name in TEN_LOCATIONS:
         assert (out / f"pipes/{name}/src/{name}/definitions.py").is_file(), name
     workspace = yaml.safe_load((out / "config/workspace.yaml").read_text())
@@ -359,5 +362,6 @@ def test_defaults_render_with_pytest_copie_from_git(copie):
     assert recorded["container_engine"] == "podman" and recorded["storage"] == "postgres"
     assert recorded["code_locations"] == [recorded["package_name"]]
     location = recorded["package_name"]
-    assert (result.project_dir / f"pipes/{location}/Containerfile").is_file()
+    assert (result.project_dir / f"pipes/{location}/src/{location}/definitions.py").is_file()
+    assert (result.project_dir / "pipes/launchpad_pipes/Containerfile").is_file()
     assert "DAGSTER_PG_PASSWORD" not in (result.project_dir / ".copier-answers.yml").read_text()

@@ -166,14 +166,14 @@ def check_layers_shared(engine, infos: dict, base: str, root: Path) -> None:
     platform_steps = common_layer_steps(web_file, daemon_file)
     shared = shared_prefix(web, daemon)
     assert shared >= base_layers + platform_steps, f"webserver and daemon share {shared} layers"
-    for location, service in computed(root)["pipes_services"].items():
-        core_steps = common_layer_steps(web_file, root / f"pipes/{location}/{containerfile}")
-        assert core_steps >= 2 and platform_steps >= core_steps + 2, (platform_steps, core_steps)
+    core_steps = common_layer_steps(web_file, root / f"pipes/launchpad_pipes/{containerfile}")
+    assert core_steps >= 2 and platform_steps >= core_steps + 2, (platform_steps, core_steps)
+    for service in computed(root)["pipes_services"].values():
         with_pipes = shared_prefix(web, infos[service]["RootFS"]["Layers"])
         assert with_pipes >= base_layers + core_steps, f"{service} shares {with_pipes} layers with webserver"
 
 
-def has_package(engine, image: str, package: str) -> bool:
+def has_package(engine, image: str, package: str, module: str = "definitions") -> bool:
     probe = engine.run(
         "run",
         "--rm",
@@ -181,7 +181,7 @@ def has_package(engine, image: str, package: str) -> bool:
         "python3",
         image,
         "-c",
-        f"import sys\ntry:\n    import {package}.definitions\nexcept ModuleNotFoundError:\n    sys.exit(3)",
+        f"import sys\ntry:\n    import {package}.{module}\nexcept ModuleNotFoundError:\n    sys.exit(3)",
     )
     assert probe.returncode in (0, 3), f"{image}: {probe.stderr}"
     return probe.returncode == 0
@@ -189,11 +189,17 @@ def has_package(engine, image: str, package: str) -> bool:
 
 def check_pipes_have_their_code_only_when_baked(engine, images: dict, answers: dict) -> None:
     """Image delivery: each code location's image imports its own package, and no other
-    location's. Volume: they have dependencies only."""
+    location's. Volume: they have dependencies only. Either way each carries the package that
+    every location shares (launchpad_pipes), and names its own location in its environment (the
+    one image definition, built with each location's name)."""
     for package, image in images.items():
         found = {other for other in images if has_package(engine, image, other)}
         expected = {package} if answers["code_delivery"] == "image" else set()
         assert found == expected, f"{image} contains the packages {found}, expected {expected}"
+        assert has_package(engine, image, "launchpad_pipes", "defaults"), f"{image} lacks launchpad_pipes"
+        env = dict(e.split("=", 1) for e in engine.inspect(image)["Config"]["Env"])
+        assert env["DAGSTER_LOCATION_NAME"] == package, env
+        assert env["DAGSTER_MODULE_NAME"] == f"{package}.definitions", env
 
 
 def check_one_line_change_is_rebuilt(engine, root, images: dict) -> float:

@@ -52,6 +52,9 @@ PORTS = {"podman": 3201, "docker": 3202}
 # The stack has two code locations: the first (named after the package) and this one, to
 # prove that a fault in one leaves the other serving and running.
 SECOND = "second"
+# Its own job (a location after the first has a first asset and its job; the examples are the
+# first's).
+SECOND_JOB = "hello_job"
 FIGURES: dict[str, dict[str, str]] = {}
 
 
@@ -325,7 +328,7 @@ def test_syntax_error_in_mounted_code_is_reported_and_recovers(live):
         assert error and "SyntaxError" in error, error
         # The other code location still serves, and runs its jobs.
         assert live.other.location_error() is None
-        other = live.other.launch()
+        other = live.other.launch(SECOND_JOB)
         assert live.wait_all([other], timeout=300)[0]["status"] == "SUCCESS", live.other.errors(other)
         # The UI still serves; webserver and daemon did not restart.
         assert stack.daemons().get("SCHEDULER") is not None

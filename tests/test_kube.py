@@ -54,6 +54,9 @@ PODMAN_SET = [
 ]
 # Two code locations in each, as the run tier has.
 SECOND = "second"
+# The job of each location, and the materializations it records: the first location's example
+# job; a location after the first has a first asset and its job.
+JOBS = {"first": ("example_job", 2), SECOND: ("hello_job", 1)}
 
 
 def _render(args: tuple[str, str, dict]) -> str:
@@ -151,9 +154,9 @@ def test_kube_yaml_is_the_compose_stack(combo, podman_projects):
             assert container[probe]["periodSeconds"] == check["interval"], (service, probe)
         assert container["livenessProbe"]["initialDelaySeconds"] == check["start"], service
         if service != "postgres":
-            image_file = "platform/" + service if service in ("webserver", "daemon") else None
-            location = next((loc for loc, svc in facts["pipes_services"].items() if svc == service), None)
-            folder = root / (image_file or f"pipes/{location}")
+            # The code locations' images: their one definition, pipes/launchpad_pipes/.
+            platform = service in ("webserver", "daemon")
+            folder = root / (f"platform/{service}" if platform else "pipes/launchpad_pipes")
             text = (folder / facts["containerfile"]).read_text()
             quoted = ", ".join(f'"{part}"' for part in check["command"])
             assert f"CMD [{quoted}]" in text, f"{service}'s image runs another health check"
@@ -442,9 +445,10 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
             for location in locations:
                 stack = Stack(PORT, location)
                 stack.wait_loaded(timeout=60)
-                run_id = stack.launch()
+                job, materializations = JOBS[SECOND if location == SECOND else "first"]
+                run_id = stack.launch(job)
                 assert stack.wait_run(run_id).value == "SUCCESS", stack.errors(run_id)
-                assert stack.run(run_id)["stats"]["materializations"] == 2
+                assert stack.run(run_id)["stats"]["materializations"] == materializations
                 runs[location] = run_id
 
             # The pods reach each other by pod name on the project network (the locations loading

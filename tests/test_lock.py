@@ -222,7 +222,10 @@ def test_three_code_locations_share_one_lock_and_each_has_its_own_export(templat
     assert "recorded uv.lock's checksum in uv.lock.sha256" in check.stdout
     lock = tomllib.loads((project / "uv.lock").read_text())
     members = {p["name"]: p["source"] for p in lock["package"] if "editable" in p["source"]}
-    assert members == {f"pipes-{n.replace('_', '-')}": {"editable": f"pipes/{n}"} for n in names}
+    assert members == {
+        "launchpad-pipes": {"editable": "pipes/launchpad_pipes"},
+        **{f"pipes-{n.replace('_', '-')}": {"editable": f"pipes/{n}"} for n in names},
+    }
     before = snapshot(project)
     add_dependency(project, "pyarrow>=18", location="sales")
     assert make(project, "lock").returncode == 0

@@ -29,6 +29,9 @@ from launchpad_dev import matrix
 from launchpad_dev.common import COMPUTED_FILE, computed
 
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# What every code location shares (pipes/SHARED/): a workspace package, and the one definition of
+# every code location's image.
+SHARED = "launchpad_pipes"
 JINJA_LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%|\{#")
 STRUCTURED = (".yml", ".yaml", ".toml", ".json")
 
@@ -90,31 +93,53 @@ class Project:
         return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()}
 
     def image_files(self) -> dict[str, str]:
-        """image (its compose service) -> path of its definition: webserver, daemon, and one
-        pipes image per code location."""
+        """image (its compose service) -> path of its definition: webserver, daemon, and the
+        pipes image of each code location (one definition for all of them, pipes/SHARED/)."""
         cf = self.computed["containerfile"]
         return {
             "webserver": f"platform/webserver/{cf}",
             "daemon": f"platform/daemon/{cf}",
-            **{self.service(loc): f"pipes/{loc}/{cf}" for loc in self.locations},
+            **{self.service(loc): f"pipes/{SHARED}/{cf}" for loc in self.locations},
         }
 
+    def build_args(self, image: str) -> dict[str, str]:
+        """The build arguments compose.yaml gives an image."""
+        return self.yaml("compose.yaml")["services"][image]["build"]["args"]
+
+    def image_text(self, image: str) -> str:
+        """An image's definition as its build reads it: ${LOCATION} and ${SERVICE} filled in
+        with the build arguments (a pipes image)."""
+        text = self.text(self.image_files()[image])
+        for name in ("LOCATION", "SERVICE"):
+            if image in self.pipes_services:
+                text = text.replace("${" + name + "}", self.build_args(image)[name])
+        return text
+
     def location_files(self, location: str) -> set[str]:
-        """Everything a code location's directory holds."""
+        """Everything a code location's directory holds: the first location has the examples
+        (assets, jobs, sensors), the others a first asset and its job in definitions.py."""
         d = f"pipes/{location}"
+        modules = ("__init__", "definitions")
+        tests = ("test_definitions",)
+        if location == self.locations[0]:
+            modules, tests = (*modules, "assets", "jobs", "sensors"), (*tests, "test_assets")
         return {
-            f"{d}/{self.computed['containerfile']}",
             f"{d}/pyproject.toml",
             f"{d}/requirements.txt",
             f"{d}/build.sh",
             f"{d}/wheels/README.md",
-            *(
-                f"{d}/src/{location}/{m}.py"
-                for m in ("__init__", "assets", "jobs", "sensors", "io_manager", "definitions")
-            ),
-            f"{d}/tests/test_assets.py",
-            f"{d}/tests/test_definitions.py",
-            f"{d}/tests/test_io_manager.py",
+            *(f"{d}/src/{location}/{m}.py" for m in modules),
+            *(f"{d}/tests/{m}.py" for m in tests),
+        }
+
+    def shared_files(self) -> set[str]:
+        """What every code location shares: pipes/SHARED/."""
+        d = f"pipes/{SHARED}"
+        return {
+            f"{d}/{self.computed['containerfile']}",
+            f"{d}/pyproject.toml",
+            *(f"{d}/src/{SHARED}/{m}.py" for m in ("__init__", "defaults", "io_manager", "recover_runs")),
+            *(f"{d}/tests/test_{m}.py" for m in ("defaults", "io_manager", "recover_runs")),
         }
 
 
@@ -145,18 +170,22 @@ def answers_are_recorded(p: Project) -> None:
 
 @check
 def code_locations_are_named_as_computed(p: Project) -> None:
-    """Each code location's service is pipes-NAME ('-' for '_'); the example assets of every
-    location, the first included, carry their location's name as key prefix (asset keys are
-    global: a real project's raw_orders must not collide with the example's)."""
+    """Each code location's service is pipes-NAME ('-' for '_'); the assets of every location
+    (the first location's two examples, the others' first asset) carry their location's name as
+    key prefix (asset keys are global: a real project's raw_orders must not collide with the
+    example's)."""
     assert p.computed["pipes_services"] == {loc: f"pipes-{loc.replace('_', '-')}" for loc in p.locations}
     assert len(set(p.pipes_services)) == len(p.locations)
     prefixes = p.computed["example_key_prefixes"]
     assert prefixes == {loc: loc for loc in p.locations}, prefixes
-    for loc in p.locations:
-        assets = p.text(f"pipes/{loc}/src/{loc}/assets.py")
-        decorators = re.findall(r"^@dg\.asset\(\n(.*?)^\)$", assets, re.M | re.S)
-        assert len(decorators) == 2, f"pipes/{loc}: the two example assets, found {decorators}"
-        assert all(re.findall(r'key_prefix="([^"]*)"', args) == [loc] for args in decorators), decorators
+    first, *others = p.locations
+    assets = p.text(f"pipes/{first}/src/{first}/assets.py")
+    decorators = re.findall(r"^@dg\.asset\(\n(.*?)^\)$", assets, re.M | re.S)
+    assert len(decorators) == 2, f"pipes/{first}: the two example assets, found {decorators}"
+    assert all(re.findall(r'key_prefix="([^"]*)"', args) == [first] for args in decorators), decorators
+    for loc in others:
+        definitions = p.text(f"pipes/{loc}/src/{loc}/definitions.py")
+        assert re.findall(r"^@dg\.asset\((.*)\)$", definitions, re.M) == [f'key_prefix="{loc}"'], loc
 
 
 @check
@@ -192,7 +221,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "platform/install_locked.py",
         "platform/instance_ready.py",
         *p.image_files().values(),
-        "pipes/recover_runs.py",
+        *p.shared_files(),
         *(rel for loc in p.locations for rel in p.location_files(loc)),
         "scripts/ensure_images.sh",
         "scripts/init_env.py",
@@ -328,7 +357,7 @@ def images_build_from_the_base_and_end_as_the_service_user(p: Project) -> None:
     c = p.computed
     uid = c["service_uid"]
     for image, path in p.image_files().items():
-        text = p.text(path)
+        text = p.image_text(image)
         assert f"ARG BASE_IMAGE={c['python_image']}\n" in text, path
         users = re.findall(r"^USER (\S+)", text, re.M)
         assert users[-1] == f"{uid}:{uid}", f"{path} must end as the service user"
@@ -362,45 +391,62 @@ def each_image_defines_its_healthcheck_once(p: Project) -> None:
 def pipes_image_bakes_code_only_with_image_delivery(p: Project) -> None:
     """Each code location's image carries its own package (image delivery) or none: its
     directory goes to a build stage (owned by the service user, who runs build.sh there), and
-    the package from it into the image, owned by root."""
+    the package from it into the image, owned by root. Every one carries the shared package
+    (pipes/SHARED/src/), after its dependencies, owned by root, with either delivery."""
     uid = p.computed["service_uid"]
+    shared = (f"pipes/{SHARED}/src/{SHARED}/", f"/opt/dagster/app/{SHARED}/")
     for loc in p.locations:
-        path = p.image_files()[p.service(loc)]
-        copied = re.findall(r"^COPY (.*) (\S+)$", p.text(path), re.M)
+        path, text = p.image_files()[p.service(loc)], p.image_text(p.service(loc))
+        copied = re.findall(r"^COPY (.*) (\S+)$", text, re.M)
         code = [(src, dst) for src, dst in copied if "/src/" in src or dst == "/opt/dagster/build/"]
         expected = [
+            shared,
             (f"--chown={uid}:{uid} pipes/{loc}/", "/opt/dagster/build/"),
             (f"--from=code --chown=0:0 /opt/dagster/build/src/{loc}/", f"/opt/dagster/app/{loc}/"),
         ]
-        assert code == (expected if p.answer("code_delivery") == "image" else []), (path, code)
-        assert ("\nRUN PYTHONDONTWRITEBYTECODE=1 sh build.sh\n" in p.text(path)) == (
+        assert code == (expected if p.answer("code_delivery") == "image" else expected[:1]), (path, code)
+        assert text.index(f"COPY {shared[0]} ") > text.index("install /opt/dagster/requirements.txt"), path
+        assert ("\nRUN PYTHONDONTWRITEBYTECODE=1 sh build.sh\n" in text) == (
             p.answer("code_delivery") == "image"
         ), path
 
 
 @check
 def each_pipes_image_serves_its_own_location(p: Project) -> None:
-    """A location's image installs its own requirements and serves its own package, under
-    its own name; it names no other location's directory."""
+    """Every code location's image is built from the one shared definition with its own name
+    and service (compose's build arguments LOCATION and SERVICE), installs its own
+    requirements and serves its own package, under its own name (DAGSTER_LOCATION_NAME and
+    DAGSTER_MODULE_NAME, which Dagster's server command and recover_runs read); the definition
+    names no location's directory itself."""
     slug = p.answer("project_slug")
+    shared = p.text(f"pipes/{SHARED}/{p.computed['containerfile']}")
+    code = "\n".join(line for line in shared.splitlines() if not line.startswith("#"))
+    for loc in p.locations:
+        assert f"pipes/{loc}/" not in code, f"pipes/{SHARED}/'s image definition names pipes/{loc}/"
     for loc in p.locations:
         service = p.service(loc)
-        text = p.text(p.image_files()[service])
-        copied = "pipes/recover_runs.py platform/instance_ready.py"
-        assert f"COPY pipes/{loc}/requirements.txt {copied} /opt/dagster/\n" in text
+        assert p.build_args(service) == {
+            "BASE_IMAGE": f"${{BASE_IMAGE:-{p.computed['python_image']}}}",
+            "LOCATION": loc,
+            "SERVICE": service,
+        }, loc
+        text = p.image_text(service)
+        assert f"COPY pipes/{loc}/requirements.txt platform/instance_ready.py /opt/dagster/\n" in text
+        assert f"    DAGSTER_LOCATION_NAME={loc} \\\n    DAGSTER_MODULE_NAME={loc}.definitions \\\n" in text
         cmd = re.search(r"^CMD \[(.*?)\]$", text, re.M | re.S)
         assert cmd, p.image_files()[service]
         args = json.loads(f"[{cmd[1].replace(chr(92) + chr(10), '')}]")
-        assert args[:4] == ["python3", "/opt/dagster/recover_runs.py", "--location", loc], args
+        # The storage made ready first, then recover_runs takes the process's place (exec).
+        assert args[:7] == [
+            "python3", "/opt/dagster/instance_ready.py", "--", "python3", "-m", f"{SHARED}.recover_runs", "--"
+        ], args  # fmt: skip
         # Code in the image: Dagster's gRPC server alone; mounted code: the reloading code server.
         image = p.answer("code_delivery") == "image"
         server = ["dagster", "api", "grpc"] if image else ["dagster", "code-server", "start"]
-        assert args[args.index("--") + 1 : args.index("--") + 4] == server, args
-        assert args[args.index("--module-name") + 1] == f"{loc}.definitions", args
-        assert args[args.index("--location-name") + 1] == loc, args
+        assert args[7:10] == server, args
+        assert "--module-name" not in args and "--location-name" not in args, args
         assert f'org.opencontainers.image.title="{slug}-{service}"' in text
-        for other in set(p.locations) - {loc}:
-            assert f"pipes/{other}/" not in text, f"{service}'s image names pipes/{other}/"
+        assert f'io.dagster.launchpad.component="{service}"' in text
 
 
 INSTALL = {
@@ -464,6 +510,7 @@ def images_install_the_locked_dagster_set(p: Project) -> None:
     projects = [
         "pyproject.toml",
         "platform/pyproject.toml",
+        f"pipes/{SHARED}/pyproject.toml",
         *(f"pipes/{loc}/pyproject.toml" for loc in p.locations),
     ]
     declared = [dep for path in projects for dep in tomllib.loads(p.text(path))["project"]["dependencies"]]
@@ -506,7 +553,7 @@ def instance_matches_storage_and_launcher(p: Project) -> None:
         # Each run gets its own location's volumes (DAGSTER_CONTAINER_CONTEXT in compose.yaml).
         assert "volumes_from" not in kwargs, kwargs["volumes_from"]
         # Its process under recover_runs.py --run, which names an out-of-memory kill.
-        assert kwargs["entrypoint"] == ["python3", "/opt/dagster/recover_runs.py", "--run", "--"]
+        assert kwargs["entrypoint"] == ["python3", "-m", f"{SHARED}.recover_runs", "--run", "--"]
 
 
 @check
@@ -828,11 +875,12 @@ def build_context_holds_what_each_image_copies_and_no_more(p: Project) -> None:
     ]
     assert patterns[0] == "*", patterns[:1]
     copied = set()
-    for path in p.image_files().values():
-        for sources in re.findall(r"^COPY (?!--from)(.*) \S+$", p.text(path), re.M):
+    for image in p.image_files():
+        for sources in re.findall(r"^COPY (?!--from)(.*) \S+$", p.image_text(image), re.M):
             copied.update(s for s in sources.split() if not s.startswith("--"))
     # A location's tests are never sent, though its directory is copied (image delivery).
     tests = {f for f in p.files for loc in p.locations if f.startswith(f"pipes/{loc}/tests/")}
+    assert not [f for f in p.files if f.startswith(f"pipes/{SHARED}/tests/") and not ignored(patterns, f)]
     for source in copied:
         files = [f for f in p.files if f == source or f.startswith(source.rstrip("/") + "/")]
         assert files, f"an image copies {source}, which the project does not have"
@@ -842,6 +890,7 @@ def build_context_holds_what_each_image_copies_and_no_more(p: Project) -> None:
     expected = {f for f in p.files for s in copied if f == s or f.startswith(s.rstrip("/") + "/")} - tests
     assert sent == expected, f"sent but not copied: {sent - expected}; copied but not sent: {expected - sent}"
     image = p.answer("code_delivery") == "image"
+    assert f"!pipes/{SHARED}/src/{SHARED}/" in patterns
     for loc in p.locations:
         assert f"!pipes/{loc}/requirements.txt" in patterns, loc
         assert f"!pipes/{loc}/wheels/" in patterns, loc
@@ -856,6 +905,7 @@ def every_tool_knows_every_location(p: Project) -> None:
     assert root["project"]["name"] == "dagster-core"
     assert root["tool"]["uv"]["workspace"]["members"] == [
         "platform",
+        f"pipes/{SHARED}",
         *(f"pipes/{loc}" for loc in p.locations),
     ]
     assert "dev" in root["dependency-groups"], "the dev tools are the root project's dev group"
@@ -864,13 +914,22 @@ def every_tool_knows_every_location(p: Project) -> None:
         assert project["project"]["name"] == p.service(loc), loc
         assert project["tool"]["dagster"] == {"module_name": f"{loc}.definitions", "code_location_name": loc}
         assert "dependency-groups" not in project, f"pipes/{loc} has its own dependency groups"
+        # Each location depends on the shared package (a workspace member).
+        assert "launchpad-pipes" in project["project"]["dependencies"], loc
+        assert project["tool"]["uv"]["sources"]["launchpad-pipes"] == {"workspace": True}, loc
+    shared = tomllib.loads(p.text(f"pipes/{SHARED}/pyproject.toml"))
+    assert shared["project"]["name"] == "launchpad-pipes"
     members, editable = locked_workspace(p.text("uv.lock"))
-    assert members == sorted(["dagster-core", "platform", *p.pipes_services]), members
-    assert editable == {p.service(loc): {"editable": f"pipes/{loc}"} for loc in p.locations}, editable
+    assert members == sorted(["dagster-core", "launchpad-pipes", "platform", *p.pipes_services]), members
+    assert editable == {
+        "launchpad-pipes": {"editable": f"pipes/{SHARED}"},
+        **{p.service(loc): {"editable": f"pipes/{loc}"} for loc in p.locations},
+    }, editable
     ruff = tomllib.loads(p.text("ruff.toml"))
-    assert ruff["lint"]["isort"]["known-first-party"] == p.locations
+    assert ruff["lint"]["isort"]["known-first-party"] == [SHARED, *p.locations]
     makefile = p.text("Makefile")
     assert re.findall(r"^LOCATIONS := (.*)$", makefile, re.M) == [" ".join(p.locations)]
+    assert re.findall(r"^SHARED := (.*)$", makefile, re.M) == [SHARED]
     services = dict(re.findall(r"^SERVICE_(\w+) := (\S+)$", makefile, re.M))
     assert services == {loc: p.service(loc) for loc in p.locations}, services
     assert re.findall(r"^IMAGES\s+:= (.*)$", makefile, re.M) == ["webserver daemon $(PIPES_SERVICES)"]

@@ -266,14 +266,7 @@ def hog_job():
     take_memory()
 
 
-defs = dg.Definitions(
-    executor=dg.in_process_executor,
-    assets=[raw_orders, order_summary],
-    jobs=[example_job, hog_job],
-    schedules=[example_schedule],
-    sensors=[inbox_sensor],
-    resources={"io_manager": AtomicFilesystemIOManager()},
-)
+defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[hog_job]))
 '''
 RUN_LIMITS = {"RUN_MEMORY_LIMIT": "400m", "RUN_CPUS": "0.5", "RUN_PIDS_LIMIT": "300"}
 
@@ -380,8 +373,7 @@ def test_a_hostile_password_opens_postgres_over_tls_and_no_command_line_shows_it
             settings |= RUN_LIMITS
             location = yaml.safe_load((root / ".copier-answers.yml").read_text())["code_locations"][0]
             definitions = root / "pipes" / location / "src" / location / "definitions.py"
-            text = definitions.read_text()
-            definitions.write_text(text[: text.index("defs = dg.Definitions(")] + HOG_JOB.lstrip("\n"))
+            definitions.write_text(definitions.read_text() + HOG_JOB)
         write_env(root, settings)
         try:
             if external:

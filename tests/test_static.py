@@ -28,6 +28,8 @@ from launchpad_dev.common import CACHE, ROOT, answers_of, code_locations, comput
 from launchpad_dev.tools import missing, require_tool
 
 BIN = Path(sys.executable).parent
+# What every code location shares (pipes/SHARED/): a package, with tests of its own.
+SHARED = "launchpad_pipes"
 
 
 def distinct(
@@ -49,10 +51,10 @@ def distinct(
 
 
 def image_files(answers: dict, root: Path) -> list[Path]:
-    """The definitions of the webserver and daemon images, and of each code location's."""
+    """The definitions of the webserver and daemon images, and of the code locations' (one for
+    all of them)."""
     cf = computed(root)["containerfile"]
-    pipes = [root / f"pipes/{location}/{cf}" for location in code_locations(root)]
-    return [root / f"platform/webserver/{cf}", root / f"platform/daemon/{cf}", *pipes]
+    return [root / f"platform/webserver/{cf}", root / f"platform/daemon/{cf}", root / f"pipes/{SHARED}/{cf}"]
 
 
 def parallel(fn, items) -> list:
@@ -172,10 +174,14 @@ def test_compose_file_passes_compose_lint(rendered_projects, tmp_path):
 
 def location_files(root: Path, location: str) -> list[Path]:
     """What a code location's own checks depend on: its package, its tests, its pins (its
-    pyproject.toml too, as parsed: see distinct_locations)."""
+    pyproject.toml too, as parsed: see distinct_locations), and the shared package it uses. For
+    the shared package (SHARED): its package and its tests."""
     pipes = root / "pipes" / location
     code = [p for d in ("src", "tests") for p in (pipes / d).rglob("*") if p.is_file()]
-    return sorted(code) + [pipes / "requirements.txt", pipes / "build.sh"]
+    if location == SHARED:
+        return sorted(code)
+    shared = [p for p in (root / "pipes" / SHARED / "src").rglob("*") if p.is_file()]
+    return sorted(code) + sorted(shared) + [pipes / "requirements.txt", pipes / "build.sh"]
 
 
 def instance_files(answers: dict, root: Path) -> list[Path]:
@@ -232,7 +238,7 @@ def distinct_locations(rendered: dict) -> dict[str, tuple[Path, str, list[str]]]
     for cid, (_answers, root, error) in sorted(rendered.items()):
         assert error is None, f"{cid}: {error}"
         export = locked_export(root)
-        for location in code_locations(root):
+        for location in [SHARED, *code_locations(root)]:
             digest = hashlib.sha256(export.encode() + b"\0")
             for path in location_files(root, location):
                 digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
@@ -245,9 +251,9 @@ def distinct_locations(rendered: dict) -> dict[str, tuple[Path, str, list[str]]]
 
 def test_generated_code_loads_and_its_tests_pass(rendered_projects):
     """Each code location's build step runs, then its definitions load (dagster definitions
-    validate) and its own tests pass, each on its own as `make test` runs them (its src/ on
-    the path, from its directory; on a copy of it, so that the rendered project stays as
-    rendered)."""
+    validate) and its own tests pass, each on its own as `make test` runs them (its src/ and
+    the shared package's on the path, from its directory; on a copy of both, so that the
+    rendered project stays as rendered). The shared package's own tests pass too."""
     groups = distinct_locations(rendered_projects)
     venvs = {root: dagster_venv(root) for root, _, _ in groups.values()}  # sequential: installs
 
@@ -256,13 +262,21 @@ def test_generated_code_loads_and_its_tests_pass(rendered_projects):
         venv = venvs[root]
         directory = Path(tempfile.mkdtemp(prefix=f"{location}-")) / location
         shutil.copytree(root / "pipes" / location, directory)
+        shared = directory.parent / SHARED
+        if location != SHARED:
+            shutil.copytree(root / "pipes" / SHARED / "src", shared / "src")
         env = {
-            "PYTHONPATH": str(directory / "src"),
+            "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(directory / "src"), str(shared / "src")])),
             "DAGSTER_HOME": "",
             "PYTEST_ADDOPTS": "-p no:cacheprovider",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         problems = []
+        if location == SHARED:
+            tests = run([str(venv / "bin/python"), "-m", "pytest", "-q", "tests"], cwd=directory, env=env)
+            if tests.returncode != 0 or " passed" not in tests.stdout:
+                problems.append(f"{root}: pipes/{SHARED} tests\n{tests.stdout}")
+            return problems
         # The build step, as `make test` runs it: .venv's tools first on PATH.
         path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"
         step = run(["sh", "build.sh"], cwd=directory, env={**env, "PATH": path, "VIRTUAL_ENV": str(venv)})
@@ -281,7 +295,12 @@ def test_generated_code_loads_and_its_tests_pass(rendered_projects):
 
     items = [(root, location) for root, location, _ in groups.values()]
     problems = [p for ps in parallel(check, items) for p in ps]
-    note("distinct code locations validated and tested (dagster definitions validate + pytest)", len(groups))
+    shared = sum(location == SHARED for _, location in items)
+    note(
+        "distinct code locations validated and tested (dagster definitions validate + pytest)",
+        len(groups) - shared,
+    )
+    note(f"distinct shared packages (pipes/{SHARED}) tested (pytest)", shared)
     versions = sorted({answers_of(root)["dagster_version"] for root, _ in items})
     note("Dagster versions tested", ", ".join(versions))
     assert not problems, "\n\n".join(problems)

@@ -154,6 +154,8 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
     (project / "compose.override.yaml").write_text(OVERRIDE)
     requirements = project / "pipes/requirements.txt"
     requirements.write_text(requirements.read_text() + "pyarrow==18.1.0\n")
+    image = project / "pipes/Dockerfile"  # v0.1.0's one image definition of the code location
+    image.write_text(image.read_text() + "# team: keep this in step with the platform's mirror\n")
     git("commit", "--quiet", "-am", "user edits", cwd=project)
     git("add", "-A", cwd=project)
     git("commit", "--quiet", "--allow-empty", "-m", "user module", cwd=project)
@@ -176,6 +178,11 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
     # says so.
     assert '    "pyarrow==18.1.0",\n' in files["pipes/update_test/pyproject.toml"]
     assert "pyarrow" not in files["pipes/update_test/requirements.txt"]
+    # The old image definition, changed, has no place of its own any more (every location's
+    # image is built from pipes/launchpad_pipes/'s): the migration kept it beside the location.
+    kept = files["pipes/update_test/Dockerfile.before-v0.2.0"]
+    assert kept.endswith("# team: keep this in step with the platform's mirror\n")
+    assert "pipes/Dockerfile" not in files
     refused = make(project, "build")
     assert refused.returncode != 0 and "run 'make lock', then build again" in refused.stdout, refused.stdout
     locked = make(project, "lock")
@@ -191,7 +198,8 @@ def test_update_keeps_user_edits_and_brings_new_boilerplate(template_repo, tmp_p
     recorded = answers_of(project)
     assert recorded["pipes_system_packages"] == "libpq5" and "system_packages" not in recorded
     assert recorded["_commit"] == template_repo["newest"]
-    assert "apt-get install -y --no-install-recommends libpq5" in files["pipes/update_test/Dockerfile"]
+    # Every code location's image is built from one definition (pipes/launchpad_pipes/).
+    assert "apt-get install -y --no-install-recommends libpq5" in files["pipes/launchpad_pipes/Dockerfile"]
     assert recorded["max_concurrent_runs"] == 7 and recorded["container_engine"] == "docker"
 
 
@@ -272,10 +280,69 @@ def test_notes_appended_to_the_readme_merge_without_conflict(template_repo, tmp_
     assert not [f for f, t in tree(project).items() if CONFLICT.search(t)]
 
 
+def test_a_users_code_env_and_readme_notes_survive_the_update_from_the_previous_release(
+    template_repo, tmp_path
+):
+    """What users change most, at once, from the previous release: their code (an example
+    module edited, a new module, registered in definitions.py), their .env (made from
+    .env.example as `make` makes it, one value changed) and notes appended to README.md. The
+    update merges all of it without a conflict marker anywhere, and keeps every edit."""
+    project = copy(template_repo, tmp_path / "project", template_repo["previous"], OLD_ANSWERS)
+    code = project / "pipes/src/update_test"  # the previous release's layout
+    assets = code / "assets.py"
+    text = assets.read_text()
+    assert text.count("for i in range(1, 11)]") == 1, "the previous release's example changed"
+    assets.write_text(text.replace("for i in range(1, 11)]", "for i in range(1, 51)]"))
+    customers = "import dagster as dg\n\n\n@dg.asset\ndef customers() -> list[str]:\n    return []\n"
+    (code / "customers.py").write_text(customers)
+    definitions = code / "definitions.py"
+    text = definitions.read_text()
+    sensors, registered = "from .sensors import inbox_sensor\n", "    assets=[raw_orders, order_summary"
+    for old, new in (
+        (sensors, "from .customers import customers\n" + sensors),
+        (f"{registered}],\n", f"{registered}, customers],\n"),
+    ):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    definitions.write_text(text)
+    env = (project / ".env.example").read_text()
+    assert env.count("\nDAGSTER_UI_PORT=3000\n") == 1
+    env = env.replace("\nDAGSTER_UI_PORT=3000\n", "\nDAGSTER_UI_PORT=3100\n")
+    (project / ".env").write_text(env)
+    readme = project / "README.md"
+    notes = "\n## Team notes\n\nOn-call: #data-platform. The sales team owns the orders assets.\n"
+    readme.write_text(readme.read_text() + notes)
+    git("add", "-A", cwd=project)
+    git("commit", "--quiet", "-m", "user code, README notes", cwd=project)
+    assert git("status", "--porcelain", "--ignored", ".env", cwd=project) == "!! .env", ".env is not ignored"
+
+    update(project, template_repo["newest"])
+
+    files = {**tree(project), ".env": (project / ".env").read_text()}
+    assert not [f for f, text in files.items() if CONFLICT.search(text)], "conflict markers after the update"
+    assert not [f for f in files if f.endswith(".rej")]
+    first = "pipes/update_test/src/update_test"
+    assert "for i in range(1, 51)]" in files[f"{first}/assets.py"]
+    assert "key_prefix=" in files[f"{first}/assets.py"], "the template's change to assets.py is missing"
+    assert files[f"{first}/customers.py"] == customers
+    definitions = files[f"{first}/definitions.py"]
+    assert "from .customers import customers\n" in definitions
+    assert f"{registered}, customers],\n" in definitions
+    assert "defs = with_defaults(defs)\n" in definitions, "the shared defaults are missing"
+    assert files[".env"] == env, "the update changed .env"
+    assert files["README.md"].endswith(notes)
+    assert "[docs/update.md](docs/update.md)" in files["README.md"]
+    # What every location shares arrived, and no location has its own copy of it.
+    shared = "pipes/launchpad_pipes/src/launchpad_pipes"
+    assert "class AtomicFilesystemIOManager" in files[f"{shared}/io_manager.py"]
+    copies = [f for f in files if f.endswith(("/io_manager.py", "/recover_runs.py")) and shared not in f]
+    assert not copies, copies
+
+
 def test_changing_an_answer_during_update_rerenders_consistently(template_repo, tmp_path):
     answers = {**NEW_ANSWERS, "code_delivery": "image"}
     project, updated = update_answer_like_fresh(template_repo, tmp_path, answers, code_delivery="volume")
-    assert "COPY pipes/update_test/src/" not in updated["pipes/update_test/Dockerfile"]
+    assert "FROM dependencies AS code" not in updated["pipes/launchpad_pipes/Dockerfile"]
     assert "/opt/dagster/app/update_test:ro,z" in updated["compose.yaml"]
     assert answers_of(project)["code_delivery"] == "volume"
 
@@ -307,7 +374,7 @@ def test_adding_a_code_location_keeps_the_edits_of_the_existing_one(template_rep
     first = "pipes/update_test/src/update_test"
     assert files[f"{first}/assets.py"].endswith("# team note: revenue is in EUR\n")
     assert files[f"{first}/more_assets.py"] == "import dagster as dg\n"
-    assert "pipes/sales/src/sales/definitions.py" in files and "pipes/sales/Dockerfile" in files
+    assert "pipes/sales/src/sales/definitions.py" in files and "pipes/sales/pyproject.toml" in files
     compose = yaml.safe_load(files["compose.yaml"])
     assert {"pipes-update-test", "pipes-sales"} <= set(compose["services"])
     workspace = yaml.safe_load(files["config/workspace.yaml"])["load_from"]
@@ -323,7 +390,7 @@ def test_removing_a_code_location_is_loud_and_its_code_stays_in_git(template_rep
     answers = {**NEW_ANSWERS, "code_locations": ["update_test", "sales"]}
     project = copy(template_repo, tmp_path / "project", template_repo["newest"], answers)
     code = project / "pipes/sales/src/sales"
-    (code / "assets.py").write_text((code / "assets.py").read_text() + "# sales edit\n")
+    (code / "definitions.py").write_text((code / "definitions.py").read_text() + "# sales edit\n")
     (code / "forecast.py").write_text("FORECAST = 1\n")
     git("add", "-A", cwd=project)
     git("commit", "--quiet", "-m", "sales work", cwd=project)
@@ -333,8 +400,8 @@ def test_removing_a_code_location_is_loud_and_its_code_stays_in_git(template_rep
     files = tree(project)
     assert "pipes-sales" not in files["compose.yaml"] and "sales" not in files["config/workspace.yaml"]
     assert files["pipes/sales/src/sales/forecast.py"] == "FORECAST = 1\n", "a user's own file was deleted"
-    assert "pipes/sales/src/sales/assets.py" not in files
-    assert "# sales edit" in git("show", "HEAD:pipes/sales/src/sales/assets.py", cwd=project)
+    assert "pipes/sales/src/sales/definitions.py" not in files
+    assert "# sales edit" in git("show", "HEAD:pipes/sales/src/sales/definitions.py", cwd=project)
     listed = make(project, "locations")
     assert listed.returncode == 0
     assert "warning: pipes/sales/ is not a code location" in listed.stdout, listed.stdout

@@ -5,7 +5,7 @@ import threading
 
 from upath import UPath
 
-from {{ location }}.io_manager import AtomicPickleIOManager
+from launchpad_pipes.io_manager import AtomicPickleIOManager
 
 
 def test_a_value_is_read_whole_while_another_run_rewrites_it(tmp_path):

@@ -1,9 +1,11 @@
-#!/usr/bin/env python3
 """Serve a code location, and fail the runs that a previous pipes container left behind.
 
-    recover_runs.py --location NAME -- dagster api grpc ...      (or dagster code-server start ...)
-    recover_runs.py --check-serving [--port 4000]                 (the image's HEALTHCHECK)
-    recover_runs.py --run -- dagster api execute_run ARGS         (a run's own container)
+    python3 -m launchpad_pipes.recover_runs -- dagster api grpc ...   (or dagster code-server start)
+    python3 -m launchpad_pipes.recover_runs --check-serving [--port 4000]   (the HEALTHCHECK)
+    python3 -m launchpad_pipes.recover_runs --run -- dagster api execute_run ARGS  (run containers)
+
+The code location is DAGSTER_LOCATION_NAME (set by its image, as is DAGSTER_MODULE_NAME, which
+the server's command reads too), or --location NAME.
 
 With the code-server run launcher (DefaultRunLauncher in dagster.yaml) every run executes
 as a child process of this container's code server. When the container dies (out of
@@ -20,7 +22,9 @@ server answers. So the container holds one Python process with one copy of Dagst
 SIGTERM reaches the server directly (Dagster's CLI turns it into a clean shutdown).
 
 Before the server starts, the location's state directory (DAGSTER_LOCATION_DATA, on the data
-volume) is created if it is missing.
+volume) is created if it is missing. The image runs this module through the platform's
+instance_ready.py (`instance_ready.py -- python3 -m launchpad_pipes.recover_runs -- ...`), which
+makes the instance's storage ready first and then gives this process its place (exec).
 
 --run is the entrypoint of each run's own container (the container run launcher,
 container_kwargs in dagster.yaml): it starts the run's process and passes it SIGTERM and
@@ -205,7 +209,11 @@ def console_script(name: str):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--location", help="this code location's name")
+    parser.add_argument(
+        "--location",
+        default=os.environ.get("DAGSTER_LOCATION_NAME"),
+        help="this code location's name (default: $DAGSTER_LOCATION_NAME)",
+    )
     parser.add_argument("--port", type=int, default=4000, help="the code server's port")
     parser.add_argument(
         "--check-serving", action="store_true", help="exit 0 if the code server on --port serves"
@@ -221,7 +229,7 @@ def main() -> int:
     if args.run:
         return guard_run(command) if command else parser.error("give the run's command after --")
     if not args.location or not command:
-        parser.error("give --location NAME, then the code server's command after --")
+        parser.error("give --location NAME (or DAGSTER_LOCATION_NAME), then the server's command")
 
     # The location's own writable directory on the data volume (DAGSTER_LOCATION_DATA, set by
     # the image): made here, before any code of the location runs, so that the code and its
@@ -229,11 +237,6 @@ def main() -> int:
     if data := os.environ.get("DAGSTER_LOCATION_DATA"):
         os.makedirs(data, exist_ok=True)
 
-    # The storage first (instance_ready.py, beside this file): PostgreSQL accepting
-    # connections, or SQLite's databases created by one process at a time.
-    from instance_ready import ensure_ready
-
-    ensure_ready()
     server = console_script(command[0])
     booted = datetime.now(UTC)
     threading.Thread(target=watch, args=(args.location, args.port, booted), daemon=True).start()

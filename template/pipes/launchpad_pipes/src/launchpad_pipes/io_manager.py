@@ -40,7 +40,8 @@ class AtomicPickleIOManager(dg.UPathIOManager):
 
 
 class AtomicFilesystemIOManager(dg.ConfigurableIOManagerFactory):
-    """The code location's `io_manager`: base_dir, or the instance's storage directory."""
+    """Every code location's `io_manager` (defaults.py): base_dir, or the instance's storage
+    directory."""
 
     base_dir: str | None = None
 
