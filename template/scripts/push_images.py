@@ -93,7 +93,8 @@ def main() -> None:
     if args.check:
         return
     inspect = ("image", "inspect")  # every engine's CLI has it
-    if missing := [image for image in args.image if engine(args.engine, *inspect, image).returncode]:
+    missing = [image for image in args.image if engine(args.engine, *inspect, image).returncode]
+    if missing:
         fail(f"not built: {', '.join(missing)}; run make build")
 
     made: list[str] = []
