@@ -151,7 +151,8 @@ def password_hint(log: str, postgres: str, project: str) -> str | None:
 
 def build(args: argparse.Namespace) -> int:
     locations.warn_orphans(args.orphan)
-    if run("sh", str(SCRIPTS / "ensure_images.sh"), args.engine, *args.pull).returncode:
+    pulled = [image for image in args.pull if image]
+    if run("sh", str(SCRIPTS / "ensure_images.sh"), args.engine, *pulled).returncode:
         return 1
     Path(".build").mkdir(exist_ok=True)
     for image in args.image:
