@@ -28,9 +28,29 @@ VALUES = Path(".build/helm/values.yaml")
 CHART = ["dagster", "--repo", "https://dagster-io.github.io/helm"]
 
 
-def render(text: str, registry: str, tag: str) -> str:
-    """The values `text` with the images of `registry` and `tag`."""
+def render(text: str, registry: str, tag: str, pins: dict[str, str] | None = None) -> str:
+    """The values `text` with the images of `registry` and `tag`, and (prebuilt platform
+    images) `pins`: placeholder -> value."""
+    for placeholder, value in (pins or {}).items():
+        text = text.replace(placeholder, value)
     return text.replace("@REGISTRY@", registry).replace("@IMAGE_TAG@", tag)
+
+
+def platform_pins(args: argparse.Namespace) -> dict[str, str]:
+    """The placeholders of the pinned platform images (platform/images.lock): the chart joins
+    repository and tag with ':', so the tag is TAG@DIGEST."""
+    if not args.platform_tag:
+        return {}
+    import images  # scripts/images.py, beside this file (prebuilt projects)
+
+    try:
+        pins = images.read_pins(Path("platform/images.lock"), args.platform_tag)
+    except (OSError, images.Refused) as error:
+        raise SystemExit(f"error: make helm-values: {error} (make pin-images)") from None
+    found = {"@PLATFORM_REGISTRY@": args.platform_registry}
+    for name in ("webserver", "daemon"):
+        found[f"@{name.upper()}_PIN@"] = f"{args.platform_tag}@{pins[name]}"
+    return found
 
 
 def command(args: argparse.Namespace) -> list[str]:
@@ -60,7 +80,7 @@ def values(args: argparse.Namespace) -> int:
     registry = args.registry or args.local
     VALUES.parent.mkdir(parents=True, exist_ok=True)
     partial = VALUES.with_name(VALUES.name + ".partial")
-    partial.write_text(render(SOURCE.read_text(), registry, tag))
+    partial.write_text(render(SOURCE.read_text(), registry, tag, platform_pins(args)))
     partial.replace(VALUES)
     local = "" if args.registry else " (the local names: no REGISTRY)"
     print(f"wrote {VALUES}; its images: {registry}/{args.project}-NAME:{tag}{local}")
@@ -83,6 +103,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--local", default="localhost", help="the registry of `make build`")
     parser.add_argument("--registry", default="", help="REGISTRY")
     parser.add_argument("--tag", default="", help="IMAGE_TAG")
+    parser.add_argument("--platform-tag", default="", help="PLATFORM_TAG (prebuilt)")
+    parser.add_argument("--platform-registry", default="", help="PLATFORM_REGISTRY (prebuilt)")
     parser.add_argument("--helm", default="helm", help="HELM")
     parser.add_argument("--release", default="", help="HELM_RELEASE")
     parser.add_argument("--namespace", default="", help="HELM_NAMESPACE")
