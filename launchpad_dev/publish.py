@@ -13,7 +13,7 @@ attached, by cosign's tag scheme (launchpad_dev/signing.py): an SLSA v1 provenan
     python -m launchpad_dev.publish matrix                 # the GitHub matrix, from copier.yml
     python -m launchpad_dev.publish keygen --out DIR       # DIR/images.key (0600), DIR/images.pub
     python -m launchpad_dev.publish publish --registry REG --dagster V --base B --python P \\
-        --key FILE [--platforms linux/amd64,linux/arm64] [--expect-pub FILE] [--json OUT]
+        --key FILE [--platforms linux/amd64,linux/arm64] [--expect-template-pub] [--json OUT]
 
 The key's password comes from IMAGES_SIGNING_PASSWORD (keygen and publish). The registry's
 credentials: REGISTRY_USER/REGISTRY_PASSWORD or the engine's auth file (`podman login`);
@@ -47,6 +47,9 @@ IMAGES = ("webserver", "daemon", "pipes-base")
 PROJECT = {"project_name": "Launchpad", "project_slug": "launchpad", "container_engine": "podman"}
 CONTAINERFILES = {name: f"platform/{name}/Containerfile" for name in IMAGES}
 PASSWORD_ENV = "IMAGES_SIGNING_PASSWORD"
+# The public key the template ships (a prebuilt project verifies the images with it): the
+# release workflow publishes with no other key (--expect-template-pub).
+TEMPLATE_PUB = ROOT / "template" / "platform" / "{% if prebuilt %}images.pub{% endif %}"
 ENGINES = ("podman",)  # a manifest list built and pushed by the engine itself
 # The combination the tests publish (tests/conftest.py, published_platform): a stand-in base
 # image exists for it here.
@@ -73,8 +76,9 @@ def base_images() -> dict:
 
 def entries() -> list[dict]:
     """Every (dagster_version, base_image, python_version) that copier.yml accepts with a base
-    that has a public image (the custom base has none), in copier.yml's order."""
-    public = {name for name, spec in base_images().items() if spec.get("image")}
+    whose images the template publishes (a public image and a `platform_tag` in the
+    base_images table; the custom base has neither), sorted by copier.yml's orders."""
+    public = {name for name, spec in base_images().items() if spec.get("image") and spec.get("platform_tag")}
     seen: dict[tuple, dict] = {}
     for answers in matrix.combinations():
         key = (answers["dagster_version"], answers["base_image"], answers["python_version"])
@@ -148,40 +152,22 @@ def base_image_of(containerfile: Path) -> str:
     return match.group(1)
 
 
-def fallback_tag(dagster: str, python: str, base_ref: str) -> str:
-    """{dagster}-py{python}-{suffix}, the suffix the base image's tag without the Python version
-    (slim-bookworm, alpine3.22) or, untagged, its path's last directory (ubi9). Only for a
-    template whose Makefile has no PLATFORM_TAG yet."""
-    path = base_ref.split("@")[0]
-    name, _, tag = path.rpartition(":") if ":" in path.rsplit("/", 1)[-1] else (path, "", "")
-    suffix = tag.removeprefix(python).lstrip("-") if tag else name.split("/")[-2]
-    return f"{dagster}-py{python}-{suffix}"
-
-
-def platform_tag(root: Path, dagster: str, python: str) -> str:
-    """The rendered Makefile's PLATFORM_TAG (the single source of the tag)."""
+def platform_tag(root: Path) -> str:
+    """The rendered Makefile's PLATFORM_TAG: copier.yml's computed answer platform_image_tag,
+    the one source of the tag (the projects pull the images by it)."""
     match = re.search(r"^PLATFORM_TAG\s*:?=\s*(\S+)\s*$", (root / "Makefile").read_text(), re.M)
-    if match:
-        return match.group(1)
-    return fallback_tag(dagster, python, base_image_of(root / CONTAINERFILES["webserver"]))
+    if not match:
+        raise RuntimeError(
+            f"{root / 'Makefile'} has no PLATFORM_TAG := <tag> line (platform_images=prebuilt)"
+        )
+    return match.group(1)
 
 
-def build_recipe(root: Path, name: str) -> tuple[str, list[str]]:
-    """(Containerfile, extra build arguments) of one image."""
-    containerfile = CONTAINERFILES[name]
-    if (root / containerfile).is_file():
-        return containerfile, []
-    if name == "pipes-base":
-        # A template without platform/pipes-base/Containerfile (before issue 35 on main): the
-        # pipes image's dependency stage, with the first location's requirements.
-        location = sorted(p.name for p in (root / "pipes").iterdir() if (p / "requirements.txt").is_file())[0]
-        return "pipes/launchpad_pipes/Containerfile", [
-            "--target",
-            "dependencies",
-            "--build-arg",
-            f"LOCATION={location}",
-        ]
-    raise RuntimeError(f"the rendered project has no {containerfile}")
+def containerfile_of(root: Path, name: str) -> str:
+    """The rendered project's Containerfile of one image (relative to the project)."""
+    if not (root / CONTAINERFILES[name]).is_file():
+        raise RuntimeError(f"the rendered project has no {CONTAINERFILES[name]}")
+    return CONTAINERFILES[name]
 
 
 # ------------------------------------------------------------------------- engine work
@@ -201,7 +187,7 @@ def local_name(name: str, tag: str, platform: str | None = None) -> str:
 def build_list(engine: str, root: Path, name: str, tag: str, platforms: list[str]) -> dict[str, str]:
     """Build one image per platform and gather them in a local manifest list; {platform: local
     image name}."""
-    containerfile, extra = build_recipe(root, name)
+    containerfile = containerfile_of(root, name)
     list_name = local_name(name, tag)
     subprocess.run([engine, "manifest", "rm", list_name], capture_output=True)
     run([engine, "manifest", "create", list_name])
@@ -212,7 +198,7 @@ def build_list(engine: str, root: Path, name: str, tag: str, platforms: list[str
             [
                 engine, "build", "--format", "docker", "--platform", platform,
                 "--secret", f"id=pip_conf,src={root / 'secrets' / 'pip.conf'}",
-                "-f", containerfile, "-t", image, *extra, ".",
+                "-f", containerfile, "-t", image, ".",
             ],
             cwd=root,
         )  # fmt: skip
@@ -504,7 +490,7 @@ def publish(
     started = now()
     with tempfile.TemporaryDirectory(prefix="launchpad-publish-", dir=workdir) as tmp:
         root = render(Path(tmp) / "project", dagster, base, python, ref)
-        tag = platform_tag(root, dagster, python)
+        tag = platform_tag(root)
         base_ref = base_image_of(root / CONTAINERFILES["webserver"])
         say(f"{dagster} {base} {python}: tag {tag}, base {base_ref}, platforms {','.join(platforms)}")
         if prepare is not None:
@@ -535,7 +521,7 @@ def publish(
                         {**params, "image": name},
                         base_ref,
                         base_digests(engine, base_ref),
-                        build_inputs(root, build_recipe(root, name)[0]),
+                        build_inputs(root, containerfile_of(root, name)),
                         template,
                         started,
                         engine_version,
@@ -573,7 +559,15 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument(
         "--key", type=Path, required=True, help=f"cosign private key (password: ${PASSWORD_ENV})"
     )
-    pub.add_argument("--expect-pub", type=Path, help="refuse a key whose public key is not this file's")
+    expected = pub.add_mutually_exclusive_group()
+    expected.add_argument("--expect-pub", type=Path, help="refuse a key whose public key is not this file's")
+    expected.add_argument(
+        "--expect-template-pub",
+        action="store_const",
+        dest="expect_pub",
+        const=TEMPLATE_PUB,
+        help="refuse a key whose public key is not the one the template ships (the release workflow)",
+    )
     pub.add_argument("--insecure", action="store_true", help="plain HTTP to a registry beyond this host")
     pub.add_argument("--ref", help="render the template at this git commit (default: the working tree)")
     pub.add_argument("--json", type=Path, help="also write the result here")

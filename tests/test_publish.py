@@ -293,17 +293,36 @@ def test_the_release_matrix_is_every_public_base_combination_copier_offers():
 
 
 @pytest.mark.parametrize(
-    ("base_ref", "python", "tag"),
+    ("base", "python", "tag"),
     [
-        ("docker.io/library/python:3.11-slim-bookworm", "3.11", "1.13.27-py3.11-slim-bookworm"),
-        ("docker.io/library/python:3.13-slim-trixie", "3.13", "1.13.27-py3.13-slim-trixie"),
-        ("docker.io/library/python:3.12-alpine3.22", "3.12", "1.13.27-py3.12-alpine3.22"),
-        ("registry.access.redhat.com/ubi9/python-311", "3.11", "1.13.27-py3.11-ubi9"),
+        ("debian", "3.11", "1.13.27-py3.11-slim-bookworm"),
+        ("debian", "3.13", "1.13.27-py3.13-slim-trixie"),
+        ("alpine", "3.12", "1.13.27-py3.12-alpine3.22"),
+        ("ubi", "3.11", "1.13.27-py3.11-ubi9"),
     ],
 )
-def test_the_tag_without_a_platform_tag_in_the_makefile(base_ref, python, tag):
-    """Only for a template whose Makefile has no PLATFORM_TAG: the contract's rule."""
-    assert publish.fallback_tag("1.13.27", python, base_ref) == tag
+def test_the_tag_is_the_rendered_makefiles_as_the_contract_states(base, python, tag, tmp_path):
+    """The publisher's tag is the PLATFORM_TAG of the project it renders (copier.yml's
+    platform_image_tag, which prebuilt projects pull): {dagster}-py{python}-{the base's tag
+    without the Python version}; and the Containerfiles it builds are there."""
+    root = publish.render(tmp_path / "project", "1.13.27", base, python)
+    assert publish.platform_tag(root) == tag
+    assert all(publish.containerfile_of(root, name) for name in publish.IMAGES)
+
+
+def test_the_release_publishes_with_the_key_the_template_ships_only(tmp_path):
+    """--expect-template-pub (the release workflow's) compares the key with the public key that
+    prebuilt projects verify the images with: a P-256 key, and any other key is refused."""
+    assert signing.load_public_key(publish.TEMPLATE_PUB.read_bytes()).curve.name == "secp256r1"
+    private, _ = signing.keygen(tmp_path, "pw")
+    argv = [sys.executable, "-m", "launchpad_dev.publish", "publish", "--registry", "127.0.0.1:1/lp"]
+    argv += ["--dagster", "1.13.27", "--base", "debian", "--python", "3.11", "--key", str(private)]
+    env = {"PATH": "/usr/bin:/bin", "IMAGES_SIGNING_PASSWORD": "pw"}
+    done = subprocess.run([*argv, "--expect-template-pub"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(
+        f"error: the signing key is not the one whose public key is {publish.TEMPLATE_PUB}"
+    )
 
 
 class FakeRegistry(BaseHTTPRequestHandler):
