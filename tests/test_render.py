@@ -249,6 +249,15 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
     }
     if c["external_postgres"]:
         expected.add("scripts/postgres_tls.py")
+    if c["prebuilt"]:
+        # The published platform images: pins, key, the pipes-base's definition (tests/test_prebuilt.py).
+        expected |= {
+            "platform/images.pub",
+            f"platform/pipes-base/{c['containerfile']}",
+            "docs/platform-images.md",
+            "scripts/images.py",
+            "scripts/tests/test_images.py",
+        }
     if c["kube_play"]:
         # The stack for podman kube play and Quadlet (tests/test_kube.py checks them).
         slug = p.answer("project_slug")
