@@ -121,10 +121,15 @@ def template_commit(ref: str | None) -> dict:
 
 
 def answers_for(dagster: str, base: str, python: str) -> dict:
-    data = {**PROJECT, "base_image": base, "python_version": python, "dagster_version": dagster}
-    if "platform_images" in matrix.questions():
-        data["platform_images"] = "prebuilt"
-    return data
+    """The answers of the project the images are built from: prebuilt, whose Makefile states
+    PLATFORM_TAG and whose platform/ has the three Containerfiles."""
+    return {
+        **PROJECT,
+        "base_image": base,
+        "python_version": python,
+        "dagster_version": dagster,
+        "platform_images": "prebuilt",
+    }
 
 
 def render(dest: Path, dagster: str, base: str, python: str, ref: str | None = None) -> Path:
