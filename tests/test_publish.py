@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -204,6 +205,30 @@ def test_pipes_base_holds_no_user_code_and_every_image_runs_unprivileged(publish
         )
     finally:
         engine.run("rmi", *refs)
+
+
+@pytest.mark.engine("podman")
+def test_the_publish_command_writes_the_result_the_workflow_summarizes(published_platform, tmp_path):
+    """The command the release workflow runs (here for the host's platform), to another path of
+    the session's registry (the fixture's images stay as they are): its JSON names the three
+    lists by tag and digest, each signed."""
+    host = published_platform.registry.split("/")[0]
+    private, public = signing.keygen(tmp_path / "key", "pw")
+    argv = [sys.executable, "-m", "launchpad_dev.publish", "publish", "--registry", f"{host}/cli"]
+    argv += [*(f"--{k}={v}" for k, v in publish.TESTED.items()), "--key", str(private)]
+    argv += ["--expect-pub", str(public), "--json", str(tmp_path / "published.json")]
+    env = {**os.environ, "IMAGES_SIGNING_PASSWORD": "pw"}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = json.loads((tmp_path / "published.json").read_text())
+    assert json.loads(done.stdout) == written
+    assert sorted(written) == sorted(publish.IMAGES)
+    for name, published in written.items():
+        assert sorted(published) == ["digest", "ref"]
+        assert published["ref"] == f"{host}/cli/launchpad-{name}:{TAG}"
+        _, ((layer, payload),) = attached(published["ref"], published["digest"], "sig")
+        signature = base64.b64decode(layer["annotations"]["dev.cosignproject.cosign/signature"])
+        assert openssl_verifies(public, signature, payload, tmp_path)
 
 
 # ----------------------------------------------------------------------- no engine
