@@ -55,10 +55,17 @@ from launchpad_dev.bench_failures import (
     failed_entry,
 )
 from launchpad_dev.common import ROOT, snapshot_template
-from launchpad_dev.engines import ENGINES, Engine, env_value, tool_env
+from launchpad_dev.engines import ENGINES, Engine, env_value, render, tool_env
 
 BASELINES = ROOT / "benchmarks" / "baselines"
-LAYOUTS = ("launchpad", "launchpad-pip", "three-images", "shared-platform", "launchpad-locations")
+LAYOUTS = (
+    "launchpad",
+    "launchpad-pip",
+    "three-images",
+    "shared-platform",
+    "launchpad-locations",
+    "launchpad-prebuilt",
+)
 # The numbers of code locations that launchpad-locations builds (issue 13).
 LOCATION_COUNTS = (1, 2, 3)
 # Targets for the default render (issue 6, tightened by issue 17); lower is better for every
@@ -74,6 +81,8 @@ TARGETS = {
     "rebuild_code_change_s": 1,
     "idle_rss_mib_total": 450,
 }
+# copy -> first SUCCESS with the published platform images (issue 35), code in the image.
+PREBUILT_COPY_TO_FIRST_SUCCESS = 15
 UNIQUE_BYTES_TARGET = 0.5  # x the first baseline's unique_bytes
 COLD_BUILD_VS_PIP = 0.6  # x the best baseline's cold build (they install with pip)
 
@@ -340,6 +349,134 @@ def measure_locations(
     return figures
 
 
+_PLATFORM: dict = {}
+
+
+def published_platform(default: Launchpad, log) -> dict:
+    """The platform images of the default answers (Dagster, Debian, Python), published once per
+    run with the template's own publisher (launchpad_dev/publish.py, as the release workflow
+    does, signed with a key made here) to a registry on 127.0.0.1 that lives until the run ends;
+    Podman is told that it speaks plain HTTP."""
+    if _PLATFORM:
+        return _PLATFORM
+    import atexit
+    import contextlib
+    import secrets
+
+    import yaml
+
+    from launchpad_dev import publish, signing
+    from launchpad_dev.local_registry import running_registry
+
+    answers = yaml.safe_load((default.root / ".copier-answers.yml").read_text())
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lpbench-platform-")))
+    address = stack.enter_context(running_registry(work))
+    conf = Path(f"/etc/containers/registries.conf.d/launchpad-bench-{address.replace(':', '-')}.conf")
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(f'[[registry]]\nlocation = "{address}"\ninsecure = true\n')
+    stack.callback(conf.unlink, missing_ok=True)
+    password = secrets.token_urlsafe(16)
+    (work / "key").mkdir()
+    private, public = signing.keygen(work / "key", password)
+    registry = f"{address}/launchpad"
+    began = time.monotonic()
+    result = publish.publish(
+        registry,
+        dagster=answers["dagster_version"],
+        base=answers["base_image"],
+        python=answers["python_version"],
+        key_path=private,
+        password=password,
+        expect_pub=public,
+        workdir=work,
+        say=log,
+    )
+    took = round(time.monotonic() - began, 1)
+    _PLATFORM.update(registry=registry, pub=public, result=result, publish_s=took)
+    return _PLATFORM
+
+
+class PrebuiltLaunchpad(Launchpad):
+    """The default answers with platform_images=prebuilt against the run's published images
+    (their registry in .env, the run's public key as platform/images.pub); `make up` does it all:
+    pins, pulls, checks the signatures, builds the locations' images where they need one."""
+
+    def __init__(self, engine: Engine, work: Path, template: Path, platform: dict, **kwargs):
+        super().__init__(engine, work, template, **kwargs)
+        self.platform = platform
+
+    def copy(self) -> None:
+        answers = {
+            "container_engine": self.engine.name,
+            "code_delivery": self.delivery,
+            "project_slug": self.slug,
+            "ui_port": self.port,
+            "code_locations": self.locations,
+            "platform_images": "prebuilt",
+        }
+        render(self.template, self.root, answers)
+        shutil.copy(self.platform["pub"], self.root / "platform/images.pub")
+        self.make(".env")
+        env = self.root / ".env"
+        lines = [line for line in env.read_text().splitlines() if not line.startswith("PLATFORM_REGISTRY=")]
+        env.write_text("\n".join([*lines, f"PLATFORM_REGISTRY={self.platform['registry']}"]) + "\n")
+
+    def start(self) -> None:
+        self.make("up")  # not -o build: the pins, the pulls and the locations' builds are its work
+
+    def pinned(self) -> list[str]:
+        registry = self.platform["registry"]
+        return [f"{registry}/launchpad-{n}@{r['digest']}" for n, r in self.platform["result"].items()]
+
+    def forget_platform(self) -> None:
+        """A cold store: the published images out of the engine's store (pulled again)."""
+        self.engine.run("rmi", "-f", *self.pinned())
+
+    def images(self) -> list[str]:
+        pipes = [f"localhost/{self.slug}-{n}:latest" for n in self.image_names if n.startswith("pipes-")]
+        return [r for r in self.pinned() if "pipes-base@" not in r] + pipes
+
+
+def measure_prebuilt(engine: Engine, work: Path, template: Path, default: Launchpad, track: Track) -> dict:
+    """Issue 35: copy -> first SUCCESS with the published platform images pulled into a cold
+    store (code in the image: the location's image built FROM pipes-base; code mounted: nothing
+    built), and the bytes a 3-location project stores in each mode (the unique bytes of its
+    images: the pulled webserver and daemon and its own pipes images, or its five built ones)."""
+    figures = track.figures
+    track.step("publish the platform images (once per run)")
+    platform = published_platform(default, track.log)
+    figures["publish_s"] = platform["publish_s"]
+    for delivery, name in (("image", "lp-prebuilt"), ("volume", "lp-prebuilt-vol")):
+        layout = PrebuiltLaunchpad(engine, work, template, platform, delivery=delivery, name=name)
+        try:
+            track.step(f"prebuilt, {delivery} delivery: cold store, copy -> first SUCCESS")
+            layout.forget_platform()
+            began = time.monotonic()
+            layout.copy()
+            layout.up()
+            launch_to_success(layout.stack)
+            figures[f"prebuilt_{delivery}_copy_to_first_success_s"] = round(time.monotonic() - began, 1)
+        finally:
+            remove_layout(layout, track)
+    count = LOCATION_COUNTS[-1]
+    for mode in ("build", "prebuilt"):
+        name = f"lp-{mode}-{count}loc"
+        if mode == "prebuilt":
+            layout = PrebuiltLaunchpad(engine, work, template, platform, name=name, locations=count)
+        else:
+            layout = Launchpad(engine, work, template, name=name, locations=count)
+        try:
+            track.step(f"{mode}: {count} locations built, their images' bytes")
+            layout.copy()
+            layout.make("build")
+            _, figures[f"{mode}_{count}_locations_unique_bytes"] = image_sizes(engine, layout.images())
+        finally:
+            remove_layout(layout, track)
+    return figures
+
+
 def render_matrix(template: Path, work: Path, step: int) -> dict:
     """render_s per combination (every `step`-th of the matrix) and in all."""
     import copier
@@ -426,6 +563,13 @@ def verdicts(result: dict) -> dict:
             "met": lp["up_to_loaded_max_s"] <= limit,
             "against": "twice the median",
         }
+    prebuilt = result.get("launchpad-prebuilt", {}).get("prebuilt_image_copy_to_first_success_s")
+    if prebuilt is not None:
+        out["prebuilt_image_copy_to_first_success_s"] = {
+            "target": PREBUILT_COPY_TO_FIRST_SUCCESS,
+            "value": prebuilt,
+            "met": prebuilt <= PREBUILT_COPY_TO_FIRST_SUCCESS,
+        }
     if "unique_bytes" in result.get("three-images", {}) and "unique_bytes" in lp:
         limit = UNIQUE_BYTES_TARGET * result["three-images"]["unique_bytes"]
         out["unique_bytes"] = {
@@ -488,6 +632,21 @@ def table(engine: str, result: dict) -> str:
                 for n in LOCATION_COUNTS
             )
             + f"; {locations['locations_bytes_per_extra_location'] / 1e3:,.1f} kB per extra location"
+        )
+    prebuilt = result.get("launchpad-prebuilt", {})
+    if "prebuilt_image_copy_to_first_success_s" in prebuilt:
+        goal = result.get("targets", {}).get("prebuilt_image_copy_to_first_success_s", {})
+        lines.append(
+            "  launchpad-prebuilt (published platform images, cold store): copy -> first SUCCESS "
+            f"{prebuilt['prebuilt_image_copy_to_first_success_s']} s with code in the image"
+            f" ({'ok' if goal.get('met') else 'MISS'} <= {PREBUILT_COPY_TO_FIRST_SUCCESS} s), "
+            f"{prebuilt.get('prebuilt_volume_copy_to_first_success_s', '-')} s with mounted code; "
+            f"{LOCATION_COUNTS[-1]} locations store "
+            + ", ".join(
+                f"{prebuilt[k] / 1e6:.0f} MB ({m})"
+                for m in ("build", "prebuilt")
+                if (k := f"{m}_{LOCATION_COUNTS[-1]}_locations_unique_bytes") in prebuilt
+            )
         )
     for layout in LAYOUTS:
         if layout in result and "image_bytes" in result[layout]:
@@ -552,6 +711,8 @@ def measure_engine(engine: Engine, layouts: list[str], work: Path, template: Pat
         try:
             if name == "launchpad-locations":
                 measure_locations(engine, work, template, stand_in, args.quick, track)
+            elif name == "launchpad-prebuilt":
+                measure_prebuilt(engine, work, template, default, track)
             else:
                 layout, volume = layouts_for(name, engine, work, template, default)
                 measure(layout, launches, volume, args.quick, stand_in, track)

@@ -34,6 +34,12 @@ PORTS = {
     "lp-1loc": 3306,
     "lp-2loc": 3307,
     "lp-3loc": 3308,
+    # launchpad-prebuilt (issue 35): the published platform images, code in the image or mounted,
+    # and the 3-location projects whose bytes each mode stores
+    "lp-prebuilt": 3309,
+    "lp-prebuilt-vol": 3310,
+    "lp-prebuilt-3loc": 3311,
+    "lp-build-3loc": 3312,
 }
 # Added per engine, so that two modes can run at once, one on each engine (--soak on one,
 # --burst on the other) without their UIs claiming the same host port.

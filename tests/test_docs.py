@@ -83,9 +83,12 @@ def test_every_make_target_the_docs_name_exists(template_snapshot, tmp_path):
     from launchpad_dev.engines import render
 
     targets = set()
-    for engine in ("podman", "docker"):
-        root = render(template_snapshot, tmp_path / engine, {"container_engine": engine})
-        targets |= makefile_targets(root)
+    for name, answers in {
+        "podman": {"container_engine": "podman"},
+        "docker": {"container_engine": "docker"},
+        "prebuilt": {"platform_images": "prebuilt"},  # make pin-images, make verify-images
+    }.items():
+        targets |= makefile_targets(render(template_snapshot, tmp_path / name, answers))
     missing = {
         f"{page.relative_to(ROOT)}: make {target}"
         for page in REPOSITORY_PAGES + GENERATED_PAGES
@@ -99,9 +102,17 @@ def test_every_repository_path_the_docs_name_exists():
     """A path of this repository named in the README or docs/ exists (placeholders aside), or
     is a generated project's file (docs/kubernetes.md: template/docs/kubernetes.md.jinja)."""
 
+    # The generated files whose template's name is conditional ({% if prebuilt %}NAME{% endif %}).
+    conditional = {
+        re.sub(r"\{% if [^%]*%\}|\{% endif %\}", "", str(p.relative_to(ROOT / "template"))).removesuffix(".jinja")
+        for p in (ROOT / "template").rglob("*")
+        if "{% if" in str(p.relative_to(ROOT / "template"))
+    }
+
     def exists(path: str) -> bool:
         path = path.split("::")[0].rstrip("/")
-        return any((ROOT / p).exists() for p in (path, f"template/{path}", f"template/{path}.jinja"))
+        candidates = (path, f"template/{path}", f"template/{path}.jinja")
+        return any((ROOT / p).exists() for p in candidates) or path in conditional
 
     missing = {
         f"{page.relative_to(ROOT)}: {path}"

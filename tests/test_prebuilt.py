@@ -235,3 +235,26 @@ def test_update_keeps_the_pins(platform, template_snapshot, tmp_path):
     assert updated.returncode == 0, updated.stderr
     assert "A line of the next release." in (root / "README.md").read_text(), "the update did not apply"
     assert (root / "platform/images.lock").read_text() == lock
+
+
+def test_the_kube_yaml_and_the_helm_values_run_the_pins(platform, template_snapshot, tmp_path):
+    """make kube-yaml (podman kube play, Quadlet) and make helm-values name the pinned digests
+    of webserver and daemon, never a tag; the code locations keep the project's own images."""
+    registry, _, published = platform
+    root = prebuilt_project(template_snapshot, tmp_path / "lp-pre-kube", "podman", platform)
+    tag = published["webserver"]["ref"].rsplit(":", 1)[1]
+    (root / "platform/images.lock").write_text(
+        "".join(f"{name} {tag} {published[name]['digest']}\n" for name in PLATFORM)
+    )
+    assert (done := make(root, "kube-yaml", timeout=120)).returncode == 0, done.stderr
+    played = (root / ".build/kube/lp-pre-kube.yaml").read_text()
+    for name in ("webserver", "daemon"):
+        assert f"image: {registry}/launchpad-{name}@{published[name]['digest']}" in played, played
+    assert "image: localhost/lp-pre-kube-pipes-lp-pre-kube:latest" in played
+
+    assert (done := make(root, "helm-values", timeout=120)).returncode == 0, done.stderr
+    values = (root / ".build/helm/values.yaml").read_text()
+    for name in ("webserver", "daemon"):
+        assert f'repository: "{registry}/launchpad-{name}"' in values
+        assert f'tag: "{tag}@{published[name]["digest"]}"' in values
+    assert "@PLATFORM_REGISTRY@" not in values and "_PIN@" not in values

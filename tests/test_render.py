@@ -378,12 +378,17 @@ def instance_configuration_fits_100_columns(p: Project) -> None:
 def images_build_from_the_base_and_end_as_the_service_user(p: Project) -> None:
     c = p.computed
     uid = c["service_uid"]
-    for image, path in p.image_files().items():
-        text = p.image_text(image)
+    files = {image: (path, p.image_text(image)) for image, path in p.image_files().items()}
+    if c["prebuilt"]:  # the published pipes-base's definition: the locations' images start from it
+        base = f"platform/pipes-base/{c['containerfile']}"
+        files["pipes-base"] = (base, p.text(base))
+    for image, (path, text) in files.items():
         assert f"ARG BASE_IMAGE={c['python_image']}\n" in text, path
         users = re.findall(r"^USER (\S+)", text, re.M)
         assert users[-1] == f"{uid}:{uid}", f"{path} must end as the service user"
-        assert ("0" in users) == c["build_as_root"], f"{path}: switches to root={'0' in users}"
+        # From the published pipes-base (which ends as the service user) the installs switch to root.
+        root = c["build_as_root"] or (c["prebuilt"] and image in p.pipes_services)
+        assert ("0" in users) == root, f"{path}: switches to root={'0' in users}"
         # Every install step installs an export of uv.lock, with the installer that checks it.
         installer = r"^\s+(?:&& )?python3 /opt/dagster/install_locked\.py install (\S+)$"
         installs = re.findall(installer, text, re.M)
@@ -447,8 +452,10 @@ def each_pipes_image_serves_its_own_location(p: Project) -> None:
         assert f"pipes/{loc}/" not in code, f"pipes/{SHARED}/'s image definition names pipes/{loc}/"
     for loc in p.locations:
         service = p.service(loc)
+        pipes_base = "${PIPES_BASE_IMAGE:?make sets it from platform/images.lock (make up)}"
         assert p.build_args(service) == {
             "BASE_IMAGE": f"${{BASE_IMAGE:-{p.computed['python_image']}}}",
+            **({"PIPES_BASE_IMAGE": pipes_base} if p.computed["prebuilt"] else {}),
             "LOCATION": loc,
             "SERVICE": service,
         }, loc
@@ -549,7 +556,12 @@ def images_install_the_locked_dagster_set(p: Project) -> None:
     assert not [loc for loc, pins in pipes.items() if "dagster-webserver" in pins]
     locked = locked_versions(p.text("uv.lock"))
     assert all(locked.get(name) == v for pins in (platform, *pipes.values()) for name, v in pins.items())
-    for path in p.image_files().values():
+    paths = set(p.image_files().values())
+    if p.computed["prebuilt"]:  # the core is the published pipes-base's; a location's image adds to it
+        pipes = f"pipes/{SHARED}/{p.computed['containerfile']}"
+        paths = paths - {pipes} | {f"platform/pipes-base/{p.computed['containerfile']}"}
+        assert "\nFROM ${PIPES_BASE_IMAGE}" in p.text(pipes), pipes
+    for path in paths:
         first_install = p.text(path).split("install_locked.py install ", 1)[1].split()[0]
         assert first_install == "/opt/dagster/requirements-core.txt", (path, first_install)
     assert locked_requirements(p.text("platform/requirements-uv.txt")).keys() == {"uv"}
@@ -595,9 +607,10 @@ def helm_values_match_the_project(p: Project) -> None:
     compose = p.yaml("compose.yaml")["services"]
     pods = {"webserver": webserver, "daemon": daemon, **dict(zip(p.pipes_services, deployments, strict=True))}
     for service, pod in pods.items():
+        prebuilt = c["prebuilt"] and service in ("webserver", "daemon")  # pinned: make helm-values
         assert pod["image"] == {
-            "repository": f"@REGISTRY@/{slug}-{service}",
-            "tag": "@IMAGE_TAG@",
+            "repository": f"@PLATFORM_REGISTRY@/launchpad-{service}" if prebuilt else f"@REGISTRY@/{slug}-{service}",
+            "tag": f"@{service.upper()}_PIN@" if prebuilt else "@IMAGE_TAG@",
             "pullPolicy": "IfNotPresent",
         }, (service, pod["image"])
         security, pod_security = pod["securityContext"], pod["podSecurityContext"]
@@ -689,8 +702,12 @@ def compose_services_match_the_answers(p: Project) -> None:
         assert "./config/dagster.yaml:/opt/dagster/home/dagster.yaml:ro,z" in volumes
         has_workspace = "./config/workspace.yaml:/opt/dagster/home/workspace.yaml:ro,z" in volumes
         assert has_workspace == (name not in pipes)
-        assert services[name]["build"]["dockerfile"] == p.image_files()[name]
-        assert services[name]["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{c['python_image']}}}"
+        if c["prebuilt"] and name in ("webserver", "daemon"):  # the pinned published image
+            assert "build" not in services[name], name
+            assert services[name]["image"].startswith(f"${{{name.upper()}_IMAGE:?"), name
+        else:
+            assert services[name]["build"]["dockerfile"] == p.image_files()[name]
+            assert services[name]["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{c['python_image']}}}"
         environment = services[name].get("environment", {})
         # The password is compose's secret file, never an environment value (test_secrets.py).
         assert "DAGSTER_PG_PASSWORD" not in environment, name
@@ -791,7 +808,9 @@ def each_location_has_its_own_service_image_and_container(p: Project) -> None:
     names = [s["container_name"] for s in services.values()]
     assert len(names) == len(set(names)), names
     for name in ("webserver", "daemon"):
-        assert services[name]["image"] == f"localhost/{slug}-{name}:${{IMAGE_TAG:-latest}}"
+        own = f"localhost/{slug}-{name}:${{IMAGE_TAG:-latest}}"
+        pinned = f"${{{name.upper()}_IMAGE:?make sets it from platform/images.lock (make up)}}"
+        assert services[name]["image"] == (pinned if p.computed["prebuilt"] else own)
         assert services[name]["container_name"] == f"{slug}-{name}"
     for loc in p.locations:
         service = services[p.service(loc)]
@@ -800,7 +819,16 @@ def each_location_has_its_own_service_image_and_container(p: Project) -> None:
         assert service["container_name"] == container and service["image"] == image, loc
         mounts = [v for v in service["volumes"] if "/opt/dagster/app" in v]
         mount = f"./pipes/{loc}/src/{loc}:/opt/dagster/app/{loc}:ro,z"
-        assert mounts == ([mount] if p.answer("code_delivery") == "volume" else []), (loc, mounts)
+        volume = p.answer("code_delivery") == "volume"
+        # Prebuilt with mounted code: the image may be the pipes-base itself, so the shared
+        # package is mounted too and the location's name is environment (copier.yml: services).
+        shared = volume and p.computed["prebuilt"]
+        expected = [mount] if volume else []
+        expected += [f"./pipes/{SHARED}/src/{SHARED}:/opt/dagster/app/{SHARED}:ro,z"] if shared else []
+        assert mounts == expected, (loc, mounts)
+        named = {k: v for k, v in service.get("environment", {}).items() if k.startswith("DAGSTER_LOC")}
+        want = {"DAGSTER_LOCATION_NAME": loc, "DAGSTER_LOCATION_DATA": f"/var/lib/dagster/locations/{loc}"}
+        assert named == (want if shared else {}), (loc, named)
         environment = service.get("environment", {})
         launched = {
             k: environment[k]
@@ -811,7 +839,9 @@ def each_location_has_its_own_service_image_and_container(p: Project) -> None:
             assert launched.get("DAGSTER_CURRENT_IMAGE") == image, (loc, launched)
             context = run_context(launched["DAGSTER_CONTAINER_CONTEXT"])
             kwargs = context["docker"]["container_kwargs"]  # extra_hosts: see the network check
-            assert context == {"docker": {"container_kwargs": kwargs}}, (loc, context)
+            env_vars = [f"{k}={v}" for k, v in want.items()] if shared else None
+            expected_context = {"container_kwargs": kwargs, **({"env_vars": env_vars} if shared else {})}
+            assert context == {"docker": expected_context}, (loc, context)
             assert kwargs.pop("volumes_from") == [container] and kwargs.pop("extra_hosts"), loc
             # The run's ceilings: .env's RUN_* (compose's defaults: copier.yml, run_limits).
             limits = p.computed["run_limits"]
@@ -955,7 +985,8 @@ def every_tool_knows_every_location(p: Project) -> None:
     assert re.findall(r"^SHARED := (.*)$", makefile, re.M) == [SHARED]
     services = dict(re.findall(r"^SERVICE_(\w+) := (\S+)$", makefile, re.M))
     assert services == {loc: p.service(loc) for loc in p.locations}, services
-    assert re.findall(r"^IMAGES\s+:= (.*)$", makefile, re.M) == ["webserver daemon $(PIPES_SERVICES)"]
+    platform = "" if p.computed["prebuilt"] else "webserver daemon "  # prebuilt: pulled, pinned
+    assert re.findall(r"^IMAGES\s+:= (.*)$", makefile, re.M) == [f"{platform}$(PIPES_SERVICES)"]
     for loc in p.locations:
         assert f".build/$(SERVICE_{loc}): $(call pipes_inputs,{loc})" in makefile, loc
 

@@ -95,10 +95,20 @@ def test_python_passes_ruff(rendered_projects):
     assert not problems, "\n".join(problems)
 
 
+# The published platform images a prebuilt project pins (scripts/images.py, NAMES).
+PLATFORM = ("webserver", "daemon", "pipes-base")
+
+
 def copy_with_env(root: Path, work: Path) -> Path:
-    """A copy of a rendered project with .env made from .env.example, as `make` would."""
+    """A copy of a rendered project with .env made from .env.example, as `make` would (with the
+    pinned platform images that make sets from platform/images.lock, for a prebuilt project)."""
     shutil.copytree(root, work)
     shutil.copy(work / ".env.example", work / ".env")
+    if "PLATFORM_REGISTRY=" in (work / ".env").read_text():
+        digest = "@sha256:" + "0" * 64
+        pins = [f"{n.upper().replace('-', '_')}_IMAGE=r.example.com/launchpad-{n}{digest}" for n in PLATFORM]
+        with (work / ".env").open("a") as env:
+            env.write("\n".join(pins) + "\n")
     return work
 
 
