@@ -15,6 +15,8 @@ from them: no sys.path or sys.modules edits, no import cycle (tests/test_reposit
 - engines, dagster_api, browser, local_registry, tools: the container engines, a running
   stack's GraphQL API, the UI in a browser, a registry on 127.0.0.1, the tools the tests need;
 - helm_chart, workflow_lint: the official Dagster chart's checks, the workflow linters;
+- publish, signing, oci_registry: publishing the platform images (the release workflow's
+  matrix, build, push, cosign-format signatures and attestations), a small registry client;
 - load: the jobs a stack under load runs (the fault tier's and the benchmark's);
 - bench, bench_failures: what benchmarks/run.py and its modes share (the layouts, the host's
   measurements) and how a failing layout is recorded.

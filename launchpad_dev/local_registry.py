@@ -32,7 +32,8 @@ def get_json(url: str) -> dict:
 
 @contextmanager
 def running_registry(root: Path) -> Iterator[str]:
-    """A registry storing under `root` while the block runs; yields its address, 127.0.0.1:PORT."""
+    """A registry storing under `root` (its log in root/registry.log) while the block runs;
+    yields its address, 127.0.0.1:PORT."""
     binary = shutil.which("docker-registry")
     if not binary:
         missing("docker-registry is not installed (apt-get install docker-registry; bash .ci/run does it)")
@@ -48,9 +49,12 @@ def running_registry(root: Path) -> Iterator[str]:
             }
         )
     )
-    process = subprocess.Popen(
-        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # Its log goes to a file: it writes a line per refused request (every HEAD of a blob a push
+    # has not sent yet, about 800 bytes), and a pipe that nobody reads while it runs fills after
+    # some 80 of them and stops the registry (seen: a manifest push that hung for 20 minutes).
+    log = root / "registry.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -59,7 +63,7 @@ def running_registry(root: Path) -> Iterator[str]:
                 break
             except OSError:
                 assert process.poll() is None, (
-                    f"docker-registry exited: {process.stderr.read().decode()[-2000:]}"
+                    f"docker-registry exited: {log.read_text(errors='replace')[-2000:]}"
                 )
                 assert time.monotonic() < deadline, "docker-registry did not answer within 30 s"
                 time.sleep(0.2)

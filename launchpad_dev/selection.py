@@ -6,7 +6,8 @@ that Podman's tests run one after the other on one worker, Docker's on another, 
 tiers that need no engine (render, static, fuzz, update, ...) on the third. Two tests on the
 same engine never overlap (stacks, prunes and leftovers clearing stay one at a time); the two
 engines are independent. A test's engine is its `engine` mark, else a parameter naming an
-engine ("podman", "docker", or answers with container_engine). The tests that read the
+engine ("podman", "docker", or answers with container_engine), else a session fixture of
+ENGINE_FIXTURES that it uses (the published platform images: Podman). The tests that read the
 rendered matrix (render and static tiers) form one group too: one worker renders it, once.
 
 What one job of the GitHub matrix runs (docs/testing.md, "Choosing images, shards, bases and
@@ -31,9 +32,17 @@ SHARD = os.environ.get("LAUNCHPAD_SHARD") or None
 SELECTIONS = {"LAUNCHPAD_ENGINES": "container_engine", "LAUNCHPAD_BASES": "base_image"}
 
 
+# Session fixtures that drive an engine: a test using one joins that engine's group (and is
+# deselected with the engine), so the fixture runs on that engine's worker, once.
+ENGINE_FIXTURES = {"published_platform": "podman"}
+
+
 def engine_of(item: pytest.Item) -> str | None:
     if (mark := item.get_closest_marker("engine")) is not None:
         return mark.args[0]
+    for fixture, engine in ENGINE_FIXTURES.items():
+        if fixture in getattr(item, "fixturenames", ()):
+            return engine
     callspec = getattr(item, "callspec", None)
     for value in callspec.params.values() if callspec else ():
         if isinstance(value, dict):

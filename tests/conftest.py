@@ -1,18 +1,23 @@
-"""Shared fixtures and hooks: a snapshot of the template, the rendered answer matrix, the tiers
-side by side (launchpad_dev.selection), a summary. The helpers the tests share live in the
+"""Shared fixtures and hooks: a snapshot of the template, the rendered answer matrix, the
+platform images published to a local registry, the tiers side by side
+(launchpad_dev.selection), a summary. The helpers the tests share live in the
 repository's package, launchpad_dev."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from launchpad_dev import fast_copier, matrix
+from launchpad_dev import fast_copier, matrix, publish, signing
 from launchpad_dev.common import SUMMARY, add_computed_answers_file, note, snapshot_template
+from launchpad_dev.engines import ENGINES
+from launchpad_dev.local_registry import running_registry
 from launchpad_dev.selection import SELECTIONS, SHARD, combinations_to_render, engine_of, selected, selection
 
 
@@ -113,3 +118,30 @@ def rendered_multi_location(_renders) -> dict[str, tuple[dict, Path, str | None]
 def rendered_projects(rendered_matrix, rendered_multi_location) -> dict[str, tuple[dict, Path, str | None]]:
     """Every rendered project the render tier checks: the matrix, then the multi-location ones."""
     return {**rendered_matrix, **rendered_multi_location}
+
+
+@pytest.fixture(scope="session")
+def published_platform(tmp_path_factory) -> publish.Published:
+    """The platform images of publish.TESTED (Dagster 1.13.27, Debian, Python 3.11), published
+    once per session with Podman (a test using this joins Podman's xdist group:
+    launchpad_dev/selection.py, ENGINE_FIXTURES) by launchpad_dev.publish, as the release
+    workflow publishes them, to a registry on 127.0.0.1 (plain HTTP) that stays up for the
+    session, signed with a key made for it. Yields publish.Published: (registry, pub, result)."""
+    engine = ENGINES["podman"].require()
+    keys = tmp_path_factory.mktemp("publish-key")
+    password = secrets.token_urlsafe(16)
+    private, public = signing.keygen(keys, password)
+    with running_registry(tmp_path_factory.mktemp("published-registry")) as address:
+        registry = f"{address}/launchpad"
+        started = time.monotonic()
+        result = publish.publish(
+            registry,
+            **publish.TESTED,
+            key_path=private,
+            password=password,
+            expect_pub=public,
+            workdir=tmp_path_factory.mktemp("publish-work"),
+            prepare=engine.require_image,
+        )
+        note("platform images published", f"3 to {registry} in {time.monotonic() - started:.0f} s")
+        yield publish.Published(registry, public, result)

@@ -18,6 +18,14 @@ CI_RUN_ONLY = {
     "tests/test_kube.py": "Podman 5.4's Quadlet generator in a debootstrapped Debian trixie root",
     "tests/test_faults.py": "a two-location stack per engine has a bad day: the longest tier",
     "tests/test_push.py": "Debian's docker-registry package",
+    "tests/test_publish.py": "Debian's docker-registry package",
+    "tests/test_prebuilt.py": "the published images' registry, Debian's docker-registry package",
+}
+# The jobs that need more than the workflow's `contents: read`; no job has id-token (the images
+# are signed with the project's key, not keyless).
+JOB_PERMISSIONS = {
+    ("release.yml", "release"): {"contents": "write"},  # gh release create
+    ("release.yml", "images"): {"contents": "read", "packages": "write"},  # push to ghcr.io
 }
 PIN = re.compile(r"^\s*(?:- )?uses: ([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # v\d+\.\d+\.\d+$")
 
@@ -44,7 +52,7 @@ def test_workflow_is_least_privilege_pinned_and_bounded(path):
     assert workflow["concurrency"]["group"] == "${{ github.workflow }}-${{ github.ref }}"
     for name, job in workflow["jobs"].items():
         assert isinstance(job.get("timeout-minutes"), int), f"{name} has no timeout-minutes"
-        allowed = {"contents": "write"} if (path.name, name) == ("release.yml", "release") else None
+        allowed = JOB_PERMISSIONS.get((path.name, name))
         assert job.get("permissions") == allowed, f"{name}: permissions {job.get('permissions')}"
         for step in job["steps"]:
             if step.get("uses", "").startswith("actions/checkout@"):
@@ -103,3 +111,24 @@ def test_build_jobs_cover_every_base_on_every_engine():
         assert picked, entry
         chosen += picked
     assert sorted(chosen) == sorted(ids), "an image set is built by no job, or by two"
+
+
+def test_release_publishes_the_platform_images_with_the_committed_key_only():
+    """The images job (launchpad_dev/publish.py): its matrix from copier.yml through the first
+    job, QEMU from Ubuntu's packages (no third-party action), the token on standard input, the
+    key in a 0600 file, and the key refused unless its public half is the one the template ships."""
+    release = load("release.yml")
+    matrix_job, images = release["jobs"]["images-matrix"], release["jobs"]["images"]
+    assert "python -m launchpad_dev.publish matrix" in commands(matrix_job)
+    assert images["needs"] == "images-matrix"
+    assert images["strategy"]["matrix"] == "${{ fromJSON(needs.images-matrix.outputs.matrix) }}"
+    assert images["env"]["REGISTRY"] == (
+        "${{ vars.PLATFORM_IMAGES_REGISTRY || format('ghcr.io/{0}', github.repository_owner) }}"
+    )
+    run = commands(images)
+    assert "apt-get install -y -q qemu-user-static" in run
+    assert not [s["uses"] for s in images["steps"] if "qemu" in s.get("uses", "")]
+    assert "--password-stdin" in run and "umask 077" in run
+    assert "--platforms linux/amd64,linux/arm64" in run
+    assert "--expect-template-pub" in run
+    assert "id-token" not in (ROOT / ".github/workflows/release.yml").read_text()
