@@ -121,16 +121,23 @@ def rendered_projects(rendered_matrix, rendered_multi_location) -> dict[str, tup
 
 
 @pytest.fixture(scope="session")
-def published_platform(tmp_path_factory) -> publish.Published:
+def platform_signing_key(tmp_path_factory) -> tuple[Path, Path, str]:
+    """(private key, public key, its password): the key the session's platform images are
+    signed with (launchpad_dev/signing.py, cosign's format); a test signs a new release with it."""
+    password = secrets.token_urlsafe(16)
+    private, public = signing.keygen(tmp_path_factory.mktemp("publish-key"), password)
+    return private, public, password
+
+
+@pytest.fixture(scope="session")
+def published_platform(tmp_path_factory, platform_signing_key) -> publish.Published:
     """The platform images of publish.TESTED (Dagster 1.13.27, Debian, Python 3.11), published
     once per session with Podman (a test using this joins Podman's xdist group:
     launchpad_dev/selection.py, ENGINE_FIXTURES) by launchpad_dev.publish, as the release
     workflow publishes them, to a registry on 127.0.0.1 (plain HTTP) that stays up for the
     session, signed with a key made for it. Yields publish.Published: (registry, pub, result)."""
     engine = ENGINES["podman"].require()
-    keys = tmp_path_factory.mktemp("publish-key")
-    password = secrets.token_urlsafe(16)
-    private, public = signing.keygen(keys, password)
+    private, public, password = platform_signing_key
     with running_registry(tmp_path_factory.mktemp("published-registry")) as address:
         registry = f"{address}/launchpad"
         started = time.monotonic()

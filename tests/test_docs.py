@@ -104,7 +104,9 @@ def test_every_repository_path_the_docs_name_exists():
 
     # The generated files whose template's name is conditional ({% if prebuilt %}NAME{% endif %}).
     conditional = {
-        re.sub(r"\{% if [^%]*%\}|\{% endif %\}", "", str(p.relative_to(ROOT / "template"))).removesuffix(".jinja")
+        re.sub(r"\{% if [^%]*%\}|\{% endif %\}", "", str(p.relative_to(ROOT / "template"))).removesuffix(
+            ".jinja"
+        )
         for p in (ROOT / "template").rglob("*")
         if "{% if" in str(p.relative_to(ROOT / "template"))
     }

@@ -126,7 +126,8 @@ def test_prebuilt_stack_pulls_the_pinned_platform_and_runs_a_job(
             assert image_id(engine, location_image) == base, "the location's image is not the pipes-base"
         else:
             assert image_id(engine, location_image) != base, "the location's image was not built"
-        stack = Stack(int(re.search(r"127\.0\.0\.1:(\d+)", result.stdout).group(1)), slug.replace("-", "_"))
+        port = int(re.search(r"Dagster UI ready at http://127\.0\.0\.1:(\d+)", result.stdout).group(1))
+        stack = Stack(port, slug.replace("-", "_"))
         run_id = stack.launch()
         assert stack.wait_run(run_id).value == "SUCCESS", stack.errors(run_id)
 
@@ -141,8 +142,12 @@ def retag(registry: str, name: str, digest: str, tag: str) -> None:
     """Put the manifest `digest` of launchpad-NAME back under `tag` (the registry's HTTP API)."""
     host, _, path = registry.partition("/")
     repo = f"{path}/launchpad-{name}" if path else f"launchpad-{name}"
-    accept = "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json"
-    request = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{digest}", headers={"Accept": accept})
+    accept = (
+        "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json"
+    )
+    request = urllib.request.Request(
+        f"http://{host}/v2/{repo}/manifests/{digest}", headers={"Accept": accept}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         body, media = response.read(), response.headers["Content-Type"]
     put = urllib.request.Request(
@@ -219,7 +224,9 @@ def test_update_keeps_the_pins(platform, template_snapshot, tmp_path):
     copier = [str(Path(shutil.which("copier") or "copier"))]
     answers = {**ANSWERS, "platform_images": "prebuilt", "project_slug": root.name}
     data = [f"--data={k}={v}" for k, v in answers.items()]
-    subprocess.run([*copier, "copy", "--defaults", "-q", *data, str(template), str(root)], check=True, env=tool_env())
+    subprocess.run(
+        [*copier, "copy", "--defaults", "-q", *data, str(template), str(root)], check=True, env=tool_env()
+    )
     lock = "".join(f"{n} t sha256:{'0' * 63}{i}\n" for i, n in enumerate(PLATFORM))
     (root / "platform/images.lock").write_text(lock)
     subprocess.run([*git, "init", "-q"], cwd=root, check=True)
@@ -258,3 +265,59 @@ def test_the_kube_yaml_and_the_helm_values_run_the_pins(platform, template_snaps
         assert f'repository: "{registry}/launchpad-{name}"' in values
         assert f'tag: "{tag}@{published[name]["digest"]}"' in values
     assert "@PLATFORM_REGISTRY@" not in values and "_PIN@" not in values
+
+
+def test_repinning_after_a_new_publish_changes_the_digests_and_nothing_else(
+    platform, platform_signing_key, template_snapshot, tmp_path
+):
+    """A new release of the images under the same tag (each with one label more, signed with the
+    publisher's key): `make pin-images` moves the project to it, and its pins' digests are the
+    only change in the project's tree."""
+    from launchpad_dev import signing
+    from launchpad_dev.oci_registry import Registry, split_reference
+
+    engine = ENGINES["podman"].require()
+    registry, _, published = platform
+    private, _, password = platform_signing_key
+    root = prebuilt_project(template_snapshot, tmp_path / "lp-pre-repin", "podman", platform)
+    assert (done := make(root, "pin-images", timeout=120)).returncode == 0, done.stderr
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for step in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "pinned"]):
+        subprocess.run([*git, *step], cwd=root, check=True)
+    before = (root / "platform/images.lock").read_text()
+
+    key = signing.load_private_key(private.read_text(), password)
+    client = Registry(registry.split("/")[0])
+    tag = published["webserver"]["ref"].rsplit(":", 1)[1]
+    context = tmp_path / "release-2"
+    context.mkdir()
+    released = {}
+    try:
+        for name in PLATFORM:
+            ref = f"{registry}/launchpad-{name}"
+            (context / "Containerfile").write_text(
+                f"FROM {ref}@{published[name]['digest']}\nLABEL org.example.release=2\n"
+            )
+            engine.run("build", "-q", "-t", f"{ref}:{tag}", str(context), check=True, timeout=600)
+            digest_file = tmp_path / f"{name}.digest"
+            engine.run(
+                "push", "-q", "--digestfile", str(digest_file), f"{ref}:{tag}", check=True, timeout=300
+            )
+            released[name] = digest_file.read_text().strip()
+            signing.attach_signature(client, split_reference(ref)[1], ref, released[name], key)
+
+        repinned = make(root, "pin-images", timeout=120)
+        assert repinned.returncode == 0, repinned.stderr
+        assert pins(root) == released
+        assert not set(released.values()) & {published[n]["digest"] for n in PLATFORM}
+        changed = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert changed == [" M platform/images.lock"], changed
+        after = (root / "platform/images.lock").read_text()
+        digest = re.compile(r"sha256:[0-9a-f]{64}")
+        assert digest.sub("D", after) == digest.sub("D", before), "more than the digests changed"
+    finally:
+        for name in PLATFORM:
+            retag(registry, name, published[name]["digest"], tag)
+            engine.run("rmi", f"{registry}/launchpad-{name}:{tag}")

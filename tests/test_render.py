@@ -609,7 +609,9 @@ def helm_values_match_the_project(p: Project) -> None:
     for service, pod in pods.items():
         prebuilt = c["prebuilt"] and service in ("webserver", "daemon")  # pinned: make helm-values
         assert pod["image"] == {
-            "repository": f"@PLATFORM_REGISTRY@/launchpad-{service}" if prebuilt else f"@REGISTRY@/{slug}-{service}",
+            "repository": f"@PLATFORM_REGISTRY@/launchpad-{service}"
+            if prebuilt
+            else f"@REGISTRY@/{slug}-{service}",
             "tag": f"@{service.upper()}_PIN@" if prebuilt else "@IMAGE_TAG@",
             "pullPolicy": "IfNotPresent",
         }, (service, pod["image"])
