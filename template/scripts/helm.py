@@ -47,7 +47,7 @@ def platform_pins(args: argparse.Namespace) -> dict[str, str]:
         pins = images.read_pins(Path("platform/images.lock"), args.platform_tag)
     except (OSError, images.Refused) as error:
         raise SystemExit(f"error: make helm-values: {error} (make pin-images)") from None
-    found = {"@PLATFORM_REGISTRY@": args.platform_registry}
+    found = {"@PLATFORM_REGISTRY@": images.registry_setting(args.platform_registry)}
     for name in ("webserver", "daemon"):
         found[f"@{name.upper()}_PIN@"] = f"{args.platform_tag}@{pins[name]}"
     return found
@@ -104,7 +104,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--registry", default="", help="REGISTRY")
     parser.add_argument("--tag", default="", help="IMAGE_TAG")
     parser.add_argument("--platform-tag", default="", help="PLATFORM_TAG (prebuilt)")
-    parser.add_argument("--platform-registry", default="", help="PLATFORM_REGISTRY (prebuilt)")
+    parser.add_argument(
+        "--platform-registry", default="", help="without PLATFORM_REGISTRY (prebuilt)"
+    )
     parser.add_argument("--helm", default="helm", help="HELM")
     parser.add_argument("--release", default="", help="HELM_RELEASE")
     parser.add_argument("--namespace", default="", help="HELM_NAMESPACE")
