@@ -448,7 +448,7 @@ def measure_prebuilt(engine: Engine, work: Path, template: Path, default: Launch
     track.step("publish the platform images (once per run)")
     platform = published_platform(default, track.log)
     figures["publish_s"] = platform["publish_s"]
-    for delivery, name in (("image", "lp-prebuilt"), ("volume", "lp-prebuilt-vol")):
+    for delivery, name in (("image", "lp-pre"), ("volume", "lp-pre-vol")):
         layout = PrebuiltLaunchpad(engine, work, template, platform, delivery=delivery, name=name)
         try:
             track.step(f"prebuilt, {delivery} delivery: cold store, copy -> first SUCCESS")
@@ -462,7 +462,7 @@ def measure_prebuilt(engine: Engine, work: Path, template: Path, default: Launch
             remove_layout(layout, track)
     count = LOCATION_COUNTS[-1]
     for mode in ("build", "prebuilt"):
-        name = f"lp-{mode}-{count}loc"
+        name = f"lp-{'bld' if mode == 'build' else 'pre'}-{count}loc"
         if mode == "prebuilt":
             layout = PrebuiltLaunchpad(engine, work, template, platform, name=name, locations=count)
         else:

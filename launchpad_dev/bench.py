@@ -36,10 +36,10 @@ PORTS = {
     "lp-3loc": 3308,
     # launchpad-prebuilt (issue 35): the published platform images, code in the image or mounted,
     # and the 3-location projects whose bytes each mode stores
-    "lp-prebuilt": 3309,
-    "lp-prebuilt-vol": 3310,
-    "lp-prebuilt-3loc": 3311,
-    "lp-build-3loc": 3312,
+    "lp-pre": 3309,
+    "lp-pre-vol": 3310,
+    "lp-pre-3loc": 3311,
+    "lp-bld-3loc": 3312,
 }
 # Added per engine, so that two modes can run at once, one on each engine (--soak on one,
 # --burst on the other) without their UIs claiming the same host port.
