@@ -55,7 +55,7 @@ from launchpad_dev.bench_failures import (
     failed_entry,
 )
 from launchpad_dev.common import ROOT, snapshot_template
-from launchpad_dev.engines import ENGINES, Engine, env_value, render, tool_env
+from launchpad_dev.engines import ENGINES, Engine, env_value, tool_env
 
 BASELINES = ROOT / "benchmarks" / "baselines"
 LAYOUTS = (
@@ -407,16 +407,11 @@ class PrebuiltLaunchpad(Launchpad):
         super().__init__(engine, work, template, **kwargs)
         self.platform = platform
 
+    def answers(self) -> dict:
+        return {**super().answers(), "platform_images": "prebuilt"}
+
     def copy(self) -> None:
-        answers = {
-            "container_engine": self.engine.name,
-            "code_delivery": self.delivery,
-            "project_slug": self.slug,
-            "ui_port": self.port,
-            "code_locations": self.locations,
-            "platform_images": "prebuilt",
-        }
-        render(self.template, self.root, answers)
+        super().copy()
         shutil.copy(self.platform["pub"], self.root / "platform/images.pub")
         self.make(".env")
         env = self.root / ".env"

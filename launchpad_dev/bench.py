@@ -247,15 +247,18 @@ class Launchpad(Layout):
     def make(self, *targets: str, timeout: float = 1800) -> None:
         run(["make", "-C", str(self.root), *targets], timeout=timeout)
 
-    def copy(self) -> None:
-        answers = {
+    def answers(self) -> dict:
+        """The answers it renders with: the defaults but for these."""
+        return {
             "container_engine": self.engine.name,
             "code_delivery": self.delivery,
             "project_slug": self.slug,
             "ui_port": self.port,
             "code_locations": self.locations,
         }
-        render(self.template, self.root, answers)
+
+    def copy(self) -> None:
+        render(self.template, self.root, self.answers())
         for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
             image = env_value(self.root, setting)
             if not self.engine.has_image(image) and UPSTREAM:  # LAUNCHPAD_IMAGES=upstream: pull it
