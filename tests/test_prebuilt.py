@@ -86,6 +86,12 @@ def image_id(engine, ref: str) -> str:
     return engine.run("image", "inspect", "--format", "{{.Id}}", ref, check=True).stdout.strip()
 
 
+def write_pins(root: Path, published: dict, tag: str) -> None:
+    """The session's published digests as the project's platform/images.lock (lines NAME TAG DIGEST)."""
+    lines = [f"{name} {tag} {published[name]['digest']}\n" for name in PLATFORM]
+    (root / "platform/images.lock").write_text("".join(lines))
+
+
 def pins(root: Path) -> dict[str, str]:
     found = {}
     for line in (root / "platform/images.lock").read_text().splitlines():
@@ -196,9 +202,7 @@ def test_an_unreachable_registry_stops_make_up_at_once_with_advice(platform, tem
     down = f"127.0.0.1:{free_port()}/launchpad"
     set_env(root, "PLATFORM_REGISTRY", down)
     tag = published["webserver"]["ref"].rsplit(":", 1)[1]
-    (root / "platform/images.lock").write_text(
-        "".join(f"{name} {tag} {published[name]['digest']}\n" for name in PLATFORM)
-    )
+    write_pins(root, published, tag)
     engine.clear_leftovers(slug)
     started = time.monotonic()
     result = make(root, "up", timeout=300)
@@ -250,9 +254,7 @@ def test_the_kube_yaml_and_the_helm_values_run_the_pins(platform, template_snaps
     registry, _, published = platform
     root = prebuilt_project(template_snapshot, tmp_path / "lp-pre-kube", "podman", platform)
     tag = published["webserver"]["ref"].rsplit(":", 1)[1]
-    (root / "platform/images.lock").write_text(
-        "".join(f"{name} {tag} {published[name]['digest']}\n" for name in PLATFORM)
-    )
+    write_pins(root, published, tag)
     assert (done := make(root, "kube-yaml", timeout=120)).returncode == 0, done.stderr
     played = (root / ".build/kube/lp-pre-kube.yaml").read_text()
     for name in ("webserver", "daemon"):
