@@ -37,7 +37,9 @@ def main(argv: list[str]) -> int:
     for given in args.services:
         service, _, of = given.partition(":")
         container = inspect(args.engine, "container", f"{args.project}-{service}")
-        image = inspect(args.engine, "image", f"localhost/{args.project}-{of or service}:{args.tag}")
+        image = inspect(
+            args.engine, "image", f"localhost/{args.project}-{of or service}:{args.tag}"
+        )
         if container and image and container.get("Image") != image.get("Id"):
             stale.append(service)
     print(" ".join(stale))

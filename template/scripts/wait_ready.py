@@ -143,7 +143,9 @@ def main() -> int:
         return 1
     seconds = time.monotonic() - start
     which = ", ".join(repr(name) for name in names)
-    print(f"Dagster UI ready at {args.shown_url or args.url} ({which} loaded after {seconds:.1f} s)")
+    print(
+        f"Dagster UI ready at {args.shown_url or args.url} ({which} loaded after {seconds:.1f} s)"
+    )
     return 0
 
 
