@@ -11,6 +11,8 @@ Per engine one stack (`make up`), then from the host:
   run count unchanged);
 - a wrong password, an unknown user, a user removed while its connection stays open (no restart
   of the proxy) and malformed Authorization headers are refused;
+- Chromium (Playwright) logs in as each role and takes a screenshot of the asset graph and the
+  run (test-artifacts/ui-login-ENGINE-ROLE-*.png); the viewer's "Materialize all" is disabled;
 - the users file is 0600 in a 0700 directory and holds no password; the logs of the proxy and
   the webservers hold none either."""
 
@@ -27,11 +29,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from launchpad_dev.common import note
+from launchpad_dev.browser import capture_ui
+from launchpad_dev.common import ROOT, note
 from launchpad_dev.dagster_api import Stack
 from launchpad_dev.engines import ENGINES, make, remove_stack, render
 from launchpad_dev.local_registry import free_port
 
+ARTIFACTS = Path(os.environ.get("LAUNCHPAD_ARTIFACTS", ROOT / "test-artifacts"))
 PASSWORDS = {"alice": "editor-Pass#1 x", "bob": "viewer-Pass$2 y", "carol": "removed-Pass'3 z"}
 ROLES = {"alice": "editor", "bob": "viewer", "carol": "editor"}
 TERMINATE = """mutation ($id: String!) { terminateRun(runId: $id) { __typename
@@ -189,6 +193,18 @@ def test_login_proxy_roles_and_refusals(template_snapshot, tmp_path, engine_name
             assert session.get(f"{url}/server_info", verify=ca, timeout=30).status_code == 401
         assert container(engine, f"{slug}-proxy")["State"]["StartedAt"] == started
         assert "carol" not in users.read_text()
+
+        # A real browser logs in as each role: the same asset graph and run, and the viewer's
+        # "Materialize all" disabled (the read-only webserver's).
+        for user, role in (("alice", "editor"), ("bob", "viewer")):
+            seen = capture_ui(
+                url, editor.location, "example", ["raw_orders", "order_summary"], run_id, ARTIFACTS,
+                credentials=(user, PASSWORDS[user]), name=f"ui-login-{engine_name}-{role}",
+            )  # fmt: skip
+            assert seen["asset graph"] == ["raw_orders", "order_summary"], (role, seen)
+            assert seen["run page"], (role, seen)
+            assert seen["materialize enabled"] == (role == "editor"), (role, seen)
+        note(f"login proxy ({engine_name}): screenshots", str(ARTIFACTS / f"ui-login-{engine_name}-*.png"))
 
         # No password in any log of the stack's web side.
         for service in ("proxy", "webserver", "webserver-viewer"):
