@@ -509,7 +509,13 @@ def expectations(answers: dict) -> tuple[dict, set[str], set[str]]:
             if reasons.get(value):
                 may_refuse.add(name)
         context[name] = value
-        if not matrix._asked(ENV, spec, context):
+        try:
+            asked = matrix._asked(ENV, spec, context)
+        except jinja2.UndefinedError:  # its `when` reads an earlier, invalid answer (refused)
+            may_refuse.add(name)
+            hidden.add(name)
+            continue
+        if not asked:
             hidden.add(name)
         elif given or "choices" in spec:
             expected[name] = value
