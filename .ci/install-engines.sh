@@ -6,7 +6,7 @@
 #     machines without systemd/cgroup v2 delegation (runc instead of crun, ulimits
 #     below the machine's hard limits), and Podman's Docker-compatible API socket;
 #   * Docker 20.10 (Debian's docker.io) with Docker Compose v2 as a CLI plugin;
-#   * debootstrap (for tests/standins/make-standins.sh) and chromium (browser tests).
+#   * debootstrap and setcap (for tests/standins/make-standins.sh) and chromium (browser tests).
 #
 # Idempotent: on an already prepared machine it only checks and prints versions.
 # Never resets or deletes engine state.
@@ -26,7 +26,7 @@ ENGINE_WAIT_SECONDS=${ENGINE_WAIT_SECONDS:-60}
 PACKAGES=(
   podman buildah runc uidmap slirp4netns fuse-overlayfs  # Podman 4.3 and its helpers
   docker.io                                              # Docker 20.10 (dockerd + CLI)
-  debootstrap                                            # stand-in base images
+  debootstrap libcap2-bin                                # stand-in base images (setcap: Caddy)
   docker-registry                                        # a local registry for `make push` tests
   chromium                                               # browser tests (Playwright)
   iproute2 curl ca-certificates                          # `ip`; API pings

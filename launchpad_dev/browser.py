@@ -35,8 +35,21 @@ def dismiss_first_visit_dialog(page) -> bool:
     return True
 
 
-def capture_ui(url: str, location: str, group: str, assets: list[str], run_id: str, out: Path) -> dict:
-    """Open the asset graph and the run page; screenshot both; return what was seen."""
+def capture_ui(
+    url: str,
+    location: str,
+    group: str,
+    assets: list[str],
+    run_id: str,
+    out: Path,
+    credentials: tuple[str, str] | None = None,
+    name: str = "ui",
+) -> dict:
+    """Open the asset graph and the run page; screenshot both (NAME-asset-graph.png,
+    NAME-run.png); return what was seen, with whether the "Materialize all" button is enabled.
+    With `credentials` (user, password) the browser logs in to the login proxy (HTTP basic
+    authentication) and accepts its certificate, which is its own CA's (the tests check that
+    certificate with the CA; the browser's store does not hold it)."""
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         missing(f"{CHROMIUM} is not installed (bash .ci/run installs Debian's chromium; LAUNCHPAD_CHROMIUM)")
     from playwright.sync_api import sync_playwright
@@ -46,7 +59,13 @@ def capture_ui(url: str, location: str, group: str, assets: list[str], run_id: s
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            login = {}
+            if credentials:
+                login = {
+                    "http_credentials": {"username": credentials[0], "password": credentials[1]},
+                    "ignore_https_errors": True,
+                }
+            page = browser.new_page(viewport={"width": 1400, "height": 900}, **login)
             page.goto(f"{url}/locations/{location}/asset-groups/{group}", wait_until="domcontentloaded")
             for asset in assets:
                 page.get_by_text(asset, exact=True).first.wait_for(timeout=60000)
@@ -54,13 +73,15 @@ def capture_ui(url: str, location: str, group: str, assets: list[str], run_id: s
             page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=30000)
             page.wait_for_timeout(1000)  # let the graph layout settle
             seen["asset graph"] = [a for a in assets if page.get_by_text(a, exact=True).count() > 0]
-            page.screenshot(path=str(out / "ui-asset-graph.png"))
+            materialize = page.get_by_role("button", name="Materialize all")
+            seen["materialize enabled"] = materialize.count() > 0 and materialize.first.is_enabled()
+            page.screenshot(path=str(out / f"{name}-asset-graph.png"))
 
             page.goto(f"{url}/runs/{run_id}", wait_until="domcontentloaded")
             page.get_by_text("Success", exact=True).first.wait_for(timeout=60000)
             seen["run page"] = page.get_by_text(run_id[:8]).count() > 0
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(out / "ui-run.png"))
+            page.screenshot(path=str(out / f"{name}-run.png"))
         finally:
             browser.close()
     return seen

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import requests
+import requests.auth
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
+from gql.transport.requests import RequestsHTTPTransport
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
@@ -47,19 +49,47 @@ class NotReady(RuntimeError):
 
 
 class Stack:
-    """One running stack's UI, as seen from the host."""
+    """One running stack's UI, as seen from the host: by default the webserver's own port
+    (http); with `url` another base URL, e.g. the login proxy's (https), with `auth` (a
+    (user, password) pair for HTTP basic authentication) and `verify` (a CA file to check its
+    certificate with)."""
 
-    def __init__(self, port: int, location: str):
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(
+        self,
+        port: int,
+        location: str,
+        url: str | None = None,
+        auth: tuple[str, str] | None = None,
+        verify: str | bool = True,
+    ):
+        self.url = url or f"http://127.0.0.1:{port}"
         self.location = location
-        self.client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        self.auth = auth
+        self.verify = verify
+        transport = None
+        if url:  # the client's own transport knows neither basic authentication nor a CA file
+            transport = RequestsHTTPTransport(
+                url=f"{self.url}/graphql",
+                auth=requests.auth.HTTPBasicAuth(*auth) if auth else None,
+                verify=verify,
+                timeout=300,
+            )
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=port, transport=transport)
 
-    def gql(self, query: str, **variables) -> dict:
+    def post(self, query: str, **variables) -> dict:
+        """The webserver's whole answer to a GraphQL query: data and errors."""
         response = requests.post(
-            f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=60
+            f"{self.url}/graphql",
+            json={"query": query, "variables": variables},
+            timeout=60,
+            auth=self.auth,
+            verify=self.verify,
         )
         response.raise_for_status()
-        body = response.json()
+        return response.json()
+
+    def gql(self, query: str, **variables) -> dict:
+        body = self.post(query, **variables)
         assert not body.get("errors"), body["errors"]
         return body["data"]
 

@@ -138,6 +138,10 @@ INVALID = [
     ({"ui_port": None}, "ui_port", "whole number"),
     ({"ui_bind_address": "localhost"}, "ui_bind_address", "IPv4 address"),
     ({"ui_bind_address": "10.0.0.256"}, "ui_bind_address", "IPv4 address"),
+    ({"ui_access": "sso"}, "ui_access", "not in"),
+    ({"ui_access": "login", "ui_domain": "Dagster.Example.com"}, "ui_domain", "fully qualified domain"),
+    ({"ui_access": "login", "ui_domain": "localhost"}, "ui_domain", "fully qualified domain"),
+    ({"ui_access": "login", "ui_domain": "a b.example.com"}, "ui_domain", "fully qualified domain"),
 ]
 
 
@@ -249,6 +253,26 @@ def test_a_ui_beyond_this_host_needs_its_own_yes(bind, template_snapshot, tmp_pa
     # On this host only, the question is not asked (nor recorded).
     copier.run_copy(str(template_snapshot), tmp_path / "d", defaults=True, quiet=True)
     assert "ui_open_without_login" not in (tmp_path / "d/.copier-answers.yml").read_text()
+
+
+@pytest.mark.parametrize("bind", [None, "192.168.1.10"])
+def test_behind_the_login_proxy_a_ui_beyond_this_host_needs_no_extra_yes(bind, template_snapshot, tmp_path):
+    """With ui_access=login the proxy is the one service published (on every interface by
+    default), the question of an open UI is not asked, and the webserver publishes nothing."""
+    data = {"ui_access": "login", **({"ui_bind_address": bind} if bind else {})}
+    root = tmp_path / "login"
+    copier.run_copy(str(template_snapshot), root, data=data, defaults=True, quiet=True)
+    answers = yaml.safe_load((root / ".copier-answers.yml").read_text())
+    assert "ui_open_without_login" not in answers
+    assert answers["ui_bind_address"] == (bind or "0.0.0.0")
+    services = yaml.safe_load((root / "compose.yaml").read_text())["services"]
+    assert [name for name, service in services.items() if service.get("ports")] == ["proxy"]
+    assert "--read-only" in services["webserver-viewer"]["command"]
+    assert (root / "config/Caddyfile").exists() and (root / "scripts/ui_users.py").exists()
+    # The local default has none of it.
+    copier.run_copy(str(template_snapshot), tmp_path / "local", defaults=True, quiet=True)
+    assert not (tmp_path / "local/config/Caddyfile").exists()
+    assert "proxy" not in yaml.safe_load((tmp_path / "local/compose.yaml").read_text())["services"]
 
 
 def systemd_unescape(value: str) -> str:

@@ -87,6 +87,7 @@ def test_every_make_target_the_docs_name_exists(template_snapshot, tmp_path):
         "podman": {"container_engine": "podman"},
         "docker": {"container_engine": "docker"},
         "prebuilt": {"platform_images": "prebuilt"},  # make pin-images, make verify-images
+        "login": {"ui_access": "login"},  # make user-add, user-remove, users, ca-cert
     }.items():
         targets |= makefile_targets(render(template_snapshot, tmp_path / name, answers))
     missing = {

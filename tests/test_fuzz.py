@@ -139,6 +139,9 @@ VALID = {
         lambda parts: ".".join(map(str, parts))
     ),
     "ui_open_without_login": st.one_of(st.booleans(), st.sampled_from(["yes", "no", "true", "False", "on"])),
+    "ui_domain": st.one_of(
+        st.just(""), st.from_regex(r"([a-z][a-z0-9-]{0,10}[a-z0-9]\.){1,3}[a-z]{2,6}", fullmatch=True)
+    ),
 }
 
 # ---------------------------------------------------------------- hostile values
@@ -506,16 +509,23 @@ def expectations(answers: dict) -> tuple[dict, set[str], set[str]]:
             if reasons.get(value):
                 may_refuse.add(name)
         context[name] = value
-        if not matrix._asked(ENV, spec, context):
+        try:
+            asked = matrix._asked(ENV, spec, context)
+        except jinja2.UndefinedError:  # its `when` reads an earlier, invalid answer (refused)
+            may_refuse.add(name)
+            hidden.add(name)
+            continue
+        if not asked:
             hidden.add(name)
         elif given or "choices" in spec:
             expected[name] = value
     # A bind address beyond this host needs ui_open_without_login answered yes (no default:
-    # left unanswered, Copier says it is required).
+    # left unanswered, Copier says it is required), unless the login proxy fronts the UI.
     bind = context.get("ui_bind_address")
     if (
         isinstance(bind, str)
         and not bind.startswith("127.")
+        and context.get("ui_access") != "login"
         and context.get("ui_open_without_login") is not True
     ):
         may_refuse.add("ui_open_without_login")

@@ -274,6 +274,9 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         }
         if c["uses_postgres"]:
             expected.add("scripts/kube_secret.sh")
+    if c["ui_login"]:
+        # The login proxy's configuration and its users' script (tests/test_login.py).
+        expected |= {"config/Caddyfile", "scripts/ui_users.py", "scripts/tests/test_ui_users.py"}
     assert p.files == expected, f"missing {expected - p.files}, unexpected {p.files - expected}"
 
 
@@ -694,17 +697,29 @@ def compose_services_match_the_answers(p: Project) -> None:
     c = p.computed
     services = p.yaml("compose.yaml")["services"]
     pipes = p.pipes_services
-    assert set(services) == {"webserver", "daemon", *pipes} | (
+    login = {"webserver-viewer", "proxy"} if c["ui_login"] else set()
+    assert set(services) == {"webserver", "daemon", *pipes} | login | (
         {"postgres"} if c["bundled_postgres"] else set()
     )
-    for name in ("webserver", "daemon", *pipes):
+    viewer = ["webserver-viewer"] if c["ui_login"] else []
+    for name in ("webserver", "daemon", *pipes, *viewer):
         volumes = services[name]["volumes"]
         assert services[name]["restart"] == "unless-stopped"
         assert "dagster-data:/var/lib/dagster" in volumes
         assert "./config/dagster.yaml:/opt/dagster/home/dagster.yaml:ro,z" in volumes
         has_workspace = "./config/workspace.yaml:/opt/dagster/home/workspace.yaml:ro,z" in volumes
         assert has_workspace == (name not in pipes)
-        if c["prebuilt"] and name in ("webserver", "daemon"):  # the pinned published image
+        if name == "webserver-viewer":  # the webserver's image, read-only (ui_access=login)
+            assert "build" not in services[name]
+            assert services[name]["image"] == (
+                services["webserver"]["image"]
+                if c["prebuilt"]
+                else f"localhost/{p.answer('project_slug')}-webserver:${{IMAGE_TAG:-latest}}"
+            )
+            assert services[name]["command"][-1] == "--read-only"
+            socket = f"${{CONTAINER_SOCKET:-{c['engine_socket']}}}:/var/run/docker.sock"
+            assert services[name]["volumes"] == [v for v in services["webserver"]["volumes"] if v != socket]
+        elif c["prebuilt"] and name in ("webserver", "daemon"):  # the pinned published image
             assert "build" not in services[name], name
             assert services[name]["image"].startswith(f"${{{name.upper()}_IMAGE:?"), name
         else:
@@ -725,12 +740,23 @@ def compose_services_match_the_answers(p: Project) -> None:
         waits = services[name].get("depends_on", {}).get("postgres", {}).get("condition")
         expected = "service_started" if c["bundled_postgres"] else None
         assert waits == expected, f"{name} waits for postgres: {waits}"
-    # The UI is published on the chosen address only; nothing else is published.
+    # The UI is published on the chosen address only (with ui_access=login: the login proxy's
+    # HTTPS and HTTP ports, the webservers not at all); nothing else is published.
     bind, port = p.answer("ui_bind_address"), p.answer("ui_port")
-    assert services["webserver"]["ports"] == [
-        f"${{DAGSTER_UI_BIND:-{bind}}}:${{DAGSTER_UI_PORT:-{port}}}:3000"
-    ]
-    assert all("ports" not in s for n, s in services.items() if n != "webserver")
+    ui = f"${{DAGSTER_UI_BIND:-{bind}}}:${{DAGSTER_UI_PORT:-{port}}}"
+    published = "proxy" if c["ui_login"] else "webserver"
+    if c["ui_login"]:
+        http = f"${{DAGSTER_UI_BIND:-{bind}}}:${{DAGSTER_UI_HTTP_PORT:-{c['ui_http_port']}}}"
+        assert services["proxy"]["ports"] == [
+            f"{ui}:{c['proxy_ports']['https']}",
+            f"{http}:{c['proxy_ports']['http']}",
+        ]
+        assert services["proxy"]["image"] == f"${{PROXY_IMAGE:-{c['proxy_image']}}}"
+        assert "./config/Caddyfile:/etc/caddy/Caddyfile:ro,z" in services["proxy"]["volumes"]
+        assert f"./{c['ui_users_dir']}:/etc/caddy-users:ro,z" in services["proxy"]["volumes"]
+    else:
+        assert services["webserver"]["ports"] == [f"{ui}:3000"]
+    assert all("ports" not in s for n, s in services.items() if n != published)
     # The engine socket goes to the services that launch or stop runs, and nowhere else.
     socket = [n for n, s in services.items() if any(c["engine_socket"] in v for v in s.get("volumes", []))]
     assert sorted(socket) == (["daemon", "webserver"] if p.answer("run_launcher") == "container" else [])
@@ -781,7 +807,12 @@ def services_find_each_other_at_fixed_addresses(p: Project) -> None:
         slug = p.answer("project_slug")
         pods = [d for d in yaml.safe_load_all(p.text(f"kube/{slug}.yaml")) if d and d["kind"] == "Pod"]
         # Each by its pod's name and by its compose name (config/workspace.yaml's hosts).
-        aliases = sorted((f"{prefix}.{n}", [c["kube_pods"][name], name]) for name, n in hosts.items())
+        # (The login proxy's services have no pod yet: services' kube: false.)
+        aliases = sorted(
+            (f"{prefix}.{n}", [c["kube_pods"][name], name])
+            for name, n in hosts.items()
+            if name in c["kube_pods"]
+        )
         addresses, order = [], []
         for pod in pods:
             found = sorted((a["ip"], a["hostnames"]) for a in pod["spec"]["hostAliases"])
@@ -869,17 +900,24 @@ def compose_confines_every_service(p: Project) -> None:
     compose = p.yaml("compose.yaml")
     assert "change-me" not in p.text("compose.yaml")
     for name, service in compose["services"].items():
-        assert service["cap_drop"] == ["ALL"] and "cap_add" not in service, name
+        # The login proxy keeps the one capability its image's binary carries (setcap): without
+        # it, exec fails (tests/test_login.py runs it).
+        assert service["cap_drop"] == ["ALL"], name
+        assert service.get("cap_add") == (["NET_BIND_SERVICE"] if name == "proxy" else None), name
         assert service["security_opt"] == ["no-new-privileges:true"], name
         assert "privileged" not in service and "mem_limit" in service and "cpus" in service, name
         assert service.get("read_only", False) is (name not in p.pipes_services), name
-        # The one runtime secret: the PostgreSQL password's file (compose.yaml, test_secrets.py).
+        # The one runtime secret: the PostgreSQL password's file (compose.yaml, test_secrets.py),
+        # in the services that talk to PostgreSQL (not the login proxy).
         password = [{"source": "postgres_password", "target": c["postgres_password_file"].split("/")[-1]}]
-        assert service.get("secrets", []) == (password if c["uses_postgres"] else []), name
+        talks = c["uses_postgres"] and name != "proxy"
+        assert service.get("secrets", []) == (password if talks else []), name
         if "build" in service:
             assert service["build"]["secrets"] == ["pip_conf"], name
     if "postgres" in compose["services"]:
         assert compose["services"]["postgres"]["user"] == f"{c['postgres_uid']}:{c['postgres_uid']}"
+    if "proxy" in compose["services"]:  # Caddy's image runs as root (docs/security.md says why)
+        assert compose["services"]["proxy"]["user"] == "0:0"
     secrets = {"pip_conf": {"file": "./secrets/pip.conf"}}
     if c["uses_postgres"]:
         secrets["postgres_password"] = {"file": "./.build/secrets/postgres-password", "x-podman.relabel": "z"}
@@ -890,18 +928,27 @@ def compose_confines_every_service(p: Project) -> None:
 def compose_lint_exceptions_are_few_scoped_and_explained(p: Project) -> None:
     services = p.yaml("compose.yaml")["services"]
     rules = p.yaml(".compose-lint.yml")["rules"]
-    expected = {"CL-0004", "CL-0007"} | ({"CL-0019"} if "postgres" in services else set())
+    login = "proxy" in services
+    expected = {"CL-0004", "CL-0007"} | ({"CL-0019"} if "postgres" in services or login else set())
     if p.answer("run_launcher") == "container":
         expected.add("CL-0001")
+    if login:  # the login proxy: root in its container, the one service on every interface
+        expected |= {"CL-0018", "CL-0005"}
+        assert (
+            set(rules["CL-0018"]["exclude_services"])
+            == set(rules["CL-0005"]["exclude_services"])
+            == {"proxy"}
+        )
     assert set(rules) == expected
     for rule, config in rules.items():
         assert set(config) == {"exclude_services"}, rule
         assert all(isinstance(r, str) and len(r) > 40 for r in config["exclude_services"].values()), rule
     assert set(rules.get("CL-0001", {}).get("exclude_services", {})) <= {"webserver", "daemon"}
     # Local builds: every image built here; writable root filesystems: the code servers only.
-    assert set(rules["CL-0004"]["exclude_services"]) == {"webserver", "daemon", *p.pipes_services}
+    viewer = {"webserver-viewer"} if login else set()
+    assert set(rules["CL-0004"]["exclude_services"]) == {"webserver", "daemon", *p.pipes_services} | viewer
     assert set(rules["CL-0007"]["exclude_services"]) == set(p.pipes_services)
-    assert set(rules.get("CL-0019", {}).get("exclude_services", {})) <= {"postgres"}
+    assert set(rules.get("CL-0019", {}).get("exclude_services", {})) <= {"postgres", "proxy"}
 
 
 def ignored(patterns: list[str], path: str) -> bool:

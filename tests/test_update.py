@@ -347,6 +347,22 @@ def test_changing_an_answer_during_update_rerenders_consistently(template_repo, 
     assert answers_of(project)["code_delivery"] == "volume"
 
 
+def test_a_local_project_of_the_previous_release_switches_to_login(template_repo, tmp_path):
+    """Issue 31: a project of the previous release (no ui_access: the UI on this host only),
+    updated with `--data ui_access=login`, equals a fresh copy with the login proxy (its recorded
+    bind address kept): the proxy, the read-only webserver, the Caddyfile and the users script."""
+    project = copy(template_repo, tmp_path / "project", template_repo["previous"], OLD_ANSWERS)
+    update(project, template_repo["newest"], ui_access="login")
+    updated = tree(project)
+    login = {**NEW_ANSWERS, "ui_access": "login", "ui_bind_address": "127.0.0.1"}
+    expected = fresh_tree(template_repo, tmp_path / "fresh", login)
+    assert set(updated) == set(expected)
+    assert [f for f in expected if updated[f] != expected[f]] == []
+    assert {"config/Caddyfile", "scripts/ui_users.py"} <= set(updated)
+    assert "  proxy:\n" in updated["compose.yaml"] and "  webserver-viewer:\n" in updated["compose.yaml"]
+    assert answers_of(project)["ui_access"] == "login"
+
+
 def test_releases_are_recorded_in_order():
     found = releases()
     assert found[0][1] is None or found[0][0].startswith("v"), found

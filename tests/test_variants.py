@@ -18,9 +18,10 @@ from launchpad_dev.common import ROOT
 
 TEMPLATE = ROOT / "template"
 ENGINE_INCLUDES = TEMPLATE / "_includes" / "engines"
-# A Jinja expression or statement (or a path's part) comparing an engine or storage answer's
-# value, or testing it against a list: engine == 'podman', storage != "sqlite", engine in [...].
-RAW = re.compile(r"\b(?:container_engine|engine|storage)\s*(?:==|!=|\bin\s*[\[(])")
+# A Jinja expression or statement (or a path's part) comparing an engine, storage or UI access
+# answer's value, or testing it against a list: engine == 'podman', storage != "sqlite", engine
+# in [...], ui_access == 'login' (templates read the computed ui_login).
+RAW = re.compile(r"\b(?:container_engine|engine|storage|ui_access)\s*(?:==|!=|\bin\s*[\[(])")
 JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 
 

@@ -47,15 +47,20 @@ import argparse
 import os
 import re
 import shlex
+import ssl
 import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import locations
 
 SCRIPTS = Path(__file__).resolve().parent
+# The UI as the webserver's own container reaches it (stack.py --inside).
+LOCAL_UI = "http://127.0.0.1:3000"
 CPUS = re.compile(r"[0-9]*[.]?[0-9]+")
 MEMORY = re.compile(r"[0-9]+[kmg]?")
 PIDS = re.compile(r"[1-9][0-9]*")
@@ -79,6 +84,38 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def script(name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     """Another script of scripts/, with this Python."""
     return subprocess.run([sys.executable, str(SCRIPTS / name), *args], **kwargs)
+
+
+def wait_ready(args: argparse.Namespace, *wait: str) -> int:
+    """scripts/wait_ready.py for the UI at args.url; with --inside (the login proxy in front),
+    run in that container (the webserver's, whose port the host does not reach) against its
+    own port, with this Python's copy of the script on its standard input."""
+    if not args.inside:
+        return script("wait_ready.py", "--url", args.url, *wait).returncode
+    inside = [args.engine, "exec", "-i", args.inside, "python3", "-", "--url", LOCAL_UI]
+    with open(SCRIPTS / "wait_ready.py", "rb") as source:
+        return run(*inside, "--shown-url", args.url, *wait, stdin=source).returncode
+
+
+def proxy_ready(url: str, container: str, seconds: float = 60) -> bool:
+    """Whether the login proxy answers at `url` within `seconds`: any HTTP answer (401 without
+    a login) counts. Its certificate is not checked here (its own CA, in its volume)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/server_info", timeout=5, context=context).close()
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except (urllib.error.URLError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                print(f"error: the login proxy ({container}) did not answer at {url}: {exc}",
+                      file=sys.stderr)  # fmt: skip
+                return False
+        time.sleep(0.5)
 
 
 def shown(command: list[str]) -> list[str]:
@@ -184,7 +221,7 @@ def up(args: argparse.Namespace) -> int:
     compose = shlex.split(args.compose)
     stale = script(
         "stale_services.py", "--engine", args.engine, "--project", args.project, "--tag", args.tag,
-        *args.image, stdout=subprocess.PIPE, text=True,
+        *args.image, *args.image_of, stdout=subprocess.PIPE, text=True,
     ).stdout.split()  # fmt: skip
     if stale:
         print(f"recreating the containers of rebuilt images: {' '.join(stale)}", flush=True)
@@ -193,11 +230,13 @@ def up(args: argparse.Namespace) -> int:
     if done := run(*shown([*compose, "up", "-d"])).returncode:
         return done
     names = locations.pairs(args.location)
-    if script("wait_ready.py", "--url", args.url, *(f"--location={n}" for n in names)).returncode:
+    if wait_ready(args, *(f"--location={n}" for n in names)) or (
+        args.proxy and not proxy_ready(args.url, args.proxy)
+    ):
         report(
             [*compose, "ps"],
             lambda service: [*compose, "logs", "--tail", "2000", service],
-            ["webserver", "daemon", *names.values()],
+            [*args.web, "daemon", *names.values(), *(["proxy"] if args.proxy else [])],
             "the state and the errors of each log are above; whole logs: 'make logs SERVICE=...'",
         )
         log = run(*compose, "logs", "webserver", capture_output=True, text=True)
@@ -220,20 +259,16 @@ def reload(args: argparse.Namespace) -> int:
     for service in services:
         if not wait_for(args.engine, f"{args.project}-{service}", serving, service):
             return 1
-    wait = ["--url", args.url, *(f"--location={name}" for name in chosen), "--reload"]
-    return script("wait_ready.py", *wait).returncode
+    return wait_ready(args, *(f"--location={name}" for name in chosen), "--reload")
 
 
 def recycle(args: argparse.Namespace) -> int:
     compose = shlex.split(args.compose)
-    for service in ("daemon", "webserver"):
+    for service in ("daemon", *args.web):
         restart = [*compose, "restart", "-t", str(args.stop_seconds), service]
         if done := run(*shown(restart)).returncode:
             return done
-    names = locations.pairs(args.location)
-    return script(
-        "wait_ready.py", "--url", args.url, *(f"--location={n}" for n in names)
-    ).returncode
+    return wait_ready(args, *(f"--location={n}" for n in locations.pairs(args.location)))
 
 
 def clean(args: argparse.Namespace) -> int:
@@ -271,7 +306,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--serving", default="", help="the command that says a location serves")
     parser.add_argument("--stop-seconds", type=int, default=60, help="before a kill (recycle)")
     parser.add_argument("--confirm", default="", help="CONFIRM (clean)")
+    parser.add_argument("--inside", default="", help="wait for the UI in this container")
+    parser.add_argument(
+        "--web", action="append", default=[], help="a webserver service (recycle; default one)"
+    )
+    parser.add_argument(
+        "--image-of", action="append", default=[], metavar="SERVICE:IMAGE",
+        help="a service that runs another's image (up: recreated when it was rebuilt)",
+    )  # fmt: skip
+    parser.add_argument("--proxy", default="", help="the login proxy's container (up waits)")
     args = parser.parse_args(argv)
+    args.web = args.web or ["webserver"]
     actions = {"build": build, "up": up, "reload": reload, "recycle": recycle, "clean": clean}
     return actions[args.action](args)
 

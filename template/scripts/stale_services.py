@@ -6,7 +6,8 @@ After `make build` rebuilt an image, its container must be created again to run 
 compose does that by itself on `up`; podman-compose compares the service's definition only,
 so a rebuilt image (new code, new dependencies) would not reach a running container. Each
 SERVICE's container (SLUG-SERVICE) is compared with its image (localhost/SLUG-SERVICE:TAG);
-a service without a container, or without an image, is not printed.
+a service without a container, or without an image, is not printed. SERVICE:IMAGE is a service
+that runs another service's image (the read-only webserver runs the webserver's).
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("services", nargs="*")
     args = parser.parse_args(argv)
     stale = []
-    for service in args.services:
+    for given in args.services:
+        service, _, of = given.partition(":")
         container = inspect(args.engine, "container", f"{args.project}-{service}")
-        image = inspect(args.engine, "image", f"localhost/{args.project}-{service}:{args.tag}")
+        image = inspect(
+            args.engine, "image", f"localhost/{args.project}-{of or service}:{args.tag}"
+        )
         if container and image and container.get("Image") != image.get("Id"):
             stale.append(service)
     print(" ".join(stale))

@@ -113,6 +113,7 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=180, help="seconds (default 180)")
     parser.add_argument("--reload", action="store_true", help="reload the locations once")
+    parser.add_argument("--shown-url", default="", help="the UI's address to print, if not --url")
     args = parser.parse_args()
 
     start = time.monotonic()
@@ -142,7 +143,9 @@ def main() -> int:
         return 1
     seconds = time.monotonic() - start
     which = ", ".join(repr(name) for name in names)
-    print(f"Dagster UI ready at {args.url} ({which} loaded after {seconds:.1f} s)")
+    print(
+        f"Dagster UI ready at {args.shown_url or args.url} ({which} loaded after {seconds:.1f} s)"
+    )
     return 0
 
 

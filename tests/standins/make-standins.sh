@@ -13,6 +13,7 @@
 #   trixie rootfs,   Python 3.13         -> python:3.13-slim-trixie, python:3.13-slim
 #   trixie + postgresql-17 (Containerfile in postgres/) -> postgres:17-trixie
 #   (bookworm + postgresql-15 -> postgres:15-bookworm is available via POSTGRES=15-bookworm)
+#   Debian bookworm's caddy 2.6.2 (one static binary) + busybox -> caddy:2.6.2 (the login proxy)
 # Tags that cannot be made honestly here (Python 3.12, UBI, Alpine) are not faked.
 # Known differences from the official images: python3 lives in /usr/bin (Debian's package)
 # instead of /usr/local/bin, and Debian marks it EXTERNALLY-MANAGED, so `pip install` needs
@@ -38,6 +39,8 @@
 #                  (default: http://deb.debian.org/debian)
 #   STANDIN_CACHE  cache of rootfs tarballs and logs (default: /var/cache/launchpad-standins);
 #                  delete it to debootstrap afresh
+#   CADDY          the Caddy stand-in's version, which Debian's package must have (default:
+#                  "2.6.2"; "" for none)
 #   FORCE=1        rebuild (and reload into Docker) even if the tags exist
 #   EXTRA_CA_DIR   directory of *.crt to trust (default: /usr/local/share/ca-certificates)
 set -Eeuo pipefail
@@ -47,6 +50,7 @@ SUITES=${SUITES:-bookworm trixie}
 POSTGRES=${POSTGRES-17-trixie}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 STANDIN_CACHE=${STANDIN_CACHE:-/var/cache/launchpad-standins}
+CADDY=${CADDY-2.6.2}
 FORCE=${FORCE:-0}
 EXTRA_CA_DIR=${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
 
@@ -254,6 +258,63 @@ build_postgres_standin() {
   log "$tag: $got"
 }
 
+# ---------------------------------------------------------------- caddy
+# docker.io/library/caddy:VERSION: the official image is Alpine with busybox, the static caddy
+# binary (with the file capability cap_net_bind_service, as the official image sets it), its
+# CA certificates, /etc/caddy/Caddyfile, the volumes /data and /config and XDG_* pointing there.
+# The stand-in has the same layout from Debian packages: caddy (with the glibc it links) and
+# busybox-static (the shell and wget of the official image's busybox), the host's CA bundle.
+build_caddy_standin() {
+  local version=$1 tag=$2 root got debs
+  root=$WORK/caddy
+  debs=$WORK/caddy-debs
+  mkdir -p "$root" "$debs"
+  (cd "$debs" && apt-get download caddy busybox-static >"$STANDIN_CACHE/caddy-download.log" 2>&1) ||
+    die "apt-get download caddy busybox-static failed (log: $STANDIN_CACHE/caddy-download.log)"
+  dpkg-deb -x "$debs"/caddy_*.deb "$debs/caddy"
+  dpkg-deb -x "$debs"/busybox-static_*.deb "$debs/busybox"
+  got=$("$debs/caddy/usr/bin/caddy" version | awk '{print $1}')
+  [ "${got#v}" = "$version" ] || die "Debian's caddy is $got, not $version: refusing to tag $tag"
+  mkdir -p "$root"/{bin,usr/bin,etc/caddy,etc/ssl/certs,data,config,srv,tmp,usr/share/caddy}
+  chmod 1777 "$root/tmp"
+  install -m 0755 "$debs/caddy/usr/bin/caddy" "$root/usr/bin/caddy"
+  # Debian builds it against glibc (and libzstd): this host's (bookworm's) copies of what it
+  # links, as the binary of a bookworm package expects.
+  local lib
+  for lib in $(ldd "$root/usr/bin/caddy" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  setcap cap_net_bind_service=+ep "$root/usr/bin/caddy"
+  install -m 0755 "$debs/busybox/bin/busybox" "$root/bin/busybox"
+  local applet
+  for applet in sh ash cat ls wget mkdir rm cp mv chmod id env ps sleep grep; do
+    ln -s busybox "$root/bin/$applet"
+  done
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+  echo 'hosts: files dns' >"$root/etc/nsswitch.conf"
+  # The official image's default Caddyfile: a static file server on :80.
+  printf ':80 {\n\troot * /usr/share/caddy\n\tfile_server\n}\n' >"$root/etc/caddy/Caddyfile"
+  echo '<!doctype html><title>Caddy works</title>' >"$root/usr/share/caddy/index.html"
+  remember_replaced podman "$tag"
+  tar --numeric-owner --xattrs --xattrs-include='security.capability' -C "$root" -cf - . |
+    podman import --quiet \
+      --change "ENV PATH=$PATH_ENV" \
+      --change 'ENV XDG_CONFIG_HOME=/config' \
+      --change 'ENV XDG_DATA_HOME=/data' \
+      --change 'WORKDIR /srv' \
+      --change 'EXPOSE 80' --change 'EXPOSE 443' --change 'EXPOSE 443/udp' --change 'EXPOSE 2019' \
+      --change "LABEL launchpad.standin=\"Debian bookworm caddy $got + busybox-static (not the official image)\"" \
+      --change 'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]' \
+      --message "launchpad stand-in: caddy $got" \
+      - "$tag" >/dev/null
+  got=$(podman run --rm --network=none "$tag" caddy version | awk '{print $1}') || true
+  [ "${got#v}" = "$version" ] || { podman rmi "$tag" >/dev/null; die "$tag runs caddy $got: removed it"; }
+  log "$tag: caddy $got"
+}
+
 # ---------------------------------------------------------------- docker
 save_and_load() { podman save --format docker-archive "$1" | docker load >/dev/null; }
 
@@ -278,7 +339,7 @@ main() {
   local -A action=() rebuilt=()
 
   [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, chroot)"
-  for cmd in podman debootstrap chroot tar sha256sum; do
+  for cmd in podman debootstrap chroot tar sha256sum${CADDY:+ setcap dpkg-deb}; do
     command -v "$cmd" >/dev/null || die "$cmd not found (run .ci/install-engines.sh)"
   done
   for suite in $SUITES; do
@@ -321,6 +382,19 @@ main() {
     pg_tags+=("$tag")
   done
 
+  local -a caddy_tags=()
+  if [ -n "$CADDY" ]; then
+    tag=docker.io/library/caddy:$CADDY
+    if [ "$FORCE" != 1 ] && podman image exists "$tag"; then
+      log "$tag already in podman, skipping (FORCE=1 rebuilds)"
+      action[$tag]=present
+    else
+      timed "caddy $CADDY: build" build_caddy_standin "$CADDY" "$tag"
+      action[$tag]=built
+    fi
+    caddy_tags+=("$tag")
+  fi
+
   local docker=no
   if docker_answers; then
     docker=yes
@@ -328,7 +402,7 @@ main() {
       read -r -a tags <<<"${SUITE_TAGS[$suite]}"
       load_into_docker "${tags[@]}"
     done
-    for tag in "${pg_tags[@]}"; do
+    for tag in "${pg_tags[@]}" "${caddy_tags[@]}"; do
       load_into_docker "$tag"
     done
   else
@@ -341,7 +415,7 @@ main() {
   local key size id in_docker
   echo
   printf '%-48s %-12s %9s %-8s %s\n' IMAGE ID SIZE ACTION DOCKER
-  for tag in "${made[@]}" "${pg_tags[@]}"; do
+  for tag in "${made[@]}" "${pg_tags[@]}" "${caddy_tags[@]}"; do
     id=$(podman image inspect --format '{{.Id}}' "$tag")
     size=$(podman image inspect --format '{{.Size}}' "$tag" | numfmt --to=si --suffix=B)
     key=$tag

@@ -89,3 +89,38 @@ def test_build_drops_the_stamps_of_images_to_build_again(tmp_path, monkeypatch):
 def test_clean_asks_for_confirmation(capsys):
     assert stack.main(["clean", "--engine=false", "--compose=false", "--project=p"]) == 1
     assert "Run: make clean CONFIRM=yes" in capsys.readouterr().err
+
+
+def test_behind_the_login_proxy_the_wait_runs_in_the_webservers_container(monkeypatch):
+    """--inside: wait_ready.py goes to the webserver's container on its standard input, against
+    the webserver's own port there, and prints the proxy's address (the host's)."""
+    calls = []
+
+    def fake_run(*args, **kwargs):
+        calls.append((args, kwargs["stdin"].read(30)))
+        return stack.subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(stack, "run", fake_run)
+    args = stack.argparse.Namespace(engine="podman", inside="proj-webserver", url="https://h:3000")
+    assert stack.wait_ready(args, "--location=a") == 0
+    ((command, source),) = calls
+    assert command[:6] == ("podman", "exec", "-i", "proj-webserver", "python3", "-")
+    assert command[6:] == ("--url", stack.LOCAL_UI, "--shown-url", "https://h:3000", "--location=a")
+    assert source.startswith(b"#!/usr/bin/env python3")
+
+
+def test_the_proxy_counts_as_ready_when_it_refuses_a_login(monkeypatch):
+    def refused(url, **kwargs):
+        raise stack.urllib.error.HTTPError(url, 401, "Unauthorized", {}, None)
+
+    monkeypatch.setattr(stack.urllib.request, "urlopen", refused)
+    assert stack.proxy_ready("https://127.0.0.1:1", "proj-proxy")
+
+
+def test_a_proxy_that_never_answers_is_reported(monkeypatch, capsys):
+    def unreachable(url, **kwargs):
+        raise stack.urllib.error.URLError("connection refused")
+
+    monkeypatch.setattr(stack.urllib.request, "urlopen", unreachable)
+    assert not stack.proxy_ready("https://127.0.0.1:1", "proj-proxy", seconds=0)
+    assert "the login proxy (proj-proxy) did not answer" in capsys.readouterr().err
