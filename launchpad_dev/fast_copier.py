@@ -14,8 +14,10 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+import copier._jinja_ext
 import copier._main
 import copier._template
+import copier._user_data
 import jinja2
 import jinja2.lexer
 
@@ -34,6 +36,9 @@ PATCHED = {  # what fast_copier replaces -> the signature its replacement has (n
     "copier._template:is_git_available": "()",
     "copier._main:is_git_available": "()",
     "jinja2:Environment.compile": "(self, source, name=None, filename=None, raw=False, defer_init=False)",
+    "copier._main:Worker._render_string": "(self, string, extra_context=None)",
+    "copier._main:Worker.answers_relpath.fget": "(self)",
+    "copier._user_data:parse_yaml_string": "(string)",
 }
 
 
@@ -88,8 +93,10 @@ def apply(patch: Callable[[object, str, object], None] = setattr) -> None:
     environment's configuration, which are the same in every run here, so it is memoized on
     exactly those. Copier also asks git whether the template is a repository and, after each
     file, runs `git update-index` in the destination; neither the snapshot nor the sandboxes
-    are git repositories, so both answers are known: no git.
-    Three of the four functions it replaces are private to Copier: see PATCHED above.
+    are git repositories, so both answers are known: no git. A string with no Jinja in it (most
+    path parts) is not rendered at all, and a YAML answer's text is parsed once (each run gets
+    a deep copy); the answers file's plain path is not rendered either.
+    Six of the seven functions it replaces are private to Copier: see PATCHED above.
     """
     if problems := unfit_patches():
         raise RuntimeError(unfit_message(problems))
@@ -133,7 +140,44 @@ def apply(patch: Callable[[object, str, object], None] = setattr) -> None:
             loaded[key] = load_uncached(conf_path, quiet)
         return copy.deepcopy(loaded[key])
 
+    render_string_uncached = copier._main.Worker._render_string
+
+    def _render_string(self, string, extra_context=None):
+        # A path part or value with no Jinja in it renders as itself; Copier builds its whole
+        # render context (every answer, the answers to remember) for each one, a third of a
+        # render. Only plain one-line strings are passed through (no delimiter can start in
+        # them: this template keeps Jinja's default delimiters and no line statements), and the
+        # yield extension's state is reset as compiling them would.
+        if isinstance(string, str) and "{" not in string and "\n" not in string and "#" not in string:
+            context = copier._jinja_ext.get_yield_context(self.jinja_env)
+            context.yield_name = context.yield_iterable = None
+            return string
+        return render_string_uncached(self, string, extra_context)
+
+    answers_relpath_uncached = copier._main.Worker.answers_relpath.fget
+
+    def answers_relpath(self):
+        # Asked for every path of the template; a plain path (.copier-answers.yml here) needs
+        # no render context.
+        path = str(self.answers_file or self.template.answers_relpath)
+        return Path(path) if "{" not in path else answers_relpath_uncached(self)
+
+    yaml_uncached = copier._user_data.parse_yaml_string
+    parsed: dict = {}
+
+    def parse_yaml_string(string):
+        # A pure function of the string: the same tables (engines, storages, services, ...)
+        # render to the same YAML in many combinations. Each caller gets its own deep copy.
+        if string not in parsed:
+            parsed[string] = yaml_uncached(string)
+        return copy.deepcopy(parsed[string])
+
     patch(jinja2.Environment, "compile", compile)
+    patch(copier._main.Worker, "_render_string", _render_string)
+    patch(copier._main.Worker, "answers_relpath", property(answers_relpath))
+    patch(copier._user_data, "parse_yaml_string", parse_yaml_string)
+    casts = {**copier._user_data.CAST_STR_TO_NATIVE, "yaml": parse_yaml_string}
+    patch(copier._user_data, "CAST_STR_TO_NATIVE", casts)
     patch(copier._template, "load_template_config", load_template_config)
     patch(copier._template, "is_git_available", lambda: False)
     patch(copier._main, "is_git_available", lambda: False)

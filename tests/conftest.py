@@ -80,7 +80,7 @@ def _renders(template_snapshot, tmp_path_factory) -> dict[str, tuple[dict, Path,
     """Render every combination of copier.yml once (LAUNCHPAD_SHARD: its shard only), and the
     few multi-location combinations (matrix.multi_location_combinations), in parallel:
     id -> (answers, dir, error).
-    The workers render with fast_copier (launchpad_dev/fast_copier.py): the same files, about four
+    The workers render with fast_copier (launchpad_dev/fast_copier.py): the same files, more than ten
     times faster (copier.yml parsed and the templates compiled once per worker)."""
     out = tmp_path_factory.mktemp("matrix")
     combos = combinations_to_render(SHARD)

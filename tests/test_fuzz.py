@@ -641,6 +641,38 @@ def test_fast_copier_renders_yield_paths_as_copier_does(tmp_path, monkeypatch):
     assert rendered("fast-2") == expected  # every path compiled before: all from the memo
 
 
+def tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file of a rendered project: relative path -> (mode, content)."""
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_fast_copier_renders_the_template_as_copier_does(template_snapshot, tmp_path, monkeypatch):
+    """Combinations spread over the matrix (and one with several code locations) render to the
+    same files, modes and bytes with fast_copier as with Copier as shipped: its passed-through
+    plain strings, parsed-once YAML answers and memoized compiles change nothing."""
+    combos = matrix.combinations()
+    picked = [*combos[:: max(1, len(combos) // 5)], matrix.multi_location_combinations()[0]]
+
+    def render_all(name: str) -> list[dict]:
+        out = []
+        for i, answers in enumerate(picked):
+            dest = tmp_path / name / str(i)
+            copier.run_copy(str(template_snapshot), str(dest), data=answers, defaults=True, quiet=True)
+            out.append(tree(dest))
+        return out
+
+    expected = render_all("copier")
+    fast_copier_module.apply(monkeypatch.setattr)
+    for run in ("fast-1", "fast-2"):  # the second one from the memos only
+        got = render_all(run)
+        for answers, want, have in zip(picked, expected, got, strict=True):
+            differ = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+            assert not differ, f"{matrix.combo_id(answers)}: {run} differs in {differ[:10]}"
+
+
 @pytest.fixture
 def fast_copier(monkeypatch, template_snapshot):
     """Copier with fast_copier.apply's memoization (see launchpad_dev/fast_copier.py)."""

@@ -127,7 +127,16 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_projects, t
     else:
         require_tool("podman")  # podman-compose needs the binary (no engine is started)
         cmd = [require_tool("podman-compose", BIN), "-f", "compose.yaml", "config"]
-    groups = distinct(rendered_projects, compose_files)
+    # podman-compose reads the compose files of the projects that name it (Podman's); `docker
+    # compose` reads every one: Docker's command, and the provider behind `podman compose`
+    # (compose_also) that a Podman project's compose.yaml names too.
+    projects = {
+        cid: project
+        for cid, project in rendered_projects.items()
+        if tool == "docker compose" or computed(project[1])["compose_command"] == tool
+    }
+    assert projects, f"no rendered project uses {tool}"
+    groups = distinct(projects, compose_files)
 
     def check(item) -> str | None:
         index, root = item
@@ -154,30 +163,40 @@ def compose_lint_files(answers: dict, root: Path) -> list[Path]:
 
 
 def test_compose_file_passes_compose_lint(rendered_projects, tmp_path):
-    """compose-lint finds nothing at any severity; its exceptions are .compose-lint.yml's."""
-    compose_lint = require_tool("compose-lint", BIN)
+    """compose-lint finds nothing at any severity; its exceptions are .compose-lint.yml's.
+    Its own entry point runs once per distinct file, a batch of them per process
+    (launchpad_dev/lint_batch.py: the same arguments, in the project's directory)."""
+    require_tool("compose-lint", BIN)
     groups = distinct(rendered_projects, compose_lint_files)
+    argv = ["check", "--fail-on", "low", "--strict-config", "--format", "json", "compose.yaml"]
+    works = [copy_with_env(root, tmp_path / str(i)) for i, (root, _) in enumerate(groups.values())]
+    rendered_of = {str(work): root for work, (root, _) in zip(works, groups.values(), strict=True)}
 
-    def check(item) -> str | None:
-        index, root = item
-        work = copy_with_env(root, tmp_path / str(index))
-        cmd = [
-            compose_lint,
-            "check",
-            "--fail-on",
-            "low",
-            "--strict-config",
-            "--format",
-            "json",
-            "compose.yaml",
-        ]
-        result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            return f"{root}: exit {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
-        findings = [f for f in json.loads(result.stdout)["findings"] if not f.get("suppressed")]
-        return f"{root}: {findings}" if findings else None
+    def batch(chunk: list[Path]) -> list[dict]:
+        lines = "".join(json.dumps([str(work), *argv]) + "\n" for work in chunk)
+        result = subprocess.run(
+            [sys.executable, "-m", "launchpad_dev.lint_batch"],
+            input=lines,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [json.loads(line) for line in result.stdout.splitlines()]
 
-    failures = [f for f in parallel(check, enumerate(root for root, _ in groups.values())) if f]
+    results = [r for chunk in parallel(batch, [works[0::2], works[1::2]]) for r in chunk]
+    assert len(results) == len(works), f"{len(results)} results for {len(works)} compose files"
+    failures = []
+    for result in results:
+        root = rendered_of[result["dir"]]
+        if result["exit"] != 0:
+            output = result["stdout"][-3000:] + result["stderr"][-2000:]
+            failures.append(f"{root}: exit {result['exit']}\n{output}")
+            continue
+        findings = [f for f in json.loads(result["stdout"])["findings"] if not f.get("suppressed")]
+        if findings:
+            failures.append(f"{root}: {findings}")
     note("distinct compose files linted (compose-lint, --fail-on low)", len(groups))
     assert not failures, "\n".join(failures)
 
