@@ -65,6 +65,7 @@ LAYOUTS = (
     "shared-platform",
     "launchpad-locations",
     "launchpad-prebuilt",
+    "launchpad-login",
 )
 # The numbers of code locations that launchpad-locations builds (issue 13).
 LOCATION_COUNTS = (1, 2, 3)
@@ -83,6 +84,14 @@ TARGETS = {
 }
 # copy -> first SUCCESS with the published platform images (issue 35), code in the image.
 PREBUILT_COPY_TO_FIRST_SUCCESS = 15
+# The login proxy's cost (issue 31): launch -> SUCCESS through it at most 5 % slower than
+# without it, and its idle RSS under 30 MiB. Its GraphQL latency is reported, with no target.
+LOGIN_LAUNCH_OVERHEAD = 0.05
+LOGIN_PROXY_RSS_MIB = 30
+# Queries timed for the GraphQL latency (the median is reported) and launches for the median
+# of launch -> SUCCESS, with and without the proxy.
+LOGIN_QUERIES = 20
+LOGIN_LAUNCHES = 10
 UNIQUE_BYTES_TARGET = 0.5  # x the first baseline's unique_bytes
 COLD_BUILD_VS_PIP = 0.6  # x the best baseline's cold build (they install with pip)
 
@@ -472,6 +481,92 @@ def measure_prebuilt(engine: Engine, work: Path, template: Path, default: Launch
     return figures
 
 
+class LoginLaunchpad(Launchpad):
+    """The default answers with ui_access=login: an editor added with `make user-add` (the
+    password from the environment), the proxy's CA from `make ca-cert`, driven through the
+    proxy over HTTPS with basic authentication."""
+
+    USER = ("bench", "bench-Pass#31")
+
+    def answers(self) -> dict:
+        return {**super().answers(), "ui_access": "login"}
+
+    @property
+    def stack(self):  # a new Stack once the CA exists (after make up)
+        from launchpad_dev.dagster_api import Stack
+
+        return Stack(
+            self.port,
+            self.location,
+            url=f"https://127.0.0.1:{self.port}",
+            auth=self.USER,
+            verify=str(self.root / ".build/proxy-ca.crt"),
+        )
+
+    def start(self) -> None:
+        self.make("-o", "build", "up")
+        name, password = self.USER
+        run(
+            ["make", "-C", str(self.root), "user-add", f"NAME={name}", "ROLE=editor"],
+            env={"PASSWORD": password},
+        )
+        self.make("ca-cert")
+
+
+def graphql_s(stack) -> float:
+    """Wall time of a small GraphQL query (the code locations' load status)."""
+    started = time.monotonic()
+    stack.gql("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }")
+    return time.monotonic() - started
+
+
+def measure_login(engine: Engine, work: Path, template: Path, track: Track) -> dict:
+    """Issue 31: the login proxy's cost. The default answers without it (lp-local) and with it
+    (lp-login), both up at once on the same engine and images, measured in turns so that the
+    machine's load weighs on both alike: launch -> SUCCESS (median of LOGIN_LAUNCHES each) and
+    a GraphQL query's latency (median of LOGIN_QUERIES each), the login stack's through the
+    proxy's HTTPS and basic authentication; then the proxy's idle RSS."""
+    figures = track.figures
+    layouts = {
+        "local": Launchpad(engine, work, template, name="lp-local"),
+        "login": LoginLaunchpad(engine, work, template, name="lp-login"),
+    }
+    try:
+        for key, layout in layouts.items():
+            track.step(f"{key}: copy, build, up")
+            layout.copy()
+            layout.build()
+            layout.up()
+        stacks = {key: layout.stack for key, layout in layouts.items()}
+        for stack in stacks.values():
+            launch_to_success(stack)  # the first run warms the code server's imports
+        track.step(f"{LOGIN_LAUNCHES} launches and {LOGIN_QUERIES} GraphQL queries each, in turns")
+        launches: dict[str, list[float]] = {key: [] for key in stacks}
+        for _ in range(LOGIN_LAUNCHES):
+            for key, stack in stacks.items():
+                launches[key].append(launch_to_success(stack))
+        queries: dict[str, list[float]] = {key: [] for key in stacks}
+        for _ in range(LOGIN_QUERIES):
+            for key, stack in stacks.items():
+                queries[key].append(graphql_s(stack))
+        for key in stacks:
+            figures[f"{key}_launch_to_success_s"] = round(statistics.median(launches[key]), 3)
+            figures[f"{key}_graphql_median_ms"] = round(1000 * statistics.median(queries[key]), 1)
+        time.sleep(5)  # idle: no request in flight
+        proxy = layouts["login"].container("proxy")
+        figures["proxy_idle_rss_mib"] = container_rss_mib(engine, proxy)
+        figures["proxy_idle_rss_anon_mib"] = container_rss_mib(engine, proxy, "RssAnon")
+    finally:
+        for layout in layouts.values():
+            remove_layout(layout, track)
+    local, login = figures["local_launch_to_success_s"], figures["login_launch_to_success_s"]
+    figures["login_launch_overhead"] = round(login / local - 1, 3)
+    figures["login_graphql_ratio"] = round(
+        figures["login_graphql_median_ms"] / figures["local_graphql_median_ms"], 2
+    )
+    return figures
+
+
 def render_matrix(template: Path, work: Path, step: int) -> dict:
     """render_s per combination (every `step`-th of the matrix) and in all."""
     import copier
@@ -558,6 +653,19 @@ def verdicts(result: dict) -> dict:
             "met": lp["up_to_loaded_max_s"] <= limit,
             "against": "twice the median",
         }
+    login = result.get("launchpad-login", {})
+    if "login_launch_overhead" in login:
+        out["login_launch_overhead"] = {
+            "target": LOGIN_LAUNCH_OVERHEAD,
+            "value": login["login_launch_overhead"],
+            "met": login["login_launch_overhead"] <= LOGIN_LAUNCH_OVERHEAD,
+        }
+    if "proxy_idle_rss_mib" in login:
+        out["proxy_idle_rss_mib"] = {
+            "target": LOGIN_PROXY_RSS_MIB,
+            "value": login["proxy_idle_rss_mib"],
+            "met": login["proxy_idle_rss_mib"] <= LOGIN_PROXY_RSS_MIB,
+        }
     prebuilt = result.get("launchpad-prebuilt", {}).get("prebuilt_image_copy_to_first_success_s")
     if prebuilt is not None:
         out["prebuilt_image_copy_to_first_success_s"] = {
@@ -627,6 +735,17 @@ def table(engine: str, result: dict) -> str:
                 for n in LOCATION_COUNTS
             )
             + f"; {locations['locations_bytes_per_extra_location'] / 1e3:,.1f} kB per extra location"
+        )
+    login = result.get("launchpad-login", {})
+    if "login_launch_overhead" in login:
+        lg = login
+        lines.append(
+            "  launchpad-login (the login proxy's cost): launch -> SUCCESS "
+            f"{lg['local_launch_to_success_s']} s without, {lg['login_launch_to_success_s']} s through it "
+            f"({lg['login_launch_overhead']:+.1%}); GraphQL query {lg['local_graphql_median_ms']} ms "
+            f"without, {lg['login_graphql_median_ms']} ms through it (medians); "
+            f"the proxy's idle RSS {lg.get('proxy_idle_rss_mib', '-')} MiB "
+            f"({lg.get('proxy_idle_rss_anon_mib', '-')} MiB of it anonymous, the rest its binary's pages)"
         )
     prebuilt = result.get("launchpad-prebuilt", {})
     if "prebuilt_image_copy_to_first_success_s" in prebuilt:
@@ -708,6 +827,8 @@ def measure_engine(engine: Engine, layouts: list[str], work: Path, template: Pat
                 measure_locations(engine, work, template, stand_in, args.quick, track)
             elif name == "launchpad-prebuilt":
                 measure_prebuilt(engine, work, template, default, track)
+            elif name == "launchpad-login":
+                measure_login(engine, work, template, track)
             else:
                 layout, volume = layouts_for(name, engine, work, template, default)
                 measure(layout, launches, volume, args.quick, stand_in, track)

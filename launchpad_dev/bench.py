@@ -40,6 +40,10 @@ PORTS = {
     "lp-pre-vol": 3310,
     "lp-pre-3loc": 3311,
     "lp-bld-3loc": 3312,
+    # launchpad-login (issue 31): the default answers with and without the login proxy (its
+    # plain-HTTP redirect on the next port)
+    "lp-local": 3313,
+    "lp-login": 3314,
 }
 # Added per engine, so that two modes can run at once, one on each engine (--soak on one,
 # --burst on the other) without their UIs claiming the same host port.
@@ -101,17 +105,19 @@ def container_processes(engine: Engine, container: str) -> list[int]:
     return process_tree(int(pid))
 
 
-def container_rss_mib(engine: Engine, container: str) -> float:
+def container_rss_mib(engine: Engine, container: str, field: str = "VmRSS") -> float:
     """Resident memory of a container's own processes (container_processes; VmRSS summed, read
     on the host). Counting every process of its cgroup instead counted a health check whenever
-    a sample met one: a daemon at idle read 136 MiB, then 249."""
+    a sample met one: a daemon at idle read 136 MiB, then 249. With field="RssAnon", only the
+    anonymous part (the processes' own memory, not the pages of their executables and files,
+    which the page cache shares)."""
     total_kib = 0
     for each in container_processes(engine, container):
         try:
             status = Path(f"/proc/{each}/status").read_text()
         except FileNotFoundError:
             continue
-        total_kib += next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS:")), 0)
+        total_kib += next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith(f"{field}:")), 0)
     return round(total_kib / 1024, 1)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import ssl
 import time
 
 import requests
@@ -42,6 +45,72 @@ SENSOR_TICKS = """query ($loc: String!, $name: String!) { sensorOrError(sensorSe
   __typename ... on Error { message }
   ... on Sensor { sensorState { status ticks(limit: 10) { status runIds skipReason
   error { message } } } } } }"""
+
+
+# The subscription the UI's run page keeps open for a run's live event log.
+RUN_LOGS_LIVE = """subscription ($runId: ID!) { pipelineRunLogs(runId: $runId) { __typename
+  ... on PipelineRunLogsSubscriptionSuccess { messages { __typename } }
+  ... on PipelineRunLogsSubscriptionFailure { message } } }"""
+RUN_ENDS = {"RunSuccessEvent", "RunFailureEvent", "RunCanceledEvent"}
+
+
+def live_run_events(
+    url: str,
+    run_id: str,
+    auth: tuple[str, str] | None = None,
+    verify: str | bool = True,
+    timeout: float = 180,
+) -> list[list[str]]:
+    """A run's events as the UI's run page receives them: the `pipelineRunLogs` subscription
+    over a websocket on /graphql (the graphql-ws protocol, as dagster-webserver speaks it),
+    with basic authentication and a CA file for a proxy in front, read until the run's end
+    event. Returns the event type names of each data message, in order (the first holds the
+    events so far; the later ones arrived live)."""
+    from websockets.sync.client import connect
+
+    headers = {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    context = None
+    if url.startswith("https://"):
+        context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    address = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/graphql"
+    deadline = time.monotonic() + timeout
+    received: list[list[str]] = []
+    with connect(
+        address,
+        subprotocols=["graphql-ws"],
+        additional_headers=headers,
+        ssl=context,
+        proxy=None,
+        open_timeout=30,
+    ) as socket:
+        socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        socket.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "start",
+                    "payload": {"query": RUN_LOGS_LIVE, "variables": {"runId": run_id}},
+                }
+            )
+        )
+        while time.monotonic() < deadline:
+            message = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if message["type"] in ("connection_ack", "ka"):
+                continue
+            if message["type"] != "data":
+                raise RuntimeError(f"subscription to {run_id}'s events: {message}")
+            payload = message["payload"]
+            if payload.get("errors"):
+                raise RuntimeError(f"subscription to {run_id}'s events: {payload['errors']}")
+            logs = payload["data"]["pipelineRunLogs"]
+            if logs["__typename"] != "PipelineRunLogsSubscriptionSuccess":
+                raise RuntimeError(f"subscription to {run_id}'s events: {logs}")
+            received.append([event["__typename"] for event in logs["messages"]])
+            if RUN_ENDS & set(received[-1]):
+                return received
+    raise TimeoutError(f"no end event of {run_id} within {timeout} s over the websocket: {received}")
 
 
 class NotReady(RuntimeError):

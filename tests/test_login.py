@@ -31,7 +31,7 @@ import requests
 
 from launchpad_dev.browser import capture_ui
 from launchpad_dev.common import ROOT, note
-from launchpad_dev.dagster_api import Stack
+from launchpad_dev.dagster_api import Stack, live_run_events
 from launchpad_dev.engines import ENGINES, make, remove_stack, render
 from launchpad_dev.local_registry import free_port
 
@@ -150,7 +150,12 @@ def test_login_proxy_roles_and_refusals(template_snapshot, tmp_path, engine_name
         assert info.headers["Strict-Transport-Security"].startswith("max-age=")
         editor.wait_loaded(timeout=120)
         run_id = editor.launch()
+        # The run page's live log: its events over the websocket through the proxy, the later
+        # ones pushed while the run goes on.
+        live = live_run_events(url, run_id, auth=editor.auth, verify=ca)
+        assert len(live) >= 2 and "RunSuccessEvent" in live[-1], live
         assert editor.wait_run(run_id).value == "SUCCESS", editor.errors(run_id)
+        note(f"login proxy ({engine_name}): live run events over the websocket", f"{len(live)} messages")
         assert websocket_status(port, ca, editor.auth).startswith("HTTP/1.1 101"), "no websocket"
         assert " 401" in websocket_status(port, ca, None)
 
