@@ -52,6 +52,17 @@ PODMAN_SET = [
         {tuple(a[f] for f in SHAPING) for a in matrix.combinations() if a["container_engine"] == "podman"}
     )
 ]
+# And the login proxy's stack (ui_access=login: the proxy and the read-only webserver's pods,
+# only the proxy published), on the combination with the most mounts.
+PODMAN_SET.append(
+    {
+        "container_engine": "podman",
+        "storage": "postgres",
+        "run_launcher": "container",
+        "code_delivery": "volume",
+        "ui_access": "login",
+    }
+)
 # Two code locations in each, as the run tier has.
 SECOND = "second"
 # The job of each location, and the materializations it records: the first location's example
@@ -125,20 +136,33 @@ def test_kube_yaml_is_the_compose_stack(combo, podman_projects):
     assert set(by_name) == set(facts["kube_pods"].values())
     claims = {d["metadata"]["name"] for d in documents if d["kind"] == "PersistentVolumeClaim"}
     assert claims == {f"{slug}-{v}" for v in compose["volumes"]}
+    answers = yaml.safe_load((root / ".copier-answers.yml").read_text())
+    login = answers.get("ui_access") == "login"
     for service, pod_name in facts["kube_pods"].items():
         spec = by_name[pod_name]["spec"]
         (container,) = spec["containers"]
-        expected_image = facts["postgres_image"] if service == "postgres" else facts["kube_images"][service]
+        described = facts["services"][service]
+        # The read-only webserver runs the webserver's image; the proxy and PostgreSQL others'.
+        built = described.get("image_of") or service
+        others = {"postgres": facts["postgres_image"], "proxy": facts.get("proxy_image")}
+        expected_image = others[service] if service in others else facts["kube_images"][built]
         assert container["image"] == expected_image
-        if service != "postgres":
+        if service == "proxy":
+            assert compose["services"][service]["image"] == f"${{PROXY_IMAGE:-{expected_image}}}"
+        elif service != "postgres":
             assert compose["services"][service]["image"] == expected_image.replace(
                 ":latest", ":${IMAGE_TAG:-latest}"
             )
-        uid = facts["postgres_uid"] if service == "postgres" else facts["service_uid"]
+        uid = {"postgres": facts["postgres_uid"], "proxy": 0}.get(service, facts["service_uid"])
         context = container["securityContext"]
         # (The container's, not the pod's: Podman 4.3 ignores a pod's runAsUser/runAsGroup.)
         assert context["runAsUser"] == uid and context["runAsGroup"] == uid, service
-        assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+        kept = compose["services"][service].get("cap_add")
+        assert compose["services"][service]["cap_drop"] == ["ALL"], service
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"], **({"add": kept} if kept else {})}, service
+        # Its command is compose's (the read-only webserver's --read-only).
+        assert container.get("args") == compose["services"][service].get("command"), service
         assert context["readOnlyRootFilesystem"] is bool(compose["services"][service].get("read_only")), (
             service
         )
@@ -148,34 +172,55 @@ def test_kube_yaml_is_the_compose_stack(combo, podman_projects):
         assert context["seccompProfile"] == {"type": "RuntimeDefault"}, service
         resources = container["resources"]
         assert set(resources) == {"requests", "limits"} and set(resources["requests"]) == {"cpu", "memory"}
-        check = facts["health_checks"]["pipes" if service.startswith("pipes-") else service]
+        check = facts["health_checks"][described["health"]]
         for probe in ("livenessProbe", "readinessProbe"):
             assert container[probe]["exec"]["command"] == check["command"], (service, probe)
             assert container[probe]["periodSeconds"] == check["interval"], (service, probe)
         assert container["livenessProbe"]["initialDelaySeconds"] == check["start"], service
-        if service != "postgres":
+        if service not in others:
             # The code locations' images: their one definition, pipes/launchpad_pipes/.
-            platform = service in ("webserver", "daemon")
-            folder = root / (f"platform/{service}" if platform else "pipes/launchpad_pipes")
+            platform = built in ("webserver", "daemon")
+            folder = root / (f"platform/{built}" if platform else "pipes/launchpad_pipes")
             text = (folder / facts["containerfile"]).read_text()
             quoted = ", ".join(f'"{part}"' for part in check["command"])
             assert f"CMD [{quoted}]" in text, f"{service}'s image runs another health check"
         for volume in spec.get("volumes", []):
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims
+        # As compose: the UI's port, or with the login proxy the proxy's two ports alone (the
+        # webservers are reached through it, on the project network only).
         published = container.get("ports", [])
-        if service == "webserver":
-            bind = yaml.safe_load((root / ".copier-answers.yml").read_text())["ui_bind_address"]
-            port = yaml.safe_load((root / ".copier-answers.yml").read_text())["ui_port"]
-            assert published == [{"containerPort": 3000, "hostPort": port, "hostIP": bind}]
+        bind, port = answers["ui_bind_address"], answers["ui_port"]
+        if service == ("proxy" if login else "webserver"):
+            ports = [(3000, port)]
+            if login:
+                inside = facts["proxy_ports"]
+                ports = [(inside["https"], port), (inside["http"], facts["ui_http_port"])]
+            # (Every address: no hostIP, which Podman 4.3 would take for the one address 0.0.0.0.)
+            address = {"hostIP": bind} if bind != "0.0.0.0" else {}
+            assert published == [{"containerPort": c, "hostPort": h, **address} for c, h in ports]
+            # (compose's: ${DAGSTER_UI_BIND:-BIND}:${...PORT:-PORT}:CONTAINER_PORT)
+            spec_ports = compose["services"][service]["ports"]
+            defaults = [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", p) for p in spec_ports]
+            assert defaults == [f"{bind}:{h}:{c}" for c, h in ports], service
         else:
             assert published == [], f"{service} is published"
+            assert not compose["services"][service].get("ports"), service
+    if login:
+        # The proxy's users file: the project's directory that make creates (a hostPath), its
+        # CA in a claim (kept across kube-down), its Caddyfile config/Caddyfile.
+        volumes = {v["name"]: v for v in by_name[f"{slug}-proxy"]["spec"]["volumes"]}
+        users = volumes["ui-users"]["hostPath"]
+        assert users == {"path": f"@PROJECT_DIR@/{facts['ui_users_dir']}", "type": "Directory"}
+        assert volumes["proxy-data"]["persistentVolumeClaim"]["claimName"] == f"{slug}-proxy-data"
+        assert volumes["config"]["configMap"]["items"] == [{"key": "Caddyfile", "path": "Caddyfile"}]
     # The ConfigMap holds no copy of the instance: `make kube-yaml` puts config/dagster.yaml and
     # config/workspace.yaml themselves there (test_kube_yaml_points_at_registry_images), and
     # every pod finds each service by its compose name too, so that workspace.yaml's hosts and
     # DAGSTER_PG_HOST serve both stacks.
     (config_map,) = [d for d in documents if d["kind"] == "ConfigMap"]
-    assert config_map["data"] == {name: f"@CONFIG:{name}@" for name in ("dagster.yaml", "workspace.yaml")}
+    configs = ("dagster.yaml", "workspace.yaml", *(["Caddyfile"] if login else []))
+    assert config_map["data"] == {name: f"@CONFIG:{name}@" for name in configs}
     workspace = yaml.safe_load((root / "config" / "workspace.yaml").read_text())
     hosts = {entry["grpc_server"]["host"] for entry in workspace["load_from"]}
     for pod in by_name.values():
@@ -223,7 +268,9 @@ def test_kube_yaml_points_at_registry_images(combo, podman_projects):
     # config/ reaches it (no copy by hand): a line appended to the instance is played.
     instance = root / "config" / "dagster.yaml"
     instance.write_text(instance.read_text() + "# a note: 'quoted', \\ and \"double\"\n")
-    configs = {name: (root / "config" / name).read_text() for name in ("dagster.yaml", "workspace.yaml")}
+    names = re.findall(r'"@CONFIG:(.*)@"', original)
+    assert {"dagster.yaml", "workspace.yaml"} <= set(names), names
+    configs = {name: (root / "config" / name).read_text() for name in names}
     original = original.replace("@PROJECT_DIR@", str(root.resolve()))
     for name, text in configs.items():
         original = original.replace(f'"@CONFIG:{name}@"', json.dumps(text, ensure_ascii=False))
@@ -319,7 +366,8 @@ def test_quadlet_generator_accepts_the_unit(combo, podman_projects):
     text = (root / "kube" / f"{slug}.yaml").read_text()
     for image in facts["kube_images"].values():
         assert f"image: {image}\n" in text
-    assert f"hostPort: {answers['ui_port']}, hostIP: {answers['ui_bind_address']}" in text
+    bind = answers["ui_bind_address"]
+    assert f"hostPort: {answers['ui_port']}" + ("}" if bind == "0.0.0.0" else f", hostIP: {bind}}}") in text
     generator = (chroot_root / ".launchpad-quadlet-ready").read_text().strip()
     note("kube tier, Quadlet", f"{len(PODMAN_SET)} units accepted by {generator}'s generator")
 

@@ -14,7 +14,12 @@ Per engine one stack (`make up`), then from the host:
 - Chromium (Playwright) logs in as each role and takes a screenshot of the asset graph and the
   run (test-artifacts/ui-login-ENGINE-ROLE-*.png); the viewer's "Materialize all" is disabled;
 - the users file is 0600 in a 0700 directory and holds no password; the logs of the proxy and
-  the webservers hold none either."""
+  the webservers hold none either.
+
+On Podman the same project then runs as the kube stack (`make kube-up`, the images `make up`
+built): without credentials `/` and `/graphql` get 401 there too, an editor that `make user-add`
+adds (reloading the kube stack's proxy) gets `/server_info`, a viewer reaches the read-only
+webserver, HTTP redirects, and only the proxy's pod publishes a port."""
 
 from __future__ import annotations
 
@@ -41,6 +46,20 @@ ROLES = {"alice": "editor", "bob": "viewer", "carol": "editor"}
 TERMINATE = """mutation ($id: String!) { terminateRun(runId: $id) { __typename
   ... on PythonError { message } ... on UnauthorizedError { message }
   ... on TerminateRunFailure { message } } }"""
+
+
+def free_port_pair() -> int:
+    """A free port whose next one is free too: the kube stack publishes HTTP on the UI's port + 1
+    (its settings are compose's defaults, not .env's)."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two free ports in a row")
 
 
 def set_env(root: Path, key: str, value: str) -> None:
@@ -86,7 +105,8 @@ def websocket_status(port: int, ca: str, auth: tuple[str, str] | None) -> str:
 def test_login_proxy_roles_and_refusals(template_snapshot, tmp_path, engine_name):
     engine = ENGINES[engine_name].require()
     slug = f"lp-login-{engine_name}"
-    port, http_port = free_port(), free_port()
+    port = free_port_pair()
+    http_port = port + 1
     root = render(
         template_snapshot,
         tmp_path / slug,
@@ -216,6 +236,57 @@ def test_login_proxy_roles_and_refusals(template_snapshot, tmp_path, engine_name
             logs = engine.run("logs", f"{slug}-{service}")
             found = [name for name, p in PASSWORDS.items() if p in logs.stdout + logs.stderr]
             assert not found, f"{service}'s log holds the password of {found}"
+
+        if engine_name == "podman":
+            check_kube_stack(engine, root, slug, port)
     finally:
         if (root / "Makefile").exists():
             remove_stack(engine, root, slug)
+
+
+def check_kube_stack(engine, root: Path, slug: str, port: int) -> None:
+    """The project's kube stack in place of its compose stack (Podman): the login proxy in front
+    there too. Its proxy's own CA (in the claim SLUG-proxy-data) comes from `make ca-cert`, and
+    `make user-add` reloads its proxy (the container SLUG-proxy-proxy)."""
+    down = make(root, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    url = f"https://127.0.0.1:{port}"
+    up = make(root, "kube-up", timeout=1800)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert f"Dagster UI ready at {url}" in up.stdout, up.stdout[-2000:]
+    cert = make(root, "ca-cert")
+    assert cert.returncode == 0, cert.stdout + cert.stderr
+    ca = str(root / ".build/proxy-ca.crt")
+
+    # Without credentials: 401, the UI and GraphQL alike.
+    for path in ("/", "/server_info"):
+        assert requests.get(url + path, verify=ca, timeout=30).status_code == 401, path
+    response = requests.post(f"{url}/graphql", json={"query": "{ version }"}, verify=ca, timeout=30)
+    assert response.status_code == 401
+    redirect = requests.get(f"http://127.0.0.1:{port + 1}/runs", allow_redirects=False, timeout=30)
+    assert redirect.status_code in (301, 308) and redirect.headers["Location"] == f"{url}/runs"
+
+    # An editor added while the kube stack runs: its proxy reloads, no restart.
+    password = "kube-editor-Pass%4 w"
+    added = make(root, "user-add", "NAME=dave", "ROLE=editor", extra_env={"PASSWORD": password})
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert f"{slug}-proxy-proxy reloaded the users" in added.stdout, added.stdout
+    info = requests.get(f"{url}/server_info", auth=("dave", password), verify=ca, timeout=30)
+    assert info.status_code == 200 and "dagster_webserver_version" in info.json(), info.text[:300]
+    # A viewer (of the compose part: the same users file) reaches the read-only webserver.
+    viewer = Stack(port, slug.replace("-", "_"), url=url, auth=("bob", PASSWORDS["bob"]), verify=ca)
+    with pytest.raises(Exception, match="UnauthorizedError"):
+        viewer.launch()
+
+    # Only the proxy's pod publishes a port: the webservers' are on the project network only.
+    for service in ("webserver", "webserver-viewer"):
+        assert not published(engine, f"{slug}-{service}-{service}"), service
+    proxy_ports = published(engine, f"{slug}-proxy-proxy")
+    host_ports = {b["HostPort"] for bindings in proxy_ports.values() for b in bindings}
+    assert host_ports == {str(port), str(port + 1)}, proxy_ports
+    logs = engine.run("logs", f"{slug}-proxy-proxy")
+    assert password not in logs.stdout + logs.stderr, "the kube proxy's log holds a password"
+
+    down = make(root, "kube-down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    note("login proxy (podman kube stack)", "401 without a login; editor and viewer through it")

@@ -806,13 +806,10 @@ def services_find_each_other_at_fixed_addresses(p: Project) -> None:
     if c["kube_play"]:
         slug = p.answer("project_slug")
         pods = [d for d in yaml.safe_load_all(p.text(f"kube/{slug}.yaml")) if d and d["kind"] == "Pod"]
-        # Each by its pod's name and by its compose name (config/workspace.yaml's hosts).
-        # (The login proxy's services have no pod yet: services' kube: false.)
-        aliases = sorted(
-            (f"{prefix}.{n}", [c["kube_pods"][name], name])
-            for name, n in hosts.items()
-            if name in c["kube_pods"]
-        )
+        # Each by its pod's name and by its compose name (config/workspace.yaml's hosts); every
+        # service has its pod (the login proxy's and the read-only webserver's too).
+        assert sorted(c["kube_pods"]) == sorted(hosts), (c["kube_pods"], hosts)
+        aliases = sorted((f"{prefix}.{n}", [c["kube_pods"][name], name]) for name, n in hosts.items())
         addresses, order = [], []
         for pod in pods:
             found = sorted((a["ip"], a["hostnames"]) for a in pod["spec"]["hostAliases"])
