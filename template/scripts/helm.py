@@ -39,7 +39,7 @@ CHART = ["dagster", "--repo", "https://dagster-io.github.io/helm"]
 # A Helm release name (it begins the names of the chart's objects: DNS labels) and a host name.
 RELEASE = re.compile(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?")
 LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-HOST = re.compile(rf"(?=.{{1,253}}\Z)({LABEL}\.)+[a-z]([-a-z0-9]{{0,61}}[a-z0-9])?")
+HOST = re.compile(r"(?=.{1,253}\Z)(" + LABEL + r"\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class Refused(Exception):

@@ -111,7 +111,7 @@ if "get" in args:
     sys.exit(int(Path(__file__).with_name("absent").exists()))
 """
 HASH = "$2a$14$" + "a" * 53
-USERS = f"basicauth {{\n\talice {HASH}\n}}\nmap {{http.auth.user.id}} {{launchpad_role}} {{\n}}\n"
+USERS = "basicauth {\n\talice " + HASH + "\n}\nmap {http.auth.user.id} {launchpad_role} {\n}\n"
 
 
 def users_secret(tmp_path, monkeypatch, users: str | None, absent: bool = False):
