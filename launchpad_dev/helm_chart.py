@@ -145,14 +145,33 @@ def camel(node):
     return node
 
 
+# extraManifests' objects (the chart adds them to the release as they are) by apiVersion/kind.
+MANIFEST_KINDS = {
+    "v1/ConfigMap": "io.k8s.api.core.v1.ConfigMap",
+    "v1/Secret": "io.k8s.api.core.v1.Secret",
+    "v1/Service": "io.k8s.api.core.v1.Service",
+    "apps/v1/Deployment": "io.k8s.api.apps.v1.Deployment",
+    "networking.k8s.io/v1/Ingress": "io.k8s.api.networking.v1.Ingress",
+    "networking.k8s.io/v1/NetworkPolicy": "io.k8s.api.networking.v1.NetworkPolicy",
+}
+
+
 def kubernetes_objects(values, path: str = "") -> list[tuple[str, str, object]]:
     """(path, Kubernetes definition, object) of every Kubernetes object in the values. Probes
-    lose the chart's own `enabled` switch, which the chart removes before rendering them."""
+    lose the chart's own `enabled` switch, which the chart removes before rendering them.
+    extraManifests' objects are whole ones, of their own kind (another kind: an error)."""
     found = []
     if isinstance(values, dict):
         for key, value in values.items():
             where = f"{path}/{key}"
             definition = KUBERNETES_FIELDS.get(key)
+            if key == "extraManifests" and not path:
+                for i, item in enumerate(value or []):
+                    kind = f"{item.get('apiVersion')}/{item.get('kind')}"
+                    if kind not in MANIFEST_KINDS:
+                        raise ValueError(f"{where}[{i}]: no strict schema named for {kind}")
+                    found.append((f"{where}[{i}]", MANIFEST_KINDS[kind], item))
+                continue
             if definition and isinstance(value, list):
                 found += [(f"{where}[{i}]", definition, item) for i, item in enumerate(value)]
             elif definition and isinstance(value, dict):

@@ -49,7 +49,12 @@ PROJECTS = {
         "max_concurrent_runs": 9,
     },
     "external": {"storage": "external-postgres", "project_slug": "lp-helm", "package_name": "lp_helm"},
+    # ui_access=login: the login proxy and its Ingress (extraManifests), with and without ui_domain.
+    "login": {"ui_access": "login"},
+    "login-domain": {"ui_access": "login", "ui_domain": "dagster.example.com", "container_engine": "docker"},
 }
+# As `make helm-values HELM_RELEASE=... UI_HOST=...` fills them in (ui_access=login).
+RELEASE, UI_HOST = "lp", "dagster.corp.example"
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +80,7 @@ def values_of(root, filled: bool = True) -> dict:
     text = (root / "deploy/helm/values.yaml").read_text()
     if filled:  # as `make helm-values REGISTRY=... IMAGE_TAG=...` writes it
         text = text.replace("@REGISTRY@", "registry.example.com/team").replace("@IMAGE_TAG@", "v1")
+        text = text.replace("@RELEASE@", RELEASE).replace("@UI_HOST@", UI_HOST)
     return yaml.safe_load(text)
 
 
@@ -145,6 +151,257 @@ def test_values_mirror_the_project(name, projects, chart):
 
     project = test_render.Project({}, projects[name])
     test_render.helm_values_match_the_project(project)
+
+
+LOGIN = [name for name, answers in PROJECTS.items() if answers.get("ui_access") == "login"]
+
+
+def login_parts(values: dict) -> dict:
+    """The login proxy's objects (extraManifests) by kind, and its Caddyfile."""
+    parts = {m["kind"]: m for m in values["extraManifests"]}
+    assert len(parts) == len(values["extraManifests"]) == 4, list(parts)
+    return {**parts, "Caddyfile": parts["ConfigMap"]["data"]["Caddyfile"]}
+
+
+def login_problems(values: dict) -> list[str]:
+    """What the login promises find missing in filled-in values: the chart's own ingress off
+    (one set of annotations for both webservers), the read-only webserver on, one Ingress with
+    TLS that leads to the proxy alone, and a proxy that lets each role reach its webserver."""
+    found = []
+    if values.get("ingress", {}).get("enabled") is not False:
+        found.append("the chart's own ingress is not off")
+    if values["dagsterWebserver"].get("enableReadOnly") is not True:
+        found.append("no read-only webserver (enableReadOnly)")
+    parts = login_parts(values)
+    ingress, proxy = parts["Ingress"]["spec"], parts["Service"]["metadata"]["name"]
+    hosts = [rule["host"] for rule in ingress["rules"]]
+    backends = {
+        path["backend"]["service"]["name"] for rule in ingress["rules"] for path in rule["http"]["paths"]
+    }
+    if backends != {proxy}:
+        found.append(f"the Ingress leads to {backends}, not to the proxy {proxy} alone")
+    if not ingress.get("tls") or [h for t in ingress["tls"] for h in t["hosts"]] != hosts:
+        found.append(f"the Ingress's hosts {hosts} lack TLS: {ingress.get('tls')}")
+    port = values["dagsterWebserver"]["service"]["port"]
+    caddyfile = parts["Caddyfile"]
+    # The chart's Service names: <release>-<dagsterWebserver.nameOverride>[-read-only].
+    for role, service in (("editor", "dagster-webserver"), ("viewer", "dagster-webserver-read-only")):
+        route = f"reverse_proxy @{role} {RELEASE}-{service}:{port} {{\n"
+        if route not in caddyfile:
+            found.append(f"the {role} does not reach {service}")
+    for promise in (
+        "import /etc/caddy-users/users.caddy",
+        "header_up -Authorization",
+        'header Strict-Transport-Security "max-age=31536000"',
+        "redir @plain https://{host}{uri} 308",
+    ):
+        if promise not in caddyfile:
+            found.append(f"the Caddyfile lacks {promise!r}")
+    pod = parts["Deployment"]["spec"]["template"]["spec"]
+    secrets = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+    if secrets != [f"{RELEASE}-ui-users"]:  # what make helm-users-secret makes
+        found.append(f"the proxy mounts {secrets}, not the users Secret of make helm-users-secret")
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    if security["capabilities"] != {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]} or not (
+        security["readOnlyRootFilesystem"] and security["allowPrivilegeEscalation"] is False
+    ):
+        found.append(f"the proxy is not confined: {security}")
+    if not pod["securityContext"].get("runAsNonRoot"):
+        found.append("the proxy may run as root")
+    return found
+
+
+@pytest.mark.parametrize("name", LOGIN)
+def test_login_puts_a_proxy_with_roles_behind_an_ingress_with_tls(name, projects):
+    values = values_of(projects[name])
+    assert login_problems(values) == []
+    answers = PROJECTS[name]
+    ingress = login_parts(values)["Ingress"]
+    annotations = ingress["metadata"]["annotations"]
+    host = answers.get("ui_domain") or UI_HOST
+    assert ingress["spec"]["tls"] == [{"hosts": [host], "secretName": f"{RELEASE}-ui-tls"}]
+    # ACME through cert-manager with ui_domain; a TLS Secret of yours without.
+    assert ("cert-manager.io/cluster-issuer" in annotations) is bool(answers.get("ui_domain"))
+    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    # The proxy's image and users file are compose's.
+    compose = yaml.safe_load((projects[name] / "compose.yaml").read_text())["services"]["proxy"]
+    (container,) = login_parts(values)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert compose["image"] == f"${{PROXY_IMAGE:-{container['image']}}}", (compose["image"], container)
+    # Unfilled, the values name no host: make helm-values must fill it in.
+    assert (
+        "@UI_HOST@"
+        in values_of(projects[name], filled=False)["extraManifests"][3]["spec"]["rules"][0]["host"]
+    ) is (not answers.get("ui_domain"))
+
+
+LOGIN_BREAKS = {
+    "chart ingress on": (lambda v: v["ingress"].update(enabled=True), "the chart's own ingress is not off"),
+    "no read-only webserver": (
+        lambda v: v["dagsterWebserver"].pop("enableReadOnly"),
+        "no read-only webserver",
+    ),
+    "no TLS": (lambda v: v["extraManifests"][3]["spec"].pop("tls"), "lack TLS"),
+    "a viewer on the webserver": (
+        lambda v: v["extraManifests"][0]["data"].update(
+            Caddyfile=v["extraManifests"][0]["data"]["Caddyfile"].replace("-read-only:", ":")
+        ),
+        "the viewer does not reach dagster-webserver-read-only",
+    ),
+    "the Ingress past the proxy": (
+        lambda v: v["extraManifests"][3]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"].update(
+            name=f"{RELEASE}-dagster-webserver"
+        ),
+        "not to the proxy",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", list(LOGIN_BREAKS))
+def test_the_login_checks_refuse_broken_values(mutation, projects):
+    values = values_of(projects["login"])
+    mutate, expected = LOGIN_BREAKS[mutation]
+    mutate(values)
+    found = login_problems(values)
+    assert any(expected in problem for problem in found), found
+
+
+def strict_problems(manifests: list, folder: Path) -> str:
+    """kubernetes-validate --strict's complaints about `manifests` ('' for none)."""
+    validator = require_tool("kubernetes-validate", beside=Path(sys.executable).parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifests.yaml").write_text(yaml.safe_dump_all(manifests))
+    result = subprocess.run(
+        [validator, "--strict", "--no-warn", "-k", helm_chart.K8S_VERSION, str(folder / "manifests.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return "" if result.returncode == 0 else result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", LOGIN)
+def test_login_manifests_validate_strictly(name, projects, tmp_path):
+    manifests = values_of(projects[name])["extraManifests"]
+    assert strict_problems(manifests, tmp_path) == ""
+    # and the check does fail: a misspelt field in the proxy's container
+    manifests[1]["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesytem"] = (
+        True
+    )
+    assert "readOnlyRootFilesytem" in strict_problems(manifests, tmp_path / "broken")
+
+
+def test_login_proxy_lets_each_role_reach_its_webserver(projects, tmp_path):
+    """The Caddyfile of the values, run by a real Caddy 2.6 (CADDY, or caddy on PATH; skipped
+    without one) with stand-ins of both webservers: 401 without a valid login, an editor at the
+    webserver, a viewer at the read-only one, no Authorization header passed on, HSTS, and a
+    request that reached the Ingress over HTTP redirected to HTTPS."""
+    import base64
+    import http.server
+    import os
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+
+    caddy = os.environ.get("CADDY") or shutil.which("caddy")
+    if not caddy:
+        pytest.skip("no caddy binary (CADDY=/path/to/caddy)")
+    sys.path.insert(0, str(projects["login"] / "scripts"))
+    try:
+        import ui_users
+    finally:
+        sys.path.pop(0)
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    servers = {}
+    for role in ("editor", "viewer"):
+
+        class Upstream(http.server.BaseHTTPRequestHandler):
+            name = role
+
+            def do_GET(self):
+                body = json.dumps({"at": self.name, "auth": self.headers.get("Authorization")}).encode()
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        servers[role] = http.server.HTTPServer(("127.0.0.1", 0), Upstream)
+        threading.Thread(target=servers[role].serve_forever, daemon=True).start()
+    port = free_port()
+    caddyfile = login_parts(values_of(projects["login"]))["Caddyfile"]
+    caddyfile = (
+        caddyfile.replace("/etc/caddy-users/users.caddy", str(tmp_path / "users.caddy"))
+        .replace(f"{RELEASE}-dagster-webserver-read-only:3000", f"127.0.0.1:{servers['viewer'].server_port}")
+        .replace(f"{RELEASE}-dagster-webserver:3000", f"127.0.0.1:{servers['editor'].server_port}")
+        .replace(":8080 {", f":{port} {{")
+    )
+    (tmp_path / "Caddyfile").write_text(caddyfile)
+
+    def hashed(password: str) -> str:
+        done = subprocess.run(
+            [caddy, "hash-password", "--plaintext", password], capture_output=True, text=True
+        )
+        return done.stdout.strip()
+
+    users = {"ed": ("editor", hashed("editor-pass")), "vi": ("viewer", hashed("viewer-pass"))}
+    (tmp_path / "users.caddy").write_text(ui_users.render(users))
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    proxy = subprocess.Popen(
+        [caddy, "run", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+
+    def get(login: str = "", proto: str = "https") -> tuple[int, dict, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql?x=1")
+        request.add_header("X-Forwarded-Proto", proto)
+        request.add_header("Host", "dagster.example.com")
+        if login:
+            request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+        try:
+            with opener.open(request, timeout=10) as answer:
+                return answer.status, dict(answer.headers), json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), {}
+
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proxy.poll() is None, proxy.stderr.read()
+                time.sleep(0.1)
+        for login in ("", "ed:wrong-pass", "nobody:editor-pass", "vi:editor-pass"):
+            status, headers, _ = get(login)
+            assert status == 401 and headers["Strict-Transport-Security"] == "max-age=31536000", login
+        status, headers, body = get("ed:editor-pass")
+        assert (status, body) == (200, {"at": "editor", "auth": None})
+        assert headers["Strict-Transport-Security"] == "max-age=31536000"
+        assert get("vi:viewer-pass")[::2] == (200, {"at": "viewer", "auth": None})
+        status, headers, _ = get(proto="http")
+        assert (status, headers["Location"]) == (308, "https://dagster.example.com/graphql?x=1")
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+        for server in servers.values():
+            server.shutdown()
 
 
 def test_chart_instance_passes_dagsters_validation(projects, chart, tmp_path):

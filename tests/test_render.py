@@ -673,6 +673,17 @@ def helm_values_match_the_project(p: Project) -> None:
     assert values["postgresql"]["postgresqlPassword"] == ""
     assert values["global"]["postgresqlSecretName"] == c["helm_postgres_secret"]
     assert values["global"]["dagsterHome"] == "/opt/dagster/home"
+    # ui_access=login: the read-only webserver for viewers, and the login proxy with its Ingress
+    # in extraManifests instead of the chart's ingress (test_helm checks them in depth).
+    login = c["ui_login"]
+    assert webserver.get("enableReadOnly", False) is login
+    assert values.get("ingress", {"enabled": False})["enabled"] is False
+    kinds = [m["kind"] for m in values.get("extraManifests", [])]
+    assert kinds == (["ConfigMap", "Deployment", "Service", "Ingress"] if login else []), kinds
+    if login:
+        (ingress,) = [m for m in values["extraManifests"] if m["kind"] == "Ingress"]
+        assert ingress["spec"]["rules"][0]["host"] == (p.recorded.get("ui_domain") or "@UI_HOST@")
+        assert ingress["spec"]["tls"][0]["hosts"] == [ingress["spec"]["rules"][0]["host"]]
     bundled = p.yaml("deploy/helm/values-bundled-postgres.yaml")
     assert bundled == {
         "generatePostgresqlPasswordSecret": True,
