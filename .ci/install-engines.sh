@@ -29,6 +29,7 @@ PACKAGES=(
   debootstrap libcap2-bin                                # stand-in base images (setcap: Caddy)
   docker-registry                                        # a local registry for `make push` tests
   chromium                                               # browser tests (Playwright)
+  caddy                                                  # the Helm values' login proxy, run by test_helm
   iproute2 curl ca-certificates                          # `ip`; API pings
 )
 CONTAINERS_CONF=/etc/containers/containers.conf

@@ -292,10 +292,11 @@ def test_login_manifests_validate_strictly(name, projects, tmp_path):
 
 
 def test_login_proxy_lets_each_role_reach_its_webserver(projects, tmp_path):
-    """The Caddyfile of the values, run by a real Caddy 2.6 (CADDY, or caddy on PATH; skipped
-    without one) with stand-ins of both webservers: 401 without a valid login, an editor at the
-    webserver, a viewer at the read-only one, no Authorization header passed on, HSTS, and a
-    request that reached the Ingress over HTTP redirected to HTTPS."""
+    """The Caddyfile of the values, run by a real Caddy 2.6 (CADDY, or caddy on PATH: Debian's
+    package, which .ci/install-engines.sh installs; skipped without one, failed in CI) with
+    stand-ins of both webservers: 401 without a valid login, an editor at the webserver, a
+    viewer at the read-only one, no Authorization header passed on, HSTS, and a request that
+    reached the Ingress over HTTP redirected to HTTPS."""
     import base64
     import http.server
     import os
@@ -306,7 +307,7 @@ def test_login_proxy_lets_each_role_reach_its_webserver(projects, tmp_path):
 
     caddy = os.environ.get("CADDY") or shutil.which("caddy")
     if not caddy:
-        pytest.skip("no caddy binary (CADDY=/path/to/caddy)")
+        missing("no caddy binary: apt-get install caddy, or CADDY=/path/to/caddy")
     sys.path.insert(0, str(projects["login"] / "scripts"))
     try:
         import ui_users
