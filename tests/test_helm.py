@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import re
 import shutil
@@ -308,11 +309,9 @@ def test_login_proxy_lets_each_role_reach_its_webserver(projects, tmp_path):
     caddy = os.environ.get("CADDY") or shutil.which("caddy")
     if not caddy:
         missing("no caddy binary: apt-get install caddy, or CADDY=/path/to/caddy")
-    sys.path.insert(0, str(projects["login"] / "scripts"))
-    try:
-        import ui_users
-    finally:
-        sys.path.pop(0)
+    spec = importlib.util.spec_from_file_location("ui_users", projects["login"] / "scripts/ui_users.py")
+    ui_users = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ui_users)
 
     def free_port() -> int:
         with socket.socket() as s:
