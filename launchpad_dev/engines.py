@@ -289,6 +289,15 @@ def use_base(root: Path, base: str) -> None:
     example.write_text(example.read_text().replace(configured, f"BASE_IMAGE={base}"))
 
 
+def set_env(root: Path, key: str, value: str) -> None:
+    """KEY=value in a generated project's .env (made by make on first use), in place of its line."""
+    env = root / ".env"
+    if not env.exists():
+        assert make(root, ".env").returncode == 0
+    lines = [line for line in env.read_text().splitlines() if not line.startswith(f"{key}=")]
+    env.write_text("\n".join([*lines, f"{key}={value}"]) + "\n")
+
+
 def remove_stack(engine: Engine, root: Path, slug: str) -> None:
     """Delete a test stack with everything it made: containers, volumes, network (and pod; on
     Podman the kube stack's pods and claims too)."""

@@ -37,7 +37,7 @@ import requests
 from launchpad_dev.browser import capture_ui
 from launchpad_dev.common import ROOT, note
 from launchpad_dev.dagster_api import Stack, live_run_events
-from launchpad_dev.engines import ENGINES, make, remove_stack, render
+from launchpad_dev.engines import ENGINES, make, remove_stack, render, set_env
 from launchpad_dev.local_registry import free_port
 
 ARTIFACTS = Path(os.environ.get("LAUNCHPAD_ARTIFACTS", ROOT / "test-artifacts"))
@@ -60,15 +60,6 @@ def free_port_pair() -> int:
                 continue
         return port
     raise AssertionError("no two free ports in a row")
-
-
-def set_env(root: Path, key: str, value: str) -> None:
-    """KEY=value in the project's .env (made by make on first use), in place of its line."""
-    env = root / ".env"
-    if not env.exists():
-        assert make(root, ".env").returncode == 0
-    lines = [line for line in env.read_text().splitlines() if not line.startswith(f"{key}=")]
-    env.write_text("\n".join([*lines, f"{key}={value}"]) + "\n")
 
 
 def container(engine, name: str) -> dict:

@@ -32,7 +32,7 @@ import pytest
 
 from launchpad_dev.common import note
 from launchpad_dev.dagster_api import Stack
-from launchpad_dev.engines import ENGINES, make, remove_stack, render, tool_env
+from launchpad_dev.engines import ENGINES, make, remove_stack, render, set_env, tool_env
 from launchpad_dev.local_registry import free_port
 
 ANSWERS = {"base_image": "debian", "python_version": "3.11", "dagster_version": "1.13.27"}
@@ -53,15 +53,6 @@ def platform(published_platform):
         yield registry, public_key, published
     finally:
         conf.unlink(missing_ok=True)
-
-
-def set_env(root: Path, key: str, value: str) -> None:
-    """KEY=value in the project's .env (made by make on first use), in place of its line."""
-    env = root / ".env"
-    if not env.exists():
-        assert make(root, ".env").returncode == 0
-    lines = [line for line in env.read_text().splitlines() if not line.startswith(f"{key}=")]
-    env.write_text("\n".join([*lines, f"{key}={value}"]) + "\n")
 
 
 def prebuilt_project(template_snapshot, dest: Path, engine: str, platform, **answers) -> Path:
