@@ -55,6 +55,7 @@ from launchpad_dev.bench_failures import (
     failed_entry,
 )
 from launchpad_dev.common import ROOT, snapshot_template
+from launchpad_dev.dagster_api import Stack
 from launchpad_dev.engines import ENGINES, Engine, env_value, tool_env
 
 BASELINES = ROOT / "benchmarks" / "baselines"
@@ -492,9 +493,7 @@ class LoginLaunchpad(Launchpad):
         return {**super().answers(), "ui_access": "login"}
 
     @property
-    def stack(self):  # a new Stack once the CA exists (after make up)
-        from launchpad_dev.dagster_api import Stack
-
+    def stack(self) -> Stack:  # a new Stack once the CA exists (after make up)
         return Stack(
             self.port,
             self.location,
@@ -506,10 +505,7 @@ class LoginLaunchpad(Launchpad):
     def start(self) -> None:
         self.make("-o", "build", "up")
         name, password = self.USER
-        run(
-            ["make", "-C", str(self.root), "user-add", f"NAME={name}", "ROLE=editor"],
-            env={"PASSWORD": password},
-        )
+        self.make("user-add", f"NAME={name}", "ROLE=editor", env={"PASSWORD": password})
         self.make("ca-cert")
 
 
@@ -736,9 +732,8 @@ def table(engine: str, result: dict) -> str:
             )
             + f"; {locations['locations_bytes_per_extra_location'] / 1e3:,.1f} kB per extra location"
         )
-    login = result.get("launchpad-login", {})
-    if "login_launch_overhead" in login:
-        lg = login
+    lg = result.get("launchpad-login", {})
+    if "login_launch_overhead" in lg:
         lines.append(
             "  launchpad-login (the login proxy's cost): launch -> SUCCESS "
             f"{lg['local_launch_to_success_s']} s without, {lg['login_launch_to_success_s']} s through it "

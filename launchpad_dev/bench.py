@@ -250,8 +250,8 @@ class Launchpad(Layout):
         self.code_file = self.root / "pipes" / self.package / "src" / self.package / "assets.py"
         self.config_file = self.root / "config/dagster.yaml"
 
-    def make(self, *targets: str, timeout: float = 1800) -> None:
-        run(["make", "-C", str(self.root), *targets], timeout=timeout)
+    def make(self, *targets: str, timeout: float = 1800, env: dict | None = None) -> None:
+        run(["make", "-C", str(self.root), *targets], env=env, timeout=timeout)
 
     def answers(self) -> dict:
         """The answers it renders with: the defaults but for these."""
