@@ -41,6 +41,21 @@ def wait_for_texts(page, texts: list[str], timeout_ms: int = 60000) -> None:
         page.get_by_text(text, exact=True).first.wait_for(timeout=timeout_ms)
 
 
+def goto(page, url: str, seen: dict) -> None:
+    """page.goto, tried again (up to 3 times) when Chromium reports ERR_NETWORK_CHANGED: it
+    aborts a navigation whenever an interface appears, and the engines add a veth for every
+    container another test starts. Each retry is counted in seen["network changed"]."""
+    for attempt in range(4):
+        try:
+            page.goto(url, wait_until="domcontentloaded")
+            return
+        except Exception as error:  # noqa: BLE001 - playwright's Error; only this one is retried
+            if "ERR_NETWORK_CHANGED" not in str(error) or attempt == 3:
+                raise
+            seen["network changed"] = seen.get("network changed", 0) + 1
+            page.wait_for_timeout(1000)
+
+
 def capture_ui(
     url: str,
     location: str,
@@ -73,7 +88,7 @@ def capture_ui(
                     "ignore_https_errors": True,
                 }
             page = browser.new_page(viewport={"width": 1400, "height": 900}, **login)
-            page.goto(f"{url}/locations/{location}/asset-groups/{group}", wait_until="domcontentloaded")
+            goto(page, f"{url}/locations/{location}/asset-groups/{group}", seen)
             try:
                 wait_for_texts(page, assets)
             except PlaywrightTimeout:
@@ -81,7 +96,7 @@ def capture_ui(
                 # page as it was is kept (NAME-slow.png), then loaded again once.
                 page.screenshot(path=str(out / f"{name}-slow.png"))
                 seen["reloaded"] = True
-                page.reload(wait_until="domcontentloaded")
+                goto(page, f"{url}/locations/{location}/asset-groups/{group}", seen)
                 wait_for_texts(page, assets)
             seen["dialog dismissed"] = dismiss_first_visit_dialog(page)
             page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=30000)
@@ -91,7 +106,7 @@ def capture_ui(
             seen["materialize enabled"] = materialize.count() > 0 and materialize.first.is_enabled()
             page.screenshot(path=str(out / f"{name}-asset-graph.png"))
 
-            page.goto(f"{url}/runs/{run_id}", wait_until="domcontentloaded")
+            goto(page, f"{url}/runs/{run_id}", seen)
             page.get_by_text("Success", exact=True).first.wait_for(timeout=60000)
             seen["run page"] = page.get_by_text(run_id[:8]).count() > 0
             page.wait_for_timeout(1000)
