@@ -59,7 +59,9 @@ wait_until() {  # wait_until WHAT-HAPPENED CMD...: poll CMD once a second, bound
   log "$what"
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# The pid file names a live process of that name ($2): after a crash the pid may belong to
+# another process, which dockerd's own check takes for itself ("pid file found").
+pid_alive() { [ -s "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]; }
 pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # A daemon started from a directory that was deleted since (say, an earlier CI clone) keeps
@@ -136,7 +138,7 @@ check_podman() {
 docker_answers() { docker info >/dev/null 2>&1; }
 
 start_dockerd() {
-  if pid_alive "$DOCKER_PIDFILE" && cwd_deleted "$DOCKER_PIDFILE"; then
+  if pid_alive "$DOCKER_PIDFILE" dockerd && cwd_deleted "$DOCKER_PIDFILE"; then
     stop_daemon "$DOCKER_PIDFILE" dockerd
   fi
   if docker_answers; then
@@ -144,9 +146,10 @@ start_dockerd() {
     return
   fi
   mkdir -p "$ENGINE_LOG_DIR"
-  if pid_alive "$DOCKER_PIDFILE"; then
+  if pid_alive "$DOCKER_PIDFILE" dockerd; then
     log "dockerd (pid $(cat "$DOCKER_PIDFILE")) is running but not answering yet; waiting"
   else
+    rm -f "$DOCKER_PIDFILE"  # a dead dockerd's: the next one refuses to start beside it
     log "starting dockerd (log: $ENGINE_LOG_DIR/dockerd.log)"
     (cd / && exec setsid -f dockerd \
       --default-ulimit nofile=20000:20000 --default-ulimit nproc=4096:4096 \
@@ -163,7 +166,7 @@ podman_api_answers() {
 }
 
 start_podman_service() {
-  if pid_alive "$PODMAN_PIDFILE" && cwd_deleted "$PODMAN_PIDFILE"; then
+  if pid_alive "$PODMAN_PIDFILE" podman && cwd_deleted "$PODMAN_PIDFILE"; then
     stop_daemon "$PODMAN_PIDFILE" "podman API service"
   fi
   if podman_api_answers; then
@@ -172,7 +175,7 @@ start_podman_service() {
     return
   fi
   mkdir -p "$ENGINE_LOG_DIR" "$(dirname "$PODMAN_SOCKET")"
-  if pid_alive "$PODMAN_PIDFILE"; then
+  if pid_alive "$PODMAN_PIDFILE" podman; then
     log "podman API service (pid $(cat "$PODMAN_PIDFILE")) is running but not answering yet; waiting"
   else
     rm -f "$PODMAN_SOCKET"  # stale socket of a dead service would block the bind
