@@ -3,7 +3,7 @@
 
     purge.py --days N [--dry-run] --engine podman --container SLUG-daemon [--container ...]
     purge.py --inside --days N [--dry-run]        (in a container with the instance's config)
-    purge.py --inside --daily N                   (the daily purge: forever, once a day)
+    purge.py --inside --daily N -- COMMAND...     (the daily purge beside COMMAND, the daemon)
 
 A run is deleted when it is finished (SUCCESS, FAILURE or CANCELED) and was last updated (it
 ended) more than N days ago: its record, its event log (Dagster's `DagsterInstance.delete_run`)
@@ -17,6 +17,9 @@ On the host (make) this checks DAYS, then runs itself in the first of the given 
 that is running (the daemon's: it has Dagster and the instance's storage settings; the kube
 stack's daemon is another container), with its own text on the container's standard input.
 Host part: standard library only; the rest imports Dagster, which the container has.
+
+With run_retention_days > 0 the daemon's container starts with --daily (compose.yaml, the kube
+YAML): a child process purges once a day while this process becomes the daemon's command.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ BATCH = 500
 MAX_DAYS = 3650
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 DAY_SECONDS = 86400
+# The daily purge's first, after the daemon's start.
+FIRST_DELAY = 600
 
 
 def parse_days(text: str | None) -> int:
@@ -116,7 +121,8 @@ def purge(instance, days: int, dry_run: bool, now: float | None = None, out=None
     totals = {"runs": 0, "events": 0, "event_bytes": 0, "log_files": 0, "log_bytes": 0}
     cursor = None
     verb = "would delete" if dry_run else "deleted"
-    out(f"{'dry run: ' if dry_run else ''}finished runs last updated before {before:%Y-%m-%d %H:%M} UTC")
+    dry = "dry run: " if dry_run else ""
+    out(f"{dry}finished runs last updated before {before:%Y-%m-%d %H:%M} UTC")
     while True:
         batch = old_runs(instance, before, cursor)
         if not batch:
@@ -146,19 +152,39 @@ def purge(instance, days: int, dry_run: bool, now: float | None = None, out=None
     return totals
 
 
+def daily(days: int, command: list[str]) -> int:
+    """The daily purge: a child process purges once a day (each time in a new interpreter, so
+    that Dagster's memory is given back between purges) while this process becomes `command`
+    (the daemon's), keeping its process id and its signals."""
+    if not command:
+        print("error: --daily needs the command to run after '--'", file=sys.stderr)
+        return 2
+    if os.fork() == 0:
+        try:
+            loop(days)
+        finally:
+            os._exit(1)
+    os.execvp(command[0], command)
+    return 1  # not reached
+
+
+def loop(days: int) -> None:
+    """Forever: the purge, FIRST_DELAY after the start (not during it: the daemon is busy
+    starting), then once a day. A daemon restarted more often than daily still purges; a purge
+    that finds nothing old costs one query. A failure is said and tried again the next day."""
+    print(f"the daily purge deletes finished runs older than {days} days", flush=True)
+    delay = FIRST_DELAY
+    while True:
+        time.sleep(delay)
+        delay = DAY_SECONDS
+        done = subprocess.run([sys.executable, __file__, "--inside", "--days", str(days)])
+        if done.returncode:
+            print(f"error: the daily purge failed (exit {done.returncode})", flush=True)
+
+
 def inside(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
-    if args.daily is not None:
-        # The daily purge: first a day after the start, so that a restart loop deletes nothing
-        # twice in a row; an error is printed and tried again the next day.
-        while True:
-            time.sleep(DAY_SECONDS)
-            try:
-                with DagsterInstance.get() as instance:
-                    purge(instance, args.daily, dry_run=False)
-            except Exception as error:  # noqa: BLE001 - keep the loop alive, say what failed
-                print(f"error: the daily purge failed: {error}", file=sys.stderr, flush=True)
     with DagsterInstance.get() as instance:
         purge(instance, args.days, args.dry_run)
     return 0
@@ -196,10 +222,15 @@ def host(args: argparse.Namespace) -> int:
         )
         return 1
     with open(__file__, "rb") as source:
-        return subprocess.run(command(args.engine, up[0], days, args.dry_run), stdin=source).returncode
+        return subprocess.run(
+            command(args.engine, up[0], days, args.dry_run), stdin=source
+        ).returncode
 
 
 def main(argv: list[str]) -> int:
+    rest: list[str] = []
+    if "--" in argv:
+        argv, rest = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days")
     # make passes DRY_RUN as it is given: empty or 0 is no dry run.
@@ -213,9 +244,10 @@ def main(argv: list[str]) -> int:
         print(f"error: DRY_RUN must be 1 or empty (got '{args.dry_run[:20]}')", file=sys.stderr)
         return 2
     args.dry_run = args.dry_run == "1"
+    if args.inside and args.daily is not None:
+        return daily(parse_days(str(args.daily)), rest)
     if args.inside:
-        if args.daily is None:
-            args.days = parse_days(args.days)
+        args.days = parse_days(args.days)
         return inside(args)
     return host(args)
 

@@ -56,14 +56,53 @@ def test_the_command_runs_the_script_inside_the_container():
     assert "--dry-run" not in purge.command("docker", "p-daemon", 0, False)
 
 
+def test_the_daily_purge_runs_beside_the_daemon_and_becomes_it(monkeypatch):
+    calls = []
+    monkeypatch.setattr(purge.os, "fork", lambda: calls.append("fork") or 1234)
+    monkeypatch.setattr(purge.os, "execvp", lambda file, argv: calls.append(argv))
+    purge.daily(30, ["dagster-daemon", "run"])
+    assert calls == ["fork", ["dagster-daemon", "run"]]
+
+
+def test_the_daily_purge_needs_the_daemons_command(capsys):
+    assert purge.daily(30, []) == 2
+    assert capsys.readouterr().err.startswith("error: --daily needs the command")
+
+
+def test_the_loop_purges_after_the_start_then_daily_and_survives_a_failure(monkeypatch, capsys):
+    slept, ran = [], []
+    monkeypatch.setattr(purge.time, "sleep", slept.append)
+
+    def run(command):
+        ran.append(command)
+        if len(ran) == 3:
+            raise KeyboardInterrupt  # the end of the test's days
+        return purge.subprocess.CompletedProcess(command, 1 if len(ran) == 1 else 0)
+
+    monkeypatch.setattr(purge.subprocess, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        purge.loop(7)
+    assert slept == [600, 86400, 86400]
+    assert [command[2:] for command in ran] == [["--inside", "--days", "7"]] * 3
+    out = capsys.readouterr().out
+    assert "older than 7 days" in out and out.count("error: the daily purge failed (exit 1)") == 1
+
+
+def test_main_splits_the_daemons_command_off(monkeypatch):
+    seen = []
+    monkeypatch.setattr(purge, "daily", lambda days, command: seen.append((days, command)) or 0)
+    assert purge.main(["--inside", "--daily", "30", "--", "python3", "-m", "x", "--", "y"]) == 0
+    assert seen == [(30, ["python3", "-m", "x", "--", "y"])]
+
+
 # ------------------------------------------------------------ a real instance, real runs
 dagster = pytest.importorskip("dagster")
 from dagster import DagsterEvent, DagsterEventType, DagsterInstance, DagsterRunStatus  # noqa: E402
-from dagster._core.storage.compute_log_manager import ComputeIOType  # noqa: E402
 from dagster._core.remote_origin import (  # noqa: E402
     RegisteredCodeLocationOrigin,
     RemoteRepositoryOrigin,
 )
+from dagster._core.storage.compute_log_manager import ComputeIOType  # noqa: E402
 from dagster._core.storage.dagster_run import DagsterRun  # noqa: E402
 
 # Where the runs come from (a queued run names its code location, as the UI's do).
@@ -92,9 +131,7 @@ STATUS_EVENTS = {
 
 
 def add_run(instance, status, events=3):
-    run = DagsterRun(
-        job_name="job", status=DagsterRunStatus.NOT_STARTED, remote_job_origin=ORIGIN
-    )
+    run = DagsterRun(job_name="job", status=DagsterRunStatus.NOT_STARTED, remote_job_origin=ORIGIN)
     run = instance.add_run(run)
     if status in STATUS_EVENTS:
         event = DagsterEvent(STATUS_EVENTS[status].value, job_name="job")
