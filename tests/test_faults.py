@@ -486,7 +486,8 @@ def compute_log_runs(live: Live) -> set[str]:
     listing = live.engine.run(
         "exec", live.name("daemon"), "find", "/var/lib/dagster/compute_logs", "-type", "f"
     ).stdout.split()
-    return {path.split("/")[4] for path in listing if path.count("/") > 4}
+    # /var/lib/dagster/compute_logs/RUN_ID/compute_logs/STEP.out (the run's log key prefix)
+    return {path.split("/")[5] for path in listing if path.count("/") > 5}
 
 
 def test_purge_deletes_old_finished_runs_with_their_logs_and_keeps_the_others(live):
