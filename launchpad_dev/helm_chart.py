@@ -151,6 +151,7 @@ MANIFEST_KINDS = {
     "v1/Secret": "io.k8s.api.core.v1.Secret",
     "v1/Service": "io.k8s.api.core.v1.Service",
     "apps/v1/Deployment": "io.k8s.api.apps.v1.Deployment",
+    "batch/v1/CronJob": "io.k8s.api.batch.v1.CronJob",
     "networking.k8s.io/v1/Ingress": "io.k8s.api.networking.v1.Ingress",
     "networking.k8s.io/v1/NetworkPolicy": "io.k8s.api.networking.v1.NetworkPolicy",
 }

@@ -129,6 +129,11 @@ INVALID = [
     ({"run_launcher": "k8s"}, "run_launcher", "not in"),
     ({"max_concurrent_runs": 0}, "max_concurrent_runs", "between 1 and 100"),
     ({"max_concurrent_runs": "four"}, "max_concurrent_runs", "whole number"),
+    ({"run_retention_days": -1}, "run_retention_days", "between 0 (keep every run) and 3650"),
+    ({"run_retention_days": 3651}, "run_retention_days", "between 0 (keep every run) and 3650"),
+    ({"run_retention_days": "30d"}, "run_retention_days", "whole number of days"),
+    ({"run_retention_days": 7.5}, "run_retention_days", "whole number of days"),
+    ({"run_retention_days": None}, "run_retention_days", "whole number of days"),
     ({"dagster_version": "1.13.29"}, "dagster_version", "not in"),
     ({"ui_port": 80}, "ui_port", "between 1024 and 65535"),
     ({"ui_port": 70000}, "ui_port", "between 1024 and 65535"),
@@ -198,7 +203,9 @@ def nested_aliases(levels: int) -> str:
 ALIAS_BOMB = nested_aliases(6)  # printed in full: 9**6 items, about 3 MB
 
 
-@pytest.mark.parametrize("question", ["code_locations", "max_concurrent_runs", "ui_port"])
+@pytest.mark.parametrize(
+    "question", ["code_locations", "max_concurrent_runs", "run_retention_days", "ui_port"]
+)
 def test_a_refusal_quotes_no_expanded_aliases_and_no_long_value(question, template_snapshot, tmp_path):
     """A refused value is quoted by a short prefix at most, and a YAML structure (whose aliases
     would expand exponentially once printed) is named by its kind: the message stays short."""
@@ -327,6 +334,7 @@ def test_boundary_answers_are_accepted(template_snapshot, tmp_path):
         "ui_bind_address": "0.0.0.0",
         "ui_open_without_login": True,
         "max_concurrent_runs": 100,
+        "run_retention_days": 3650,
         "base_image": "custom",
         "custom_base_image": "localhost:5000/team/python-base:3.13@sha256:" + "a" * 64,
         "custom_package_manager": "microdnf",

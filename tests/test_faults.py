@@ -15,7 +15,10 @@ add a slow job and break the code without rebuilding), driven from the host:
   runs and `make down`/`make up`, the code being mounted read-only;
 - a burst of runs (LAUNCHPAD_BURST) all succeed without the queue's limit ever exceeded,
   with throughput and each container's peak memory reported;
-- `make backup`, destroy the volumes, `make restore`: the history is back.
+- `make backup`, destroy the volumes, `make restore`: the history is back;
+- `make purge`: finished runs older than DAYS go with their events and compute logs, one
+  back-dated run alone at DAYS=1, running and queued runs stay, the dry run deletes nothing;
+  the daily purge (run_retention_days=30) runs beside the daemon.
 
 Kills are real: SIGKILL to the container's main process from the host, as the kernel's
 OOM killer would do it, not a polite `stop`.
@@ -148,6 +151,9 @@ def live(request, template_snapshot, tmp_path_factory):
         "project_slug": slug,
         "ui_port": port,
         "code_locations": [slug.replace("-", "_"), SECOND],
+        # The daily purge beside the daemon (scripts/purge.py --daily) through every fault here;
+        # test_purge_* below checks that it started and purges with `make purge`.
+        "run_retention_days": 30,
     }
     root = render(template_snapshot, tmp_path_factory.mktemp("fault") / slug, choices)
     engine.clear_leftovers(slug)
@@ -464,4 +470,85 @@ def test_backup_destroy_restore_brings_history_back(live):
         live,
         "backup/restore",
         f"{len(history)} runs back after destroying the volumes (restore {time.monotonic() - started:.0f} s)",
+    )
+
+
+def sql(live: Live, query: str) -> str:
+    """One value from the bundled PostgreSQL (psql in its container, .env's user and database)."""
+    user, db = env_value(live.root, "DAGSTER_PG_USER"), env_value(live.root, "DAGSTER_PG_DB")
+    done = live.engine.run("exec", live.name("postgres"), "psql", "-U", user, "-d", db, "-tAc", query)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+def compute_log_runs(live: Live) -> set[str]:
+    """The runs that have compute log files on the data volume (the daemon's view)."""
+    listing = live.engine.run(
+        "exec", live.name("daemon"), "find", "/var/lib/dagster/compute_logs", "-type", "f"
+    ).stdout.split()
+    # /var/lib/dagster/compute_logs/RUN_ID/compute_logs/STEP.out (the run's log key prefix)
+    return {path.split("/")[5] for path in listing if path.count("/") > 5}
+
+
+def test_purge_deletes_old_finished_runs_with_their_logs_and_keeps_the_others(live):
+    """`make purge`: the dry run deletes nothing; a run back-dated two days goes at DAYS=1 and
+    a recent one stays; DAYS=0 deletes every finished run with its events and compute logs,
+    and no queued or running one. The daily purge started beside the daemon."""
+    stack, root, limit = live.stack, live.root, live.answers["max_concurrent_runs"]
+    daemon = live.engine.run("logs", live.name("daemon"))
+    logs = daemon.stdout + daemon.stderr
+    assert "the daily purge deletes finished runs older than 30 days" in logs, logs[-2000:]
+    refused = make(root, "purge", "DAYS=-1")
+    assert refused.returncode != 0 and refused.stderr.count("error:") == 1, refused.stderr
+    assert "DAYS must be a whole number" in refused.stderr, refused.stderr
+
+    old, recent = stack.launch(), stack.launch()
+    assert {r["status"] for r in live.wait_all([old, recent], timeout=300)} == {"SUCCESS"}
+    # Every slot busy (slow runs, started), one more queued: the runs a purge never touches.
+    nap = {"ops": {"nap": {"config": {"seconds": 40}}}}
+    busy = [stack.launch("slow_job", run_config=nap) for _ in range(limit)]
+    for run in busy:
+        live.wait_status(run, {"STARTED"}, timeout=120)
+    queued = stack.launch()
+    assert stack.run(queued)["status"] == "QUEUED"
+    in_flight = {*busy, queued}
+    finished = stack.run_ids() - in_flight
+    assert {old, recent} <= finished and {old, recent} <= compute_log_runs(live)
+    events = int(sql(live, "SELECT count(*) FROM event_logs"))
+    size = int(sql(live, "SELECT pg_database_size(current_database())"))
+
+    dry = make(root, "purge", "DAYS=0", "DRY_RUN=1", timeout=300)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"would delete {len(finished)} runs, " in dry.stdout, dry.stdout
+    assert stack.run_ids() == finished | in_flight
+    assert int(sql(live, "SELECT count(*) FROM event_logs")) >= events
+
+    # Back-dated: the old run was last updated two days ago. DAYS=1 takes it alone.
+    sql(live, f"UPDATE runs SET update_timestamp = now() - interval '2 days' WHERE run_id = '{old}'")
+    one = make(root, "purge", "DAYS=1", timeout=300)
+    assert one.returncode == 0 and "deleted 1 runs, " in one.stdout, one.stdout + one.stderr
+    assert stack.run_ids() == (finished - {old}) | in_flight
+    assert int(sql(live, f"SELECT count(*) FROM event_logs WHERE run_id = '{old}'")) == 0
+    assert old not in compute_log_runs(live) and recent in compute_log_runs(live)
+
+    started = time.monotonic()
+    every = make(root, "purge", "DAYS=0", timeout=300)
+    took = time.monotonic() - started
+    assert every.returncode == 0, every.stdout + every.stderr
+    assert f"deleted {len(finished) - 1} runs, " in every.stdout, every.stdout
+    left = {r["runId"]: r["status"] for r in stack.runs_by_id(list(stack.run_ids()))}
+    assert set(left) == in_flight, left
+    assert not (finished & compute_log_runs(live)), "compute logs of deleted runs are left"
+    after = int(sql(live, "SELECT count(*) FROM event_logs"))
+    deleted = ", ".join(f"'{run}'" for run in finished)
+    assert int(sql(live, f"SELECT count(*) FROM event_logs WHERE run_id IN ({deleted})")) == 0
+    assert after < events, (after, events)
+    # The runs it left go on: they finish as usual.
+    assert {r["status"] for r in live.wait_all(list(in_flight), timeout=300)} == {"SUCCESS"}
+    size_after = int(sql(live, "SELECT pg_database_size(current_database())"))
+    figure(
+        live,
+        "purge",
+        f"{len(finished)} finished runs and {events - after} events deleted (make purge DAYS=0:"
+        f" {took:.0f} s); database {size // 1024} KiB before, {size_after // 1024} KiB after",
     )

@@ -238,6 +238,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/stack.py",
         "scripts/locations.py",
         "scripts/backup.py",
+        "scripts/purge.py",
         "scripts/helm.py",
         # The scripts' unit tests (make test).
         "scripts/tests/test_push_images.py",
@@ -245,6 +246,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/tests/test_stack.py",
         "scripts/tests/test_locations.py",
         "scripts/tests/test_backup.py",
+        "scripts/tests/test_purge.py",
         "scripts/tests/test_helm.py",
     }
     if c["external_postgres"]:
@@ -679,7 +681,8 @@ def helm_values_match_the_project(p: Project) -> None:
     assert webserver.get("enableReadOnly", False) is login
     assert values.get("ingress", {"enabled": False})["enabled"] is False
     kinds = [m["kind"] for m in values.get("extraManifests", [])]
-    assert kinds == (["ConfigMap", "Deployment", "Service", "Ingress"] if login else []), kinds
+    purge = ["ConfigMap", "CronJob"] if p.answer("run_retention_days") > 0 else []
+    assert kinds == (["ConfigMap", "Deployment", "Service", "Ingress"] if login else []) + purge, kinds
     if login:
         (ingress,) = [m for m in values["extraManifests"] if m["kind"] == "Ingress"]
         assert ingress["spec"]["rules"][0]["host"] == (p.recorded.get("ui_domain") or "@UI_HOST@")
@@ -689,6 +692,61 @@ def helm_values_match_the_project(p: Project) -> None:
         "generatePostgresqlPasswordSecret": True,
         "postgresql": {"enabled": True, "postgresqlHost": ""},
     }
+
+
+@check
+def retention_follows_run_retention_days(p: Project) -> None:
+    """run_retention_days (0: keep every run): `make purge` always; with N > 0 the daily purge
+    beside the daemon (compose.yaml, the kube YAML: scripts/purge.py --daily N, scripts/ mounted
+    read-only), a CronJob in the Helm values, and tick history kept N days in both instances."""
+    days = p.answer("run_retention_days")
+    assert isinstance(days, int) and 0 <= days <= 3650, days
+    makefile = p.text("Makefile")
+    assert re.search(r"^purge: ## .*\n\t@\$\(PYTHON\) scripts/purge\.py --days=", makefile, re.M)
+    ticks = p.yaml("config/dagster.yaml")["retention"]
+    if days:
+        assert ticks == {
+            "schedule": {"purge_after_days": days},
+            "sensor": {"purge_after_days": {"skipped": min(7, days), "failure": days, "success": days}},
+        }, ticks
+    else:  # the template's defaults before the answer existed
+        assert ticks["schedule"] == {"purge_after_days": 90}, ticks
+        assert ticks["sensor"]["purge_after_days"] == {"skipped": 7, "failure": 30, "success": -1}
+    helm = p.yaml("deploy/helm/values.yaml")
+    assert helm["retention"]["enabled"] is True
+    assert helm["retention"]["schedule"]["purgeAfterDays"] == ticks["schedule"]["purge_after_days"]
+    assert helm["retention"]["sensor"]["purgeAfterDays"] == ticks["sensor"]["purge_after_days"]
+    jobs = [m for m in helm.get("extraManifests", []) if m["kind"] == "CronJob"]
+    daily = ["python3", "/opt/dagster/scripts/purge.py", "--inside", "--daily", str(days), "--"]
+    daemon = p.yaml("compose.yaml")["services"]["daemon"]
+    mount = "./scripts:/opt/dagster/scripts:ro,z"
+    kube = []
+    if p.computed["kube_play"]:
+        pods = [d for d in yaml.safe_load_all(p.text(f"kube/{p.answer('project_slug')}.yaml")) if d]
+        kube = [
+            c["args"] for d in pods if d["kind"] == "Pod" and d["metadata"]["name"].endswith("-daemon")
+            for c in d["spec"]["containers"] if "args" in c
+        ]  # fmt: skip
+    if days:
+        command = daemon["command"]
+        assert command[: len(daily)] == daily, command
+        assert command[len(daily) :] == [
+            "python3", "/opt/dagster/instance_ready.py", "--",
+            "dagster-daemon", "run", "--workspace", "/opt/dagster/home/workspace.yaml",
+        ]  # fmt: skip
+        assert mount in daemon["volumes"]
+        assert kube == ([command] if p.computed["kube_play"] else []), kube
+        (job,) = jobs
+        container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"][-3:] == ["--inside", "--days", str(days)]
+        assert job["spec"]["concurrencyPolicy"] == "Forbid"
+        names = [(m["kind"], m["metadata"]["name"]) for m in helm["extraManifests"]]
+        script = helm["extraManifests"][names.index(("ConfigMap", "@RELEASE@-purge"))]
+        # The script as it is, but one blank line where it has two (the values' rule).
+        assert script["data"]["purge.py"] == p.text("scripts/purge.py").replace("\n\n\n", "\n\n")
+    else:
+        assert "command" not in daemon and mount not in daemon["volumes"]
+        assert kube == [] and jobs == []
 
 
 @check
@@ -1092,6 +1150,28 @@ def test_several_code_locations_are_rendered(rendered_multi_location):
             seen[factor].add(answers[factor])
     for factor, values in seen.items():
         assert values == set(matrix.choice_values(factor)), f"{factor}: only {values} with several locations"
+
+
+# run_retention_days is no choice: the matrix renders its default (0). These render N > 0 where
+# the files it changes differ: the default, SQLite on Docker, the login proxy with prebuilt
+# images, the container launcher on Podman with an external server.
+RETENTION_PROJECTS = {
+    "default-30": {"run_retention_days": 30},
+    "sqlite-docker-3": {"run_retention_days": 3, "storage": "sqlite", "container_engine": "docker"},
+    "login-prebuilt-3650": {"run_retention_days": 3650, "ui_access": "login", "platform_images": "prebuilt"},
+    "container-external-1": {
+        "run_retention_days": 1, "run_launcher": "container", "storage": "external-postgres",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", RETENTION_PROJECTS)
+def test_a_retention_project_keeps_every_promise(name, template_snapshot, tmp_path):
+    import copier
+
+    answers = RETENTION_PROJECTS[name]
+    copier.run_copy(str(template_snapshot), tmp_path / name, data=answers, defaults=True, quiet=True)
+    check_project(answers, tmp_path / name)
 
 
 @pytest.mark.parametrize(
