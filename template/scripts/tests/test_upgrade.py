@@ -1,0 +1,65 @@
+"""scripts/upgrade.py (`make upgrade`, `make migrate`): what it reads from Dagster's output,
+and what it says when there is nothing to do."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import upgrade  # noqa: E402
+
+
+def state(current: str, latest: str) -> str:
+    """`dagster instance info`'s schema section, as Dagster prints it."""
+    storages = ("event_log_storage", "run_storage", "schedule_storage")
+    lines = [f"  {name}:\n    current: {current}\n    latest: {latest}" for name in storages]
+    return "Storage schema state:\n---------------------\nschema:\n" + "\n".join(lines) + "\n"
+
+
+def test_the_schema_revisions_are_read_from_instance_info():
+    assert upgrade.schema(state("aaa", "bbb")) == [("aaa", "bbb")] * 3
+    assert upgrade.behind(upgrade.schema(state("aaa", "bbb")))
+    assert not upgrade.behind(upgrade.schema(state("bbb", "bbb")))
+    assert upgrade.schema("no schema here") == []
+
+
+def test_what_a_migration_applied():
+    before = "Storage schema state before migration:\n" + state("aaa", "bbb")
+    after = "Storage schema state after migration:\n" + state("bbb", "bbb")
+    assert upgrade.applied(before + "Running migration:\n" + after) == "schema aaa -> bbb"
+    same = "before:\n" + state("bbb", "bbb") + "Storage schema state after migration:\n"
+    assert upgrade.applied(same + state("bbb", "bbb")).startswith("no schema change (revision bbb)")
+    assert upgrade.applied("Traceback ...").startswith("unknown")
+
+
+def test_image_ids_compare_without_their_algorithm():
+    assert upgrade.bare("sha256:abc") == upgrade.bare("abc") == "abc"
+
+
+def test_the_dagster_version_comes_from_the_image_label():
+    docker = {"Config": {"Labels": {"io.dagster.version": "1.12.22"}}}
+    podman = {"Config": {}, "Labels": {"io.dagster.version": "1.13.27"}}
+    assert upgrade.label(docker) == "1.12.22"
+    assert upgrade.label(podman) == "1.13.27"
+    assert upgrade.label(None) == "unknown"
+
+
+def test_nothing_to_do_changes_nothing(monkeypatch, capsys):
+    """Same images, schema current: it says so and runs no command that changes anything."""
+    ran = []
+
+    def fake_run(*command, **kwargs):
+        ran.append(command)
+        if command[1:3] == ("container", "inspect"):
+            out = '[{"Image": "sha256:abc"}]'
+        elif command[1:3] == ("image", "inspect"):
+            out = '[{"Id": "abc", "Config": {"Labels": {"io.dagster.version": "1.13.27"}}}]'
+        else:  # dagster instance info
+            out = state("bbb", "bbb")
+        return upgrade.subprocess.CompletedProcess(command, 0, out, "")
+
+    monkeypatch.setattr(upgrade, "run", fake_run)
+    argv = ["upgrade", "--engine=podman", "--compose=podman-compose", "--project=p"]
+    assert upgrade.main([*argv, "--image=webserver", "--image=daemon"]) == 0
+    assert "Nothing to upgrade" in capsys.readouterr().out
+    assert all(c[1] in ("container", "image", "exec") for c in ran), ran
+    assert not [c for c in ran if "tag" in c or "stop" in c]
