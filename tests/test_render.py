@@ -201,6 +201,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         ".pre-commit-config.yaml",
         "docs/security.md",
         "docs/update.md",
+        "docs/upgrade.md",
         "docs/kubernetes.md",
         "deploy/helm/values.yaml",
         "deploy/helm/values-bundled-postgres.yaml",
@@ -238,6 +239,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/stack.py",
         "scripts/locations.py",
         "scripts/backup.py",
+        "scripts/upgrade.py",
         "scripts/helm.py",
         # The scripts' unit tests (make test).
         "scripts/tests/test_push_images.py",
@@ -245,6 +247,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/tests/test_stack.py",
         "scripts/tests/test_locations.py",
         "scripts/tests/test_backup.py",
+        "scripts/tests/test_upgrade.py",
         "scripts/tests/test_helm.py",
     }
     if c["external_postgres"]:
