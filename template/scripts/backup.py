@@ -41,7 +41,6 @@ from pathlib import Path
 
 import stack
 
-
 SUFFIXES = {"pg_dump": ".dump", "volume": ".tgz"}
 
 

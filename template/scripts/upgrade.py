@@ -12,8 +12,8 @@ make builds the images first (`make build`: nothing running changes). `upgrade` 
 1. compares each service's container with its image (localhost/SLUG-NAME:TAG) and asks the
    instance (`dagster instance info` in the daemon's container) whether its schema is behind.
    Same images and no schema behind: it says there is nothing to do and changes nothing.
-2. tags the image each container runs now localhost/SLUG-NAME:pre-upgrade, so that a rollback can start the
-   previous version without building it (`make restore ... ROLLBACK=yes`).
+2. tags the image each container runs now localhost/SLUG-NAME:pre-upgrade, so that a rollback
+   can start the previous version without building it (`make restore ... ROLLBACK=yes`).
 3. stops the daemon (no more launches, ticks or sensors; queued runs stay queued), then waits
    up to --drain-seconds for the runs in progress to finish. Those still running then are
    stopped with their code location's container and marked failed when it starts again
@@ -63,6 +63,7 @@ with DagsterInstance.get() as instance:
         time.sleep(1)
 """
 REVISION = re.compile(r"^\s+(current|latest): (\S+)", re.M)
+DATA_MIGRATION = re.compile(r"^Finished data migration: (\S+)", re.M)
 BACKUP_FILE = re.compile(r"^backup written: (\S+)", re.M)
 
 
@@ -110,16 +111,19 @@ def behind(pairs: list[tuple[str, str]]) -> bool:
 
 
 def applied(output: str) -> str:
-    """What `dagster instance migrate` applied, from its output: the schema before and after."""
+    """What `dagster instance migrate` applied, from its output: the schema before and after,
+    and the data migrations it finished."""
     before, _, after = output.partition("Storage schema state after migration")
     old, new = schema(before), schema(after)
+    data = DATA_MIGRATION.findall(output)
+    done = f"data migrations: {', '.join(data)}" if data else "no data migration"
     if not old or not new:
-        return "unknown (see the migration's output above)"
+        return f"schema unknown (see the migration's output above); {done}"
     if old == new:
         revision = sorted({current for current, _ in new})
-        return f"no schema change (revision {', '.join(revision)}); data migrations checked"
+        return f"no schema change (revision {', '.join(revision)}); {done}"
     moves = sorted({f"{a[0]} -> {b[0]}" for a, b in zip(old, new, strict=False) if a != b})
-    return "schema " + "; ".join(moves)
+    return f"schema {'; '.join(moves)}; {done}"
 
 
 class Stack:

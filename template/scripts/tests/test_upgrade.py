@@ -25,10 +25,14 @@ def test_the_schema_revisions_are_read_from_instance_info():
 def test_what_a_migration_applied():
     before = "Storage schema state before migration:\n" + state("aaa", "bbb")
     after = "Storage schema state after migration:\n" + state("bbb", "bbb")
-    assert upgrade.applied(before + "Running migration:\n" + after) == "schema aaa -> bbb"
-    same = "before:\n" + state("bbb", "bbb") + "Storage schema state after migration:\n"
-    assert upgrade.applied(same + state("bbb", "bbb")).startswith("no schema change (revision bbb)")
-    assert upgrade.applied("Traceback ...").startswith("unknown")
+    said = upgrade.applied(before + "Running migration:\n" + after)
+    assert said == "schema aaa -> bbb; no data migration"
+    data = "Starting data migration: run_partitions\nFinished data migration: run_partitions\n"
+    same = "before:\n" + state("bbb", "bbb") + data + "Storage schema state after migration:\n"
+    assert upgrade.applied(same + state("bbb", "bbb")) == (
+        "no schema change (revision bbb); data migrations: run_partitions"
+    )
+    assert upgrade.applied("Traceback ...").startswith("schema unknown")
 
 
 def test_image_ids_compare_without_their_algorithm():
