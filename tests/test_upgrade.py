@@ -26,6 +26,7 @@ from pathlib import Path
 
 import copier
 import pytest
+from test_run import start_sensor
 
 from launchpad_dev.common import computed, note
 from launchpad_dev.dagster_api import Stack
@@ -168,8 +169,8 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
         first = p.launch_many(RUNS)
         assert set(first.values()) == {"SUCCESS"}, first
         figures[f"{RUNS} runs"] = f"{time.monotonic() - started:.0f} s"
-        assert p.stack.start_schedule("example_schedule") == "Schedule"
-        assert p.stack.start_sensor("inbox_sensor") == "Sensor"
+        assert p.stack.start_schedule("example_schedule") == "ScheduleStateResult"
+        start_sensor(p.stack, "inbox_sensor")
         deadline = time.monotonic() + 90
         while not p.stack.sensor_ticks("inbox_sensor"):
             assert time.monotonic() < deadline, "the sensor never ticked"
