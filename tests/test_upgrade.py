@@ -13,11 +13,14 @@ dagster_version=1.12.22 (code in the image) and started with `make up`:
   is then removed;
 - `make upgrade`: the webserver runs 1.13.27, the same runs (ids and statuses), the same
   materializations, the schedule and the sensor still on with their ticks, a new run reaches
-  SUCCESS; a second `make upgrade` says there is nothing to do and recreates no container.
+  SUCCESS; a second `make upgrade` says there is nothing to do and recreates no container;
+- SQLite only: `make restore` of the data volume's copy that the upgrade took, with
+  ROLLBACK=yes, brings back 1.12.22 with the runs as they were.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -229,6 +232,16 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
         again = checked(root, "upgrade", timeout=900)
         assert "Nothing to upgrade" in again, again[-3000:]
         assert p.container_ids() == containers, "a second make upgrade must change nothing"
+
+        if storage == "sqlite":
+            # The SQLite backup that the upgrade took (a copy of the data volume) brings back
+            # the previous version with the history as it was: without the new run.
+            backup = re.search(r"; backup: (\S+)", output).group(1)
+            assert backup.endswith(".tgz") and (root / backup).is_file(), backup
+            checked(root, "restore", f"FILE={backup}", "CONFIRM=yes", "ROLLBACK=yes", timeout=600)
+            p.stack.wait_loaded(timeout=120)
+            assert p.dagster_version() == OLD
+            assert p.history(asset)[:2] == before[:2], "the runs as they were backed up"
     finally:
         note(f"upgrade tier, {engine_name}, {storage}", "; ".join(f"{k}: {v}" for k, v in figures.items()))
         remove_stack(engine, root, slug)
