@@ -231,11 +231,14 @@ def upgrade(args: argparse.Namespace) -> int:
         return 1
     left = stack.drain(args.drain_seconds)
     if left:
-        print(
-            f"{left} run(s) still in progress after {args.drain_seconds} s: they stop with"
-            " their code location now and are marked failed when it starts again"
-            " (a run retry policy runs them again); queued runs stay queued."
+        fate = (
+            "they go on in their own containers (the container run launcher)"
+            if args.own_containers
+            else "they stop with their code location now and are marked failed when it starts"
+            " again (a run retry policy runs them again)"
         )
+        print(f"{left} run(s) still in progress after {args.drain_seconds} s: {fate};"
+              " queued runs stay queued.")  # fmt: skip
     else:
         print("no run in progress: queued runs stay queued and start after the upgrade")
     if stack.stop(*args.web, *args.service):
@@ -285,6 +288,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--start", default="", help="the command that starts the stack")
     parser.add_argument("--rollback", default="", help="the rollback's command, FILE the backup")
     parser.add_argument("--drain-seconds", type=int, default=120)
+    parser.add_argument(
+        "--own-containers", action="store_true", help="runs execute in containers of their own"
+    )
     args = parser.parse_args(argv)
     args.web = args.web or ["webserver"]
     args.refs = dict(given.split("=", 1) for given in args.image if "=" in given)
