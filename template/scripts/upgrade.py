@@ -246,18 +246,20 @@ def upgrade(args: argparse.Namespace) -> int:
     done = run(*shlex.split(args.backup), capture_output=True, text=True)
     print((done.stdout + done.stderr).rstrip(), flush=True)
     if done.returncode:
-        print("error: the backup failed; nothing was migrated. The services are stopped:"
-              " 'make up' starts the new images, or fix the backup and run"
-              " 'make upgrade' again.", file=sys.stderr)  # fmt: skip
+        print("error: the backup failed; nothing was migrated. The Dagster services are"
+              " stopped: start the previous version again with 'make up ROLLBACK=yes"
+              f" IMAGE_TAG={PRE_UPGRADE}', or fix the backup and run 'make upgrade'"
+              " again.", file=sys.stderr)  # fmt: skip
         return 1
     file = (BACKUP_FILE.findall(done.stdout) or ["<your server's backup>"])[-1]
     code, output = stack.migrate()
-    rollback = args.rollback.replace("FILE", file)
+    rollback = args.rollback.replace("@FILE@", file)
     if code:
         print(
-            f"error: the migration failed (its output is above). The stack is stopped, on"
-            f" the data as it was backed up to {file}. To bring back the previous version"
-            f" (Dagster {old}) with that data:\n  {rollback}\n"
+            "error: the migration failed (its output is above). The Dagster services are"
+            f" stopped, and the storage may be partly migrated; {file} holds it as it was"
+            f" before. To bring back the previous version (Dagster {old}) on that backup:"
+            f"\n  {rollback}\n"
             "then revert the project's update (git) before the next 'make up'; see"
             " docs/upgrade.md.",
             file=sys.stderr,
@@ -286,7 +288,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--web", action="append", default=[], help="a webserver service")
     parser.add_argument("--backup", default="", help="the backup's command (upgrade)")
     parser.add_argument("--start", default="", help="the command that starts the stack")
-    parser.add_argument("--rollback", default="", help="the rollback's command, FILE the backup")
+    parser.add_argument("--rollback", default="", help="the rollback's command, @FILE@ the backup")
     parser.add_argument("--drain-seconds", type=int, default=120)
     parser.add_argument(
         "--own-containers", action="store_true", help="runs execute in containers of their own"

@@ -67,3 +67,37 @@ def test_nothing_to_do_changes_nothing(monkeypatch, capsys):
     assert "Nothing to upgrade" in capsys.readouterr().out
     assert all(c[1] in ("container", "image", "exec") for c in ran), ran
     assert not [c for c in ran if "tag" in c or "stop" in c]
+
+
+def test_a_failed_migration_names_the_backup_in_the_rollback(monkeypatch, capsys):
+    """The images changed: the upgrade tags, drains, stops, backs up, migrates; the migration
+    fails: it says so and prints the rollback command with the backup's file, once."""
+    ran = []
+
+    def fake_run(*command, **kwargs):
+        ran.append(command)
+        out, code = "", 0
+        if command[1:3] == ("container", "inspect"):
+            out = '[{"Image": "sha256:old"}]'
+        elif command[1:3] == ("image", "inspect"):
+            new = command[3].startswith("localhost/")
+            out = f'[{{"Id": "{"new" if new else "old"}", "Labels": {{}}}}]'
+        elif command[:2] == ("make", "backup"):
+            out = "backup written: backups/p-20260101T000000Z.dump (10 bytes)\n"
+        elif "python3" in command and "-" in command:  # the drain
+            out = "0\n"
+        elif "migrate" in command:
+            out, code = "sqlalchemy...InsufficientPrivilege: permission denied", 1
+        return upgrade.subprocess.CompletedProcess(command, code, out, "")
+
+    monkeypatch.setattr(upgrade, "run", fake_run)
+    argv = ["upgrade", "--engine=podman", "--compose=podman-compose", "--project=p",
+            "--image=daemon", "--backup=make backup", "--start=make up",
+            "--rollback=make restore FILE=@FILE@ CONFIRM=yes ROLLBACK=yes"]  # fmt: skip
+    assert upgrade.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: the migration failed" in err
+    restore = "make restore FILE=backups/p-20260101T000000Z.dump CONFIRM=yes ROLLBACK=yes"
+    assert f"\n  {restore}\n" in err
+    assert not [c for c in ran if c[:2] == ("make", "up")], "nothing starts after a failure"
+    assert ("podman", "tag", "old", "localhost/p-daemon:pre-upgrade") in ran
