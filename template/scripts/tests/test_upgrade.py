@@ -1,6 +1,7 @@
 """scripts/upgrade.py (`make upgrade`, `make migrate`): what it reads from Dagster's output,
 and what it says when there is nothing to do."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -80,8 +81,8 @@ def test_a_failed_migration_names_the_backup_in_the_rollback(monkeypatch, capsys
         if command[1:3] == ("container", "inspect"):
             out = '[{"Image": "sha256:old"}]'
         elif command[1:3] == ("image", "inspect"):
-            new = command[3].startswith("localhost/")
-            out = f'[{{"Id": "{"new" if new else "old"}", "Labels": {{}}}}]'
+            image_id = "new" if command[3].startswith("localhost/") else "old"
+            out = json.dumps([{"Id": image_id, "Labels": {}}])
         elif command[:2] == ("make", "backup"):
             out = "backup written: backups/p-20260101T000000Z.dump (10 bytes)\n"
         elif "python3" in command and "-" in command:  # the drain
