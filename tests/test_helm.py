@@ -578,3 +578,29 @@ def test_reference_copies_are_the_recorded_ones():
     # The check can fail: an altered copy no longer matches.
     altered = recorded_copies((directory / "SOURCES.txt").read_text().replace(sha256, "0" * 64))
     assert altered[name] != hashlib.sha256((directory / name).read_bytes()).hexdigest()
+
+
+# The order docs/upgrade.md gives for a Dagster upgrade on Kubernetes, as Dagster's chart
+# documents its migration Job: each step's words, in this order.
+HELM_UPGRADE_ORDER = [
+    "Back up the PostgreSQL database",
+    "--replicas=0",
+    "HELM_FLAGS='--set migrate.enabled=true'",
+    "again without the flag",
+]
+
+
+@pytest.mark.parametrize("name", list(PROJECTS))
+def test_the_charts_migration_job_is_wired_off_and_its_order_documented(name, projects, chart):
+    """The values carry the chart's migration Job (`migrate.enabled`, off: it runs once, for an
+    upgrade); switched on as docs/upgrade.md says (`--set migrate.enabled=true`) they still pass
+    the chart's schema, a value of the wrong type does not; the page gives the steps in order."""
+    values = values_of(projects[name])
+    assert values["migrate"] == {"enabled": False}
+    assert helm_chart.problems(helm_chart.helm_merge(values, {"migrate": {"enabled": True}})) == []
+    broken = helm_chart.problems(helm_chart.helm_merge(values, {"migrate": {"enabled": "yes"}}))
+    assert any("migrate" in problem for problem in broken), broken
+    page = (projects[name] / "docs/upgrade.md").read_text()
+    helm = page.split("## Kubernetes (Helm)", 1)[1]
+    places = [helm.find(step) for step in HELM_UPGRADE_ORDER]
+    assert -1 not in places and places == sorted(places), list(zip(HELM_UPGRADE_ORDER, places, strict=True))

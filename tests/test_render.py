@@ -201,6 +201,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         ".pre-commit-config.yaml",
         "docs/security.md",
         "docs/update.md",
+        "docs/upgrade.md",
         "docs/kubernetes.md",
         "deploy/helm/values.yaml",
         "deploy/helm/values-bundled-postgres.yaml",
@@ -239,6 +240,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/locations.py",
         "scripts/backup.py",
         "scripts/purge.py",
+        "scripts/upgrade.py",
         "scripts/helm.py",
         # The scripts' unit tests (make test).
         "scripts/tests/test_push_images.py",
@@ -247,6 +249,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "scripts/tests/test_locations.py",
         "scripts/tests/test_backup.py",
         "scripts/tests/test_purge.py",
+        "scripts/tests/test_upgrade.py",
         "scripts/tests/test_helm.py",
     }
     if c["external_postgres"]:

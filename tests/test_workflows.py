@@ -20,6 +20,7 @@ CI_RUN_ONLY = {
     "tests/test_push.py": "Debian's docker-registry package",
     "tests/test_publish.py": "Debian's docker-registry package",
     "tests/test_prebuilt.py": "the published images' registry, Debian's docker-registry package",
+    "tests/test_upgrade.py": "two Dagster versions' image sets per engine and storage: minutes of builds",
 }
 # The jobs that need more than the workflow's `contents: read`; no job has id-token (the images
 # are signed with the project's key, not keyless).

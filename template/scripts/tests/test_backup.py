@@ -33,17 +33,33 @@ def test_an_external_server_is_backed_up_with_its_own_tools():
     assert "pg_restore --clean --if-exists -h db.example.com -U u -d d dagster.dump" in lines[2]
 
 
-def test_sqlite_history_is_copied_from_its_volume():
-    lines = backup.explanation("volume", "docker", "proj", {"BASE_IMAGE": "python:3.13"})
-    assert "make down" in lines[0]
-    assert "docker run --rm -v proj_dagster-data:/data:ro" in lines[1] and "python:3.13" in lines[1]
-    assert "storage=postgres" in lines[2]
+def test_a_volume_backup_is_a_tgz_named_the_same_way():
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    assert backup.backup_name("proj", when, ".tgz") == "proj-20260102T030405Z.tgz"
 
 
-def test_without_pg_dump_both_commands_explain_and_fail(capsys):
+def test_only_an_external_server_is_explained(capsys):
     for action in ("backup", "restore"):
-        assert backup.main([action, "--method=volume", "--engine=podman", "--project=p"]) == 1
-        assert "SQLite history" in capsys.readouterr().err
+        assert backup.main([action, "--method=server", "--engine=podman", "--project=p"]) == 1
+        assert "PostgreSQL server" in capsys.readouterr().err
+
+
+def test_a_volume_backup_runs_tar_in_a_one_off_container_without_network():
+    args = backup.argparse.Namespace(engine="docker", project="proj", image="img:1")
+    command = backup.one_off(args, "tar", "-C", "/data", "-czf", "-", ".")
+    assert command[:5] == ["docker", "run", "--rm", "-i", "--network=none"]
+    assert "proj_dagster-data:/data:ro" in command
+    assert "proj_dagster-data:/data" in backup.one_off(args, "sh", writable=True)
+
+
+def test_a_volume_restore_refuses_a_file_that_is_no_tgz(tmp_path, capsys):
+    args = ["restore", "--method=volume", "--engine=false", "--compose=false", "--project=p"]
+    bad = tmp_path / "p.tgz"
+    bad.write_bytes(b"not a tar")
+    assert backup.main([*args, f"--file={bad}"]) == 1
+    assert f"Run: make restore FILE={bad} CONFIRM=yes" in capsys.readouterr().err
+    assert backup.main([*args, f"--file={bad}", "--confirm=yes"]) == 1
+    assert "is no backup of the data volume" in capsys.readouterr().err
 
 
 def test_restore_needs_a_file_and_a_confirmation(tmp_path, capsys):

@@ -1,0 +1,249 @@
+"""Upgrade tier: `make upgrade` from Dagster 1.12.22 to 1.13.27 keeps the history, per engine.
+
+Per engine and storage (bundled PostgreSQL, SQLite), one project rendered at
+dagster_version=1.12.22 (code in the image) and started with `make up`:
+
+- at least RUNS runs with events (launched together through GraphQL), the schedule and the
+  sensor of the example location switched on, the sensor's ticks recorded;
+- the project committed, `copier update --data dagster_version=1.13.27` (the template as the
+  working tree has it, committed in a temporary repository), committed;
+- PostgreSQL only: a migration made to fail (a trigger that refuses the write of Dagster's data
+  migration, as a missing privilege would): `make upgrade` stops with a clear message and the
+  restore command; that command brings back the stack on 1.12.22 with every run; the trigger
+  is then removed;
+- `make upgrade`: the webserver runs 1.13.27, the same runs (ids and statuses), the same
+  materializations, the schedule and the sensor still on with their ticks, a new run reaches
+  SUCCESS; a second `make upgrade` says there is nothing to do and recreates no container;
+- SQLite only: `make restore` of the data volume's copy that the upgrade took, with
+  ROLLBACK=yes, brings back 1.12.22 with the runs as they were.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import copier
+import pytest
+from test_run import start_sensor
+
+from launchpad_dev.common import computed, note
+from launchpad_dev.dagster_api import Stack
+from launchpad_dev.engines import ENGINES, env_value, make, remove_stack
+
+OLD, NEW = "1.12.22", "1.13.27"
+RUNS = 50
+PORTS = {("podman", "postgres"): 3231, ("docker", "postgres"): 3232, ("podman", "sqlite"): 3233,
+         ("docker", "sqlite"): 3234}  # fmt: skip
+GIT = ["git", "-c", "user.name=Launchpad Tests", "-c", "user.email=tests@launchpad.invalid"]
+# The failure the test injects: a refused write, as the database would refuse it to a user
+# without the privilege (the bundled PostgreSQL's user is its superuser, whom no REVOKE stops;
+# a trigger stops it). Dagster's data migration run_partitions writes its row in
+# secondary_indexes when it is done; deleting the row makes `dagster instance migrate` run it.
+REFUSE = """
+CREATE FUNCTION launchpad_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'permission denied for table secondary_indexes (the test refuses it)';
+END $$;
+CREATE TRIGGER launchpad_test_refuse BEFORE INSERT ON secondary_indexes
+  FOR EACH ROW EXECUTE FUNCTION launchpad_test_refuse();
+DELETE FROM secondary_indexes WHERE name = 'run_partitions';
+"""
+# The sensor's state and its ticks, with their ids (the API's sensor_ticks has none).
+SENSOR = """query ($loc: String!) { sensorOrError(sensorSelector: {repositoryLocationName: $loc,
+  repositoryName: "__repository__", sensorName: "inbox_sensor"}) { ... on Sensor { sensorState {
+  status ticks(limit: 1000) { tickId status } } } } }"""
+ALLOW = """
+DROP TRIGGER launchpad_test_refuse ON secondary_indexes;
+DROP FUNCTION launchpad_test_refuse();
+"""
+
+
+def git(root: Path, *args: str) -> str:
+    done = subprocess.run([*GIT, *args], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def checked(root: Path, *targets: str, timeout: float = 1200) -> str:
+    done = make(root, *targets, timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"make {' '.join(targets)}:\n{output[-4000:]}"
+    return output
+
+
+class Project:
+    def __init__(self, engine, root: Path, slug: str, port: int):
+        self.engine, self.root, self.slug = engine, root, slug
+        self.package = slug.replace("-", "_")
+        self.stack = Stack(port, self.package)
+        self.services = ["webserver", "daemon", *computed(root)["pipes_services"].values()]
+
+    def dagster_version(self) -> str:
+        out = self.engine.run("exec", f"{self.slug}-webserver", "dagster", "--version", check=True)
+        return out.stdout.strip().split()[-1]
+
+    def container_ids(self) -> dict[str, str]:
+        return {
+            s: self.engine.run("inspect", "--format", "{{.Id}}", f"{self.slug}-{s}").stdout.strip()
+            for s in self.services
+        }
+
+    def wait_finished(self, run_ids: list[str], timeout: float = 600) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = {r["runId"]: r["status"] for r in self.stack.runs_by_id(run_ids)}
+            if len(runs) == len(run_ids) and all(
+                s in ("SUCCESS", "FAILURE", "CANCELED") for s in runs.values()
+            ):
+                return runs
+            assert time.monotonic() < deadline, f"runs unfinished: {runs}"
+            time.sleep(2)
+
+    def launch_many(self, count: int) -> dict[str, str]:
+        url = self.stack.url
+        port = int(url.rsplit(":", 1)[1])
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            ids = list(pool.map(lambda _: Stack(port, self.package).launch(), range(count)))
+        return self.wait_finished(ids)
+
+    def psql(self, sql: str) -> str:
+        user, db = env_value(self.root, "DAGSTER_PG_USER"), env_value(self.root, "DAGSTER_PG_DB")
+        command = [self.engine.name, "exec", "-i", f"{self.slug}-postgres", "psql", "-v",
+                   "ON_ERROR_STOP=1", "-U", user, "-d", db]  # fmt: skip
+        done = subprocess.run(command, input=sql, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def history(self, asset: str) -> tuple[dict[str, str], int, set, str]:
+        """(status of every run, the asset's materializations, the sensor's ticks (id and
+        status), the sensor's status)."""
+        runs = {r["runId"]: r["status"] for r in self.stack.runs_by_id(list(self.stack.run_ids()))}
+        state = self.stack.gql(SENSOR, loc=self.package)["sensorOrError"]["sensorState"]
+        ticks = {(tick["tickId"], tick["status"]) for tick in state["ticks"]}
+        return runs, self.stack.materializations(asset), ticks, state["status"]
+
+
+def template_repository(snapshot: Path, dest: Path) -> Path:
+    """The template snapshot as a git repository (copier update reads a commit)."""
+    shutil.copytree(snapshot, dest)
+    git(dest, "init", "--quiet")
+    git(dest, "add", "-A")
+    git(dest, "commit", "--quiet", "-m", "template")
+    return dest
+
+
+@pytest.mark.parametrize("storage", ["postgres", "sqlite"])
+@pytest.mark.parametrize("engine_name", ["podman", "docker"])
+def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
+    engine_name, storage, template_snapshot, tmp_path
+):
+    engine = ENGINES[engine_name].require()
+    slug = f"lp-upgrade-{engine_name[0]}{storage[0]}"
+    port = PORTS[(engine_name, storage)]
+    template = template_repository(template_snapshot, tmp_path / "template")
+    answers = {
+        "container_engine": engine_name,
+        "project_slug": slug,
+        "ui_port": port,
+        "storage": storage,
+        "dagster_version": OLD,
+        "max_concurrent_runs": 8,
+    }
+    root = tmp_path / slug
+    copier.run_copy(str(template), root, data=answers, defaults=True, quiet=True, vcs_ref="HEAD")
+    for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
+        if image := env_value(root, setting):
+            engine.require_image(image)
+    engine.clear_leftovers(slug)
+    p = Project(engine, root, slug, port)
+    figures = {}
+    try:
+        started = time.monotonic()
+        checked(root, "up")
+        p.stack.wait_loaded(timeout=120)
+        assert p.dagster_version() == OLD
+        figures["up"] = f"{time.monotonic() - started:.0f} s"
+
+        started = time.monotonic()
+        first = p.launch_many(RUNS)
+        assert set(first.values()) == {"SUCCESS"}, first
+        figures[f"{RUNS} runs"] = f"{time.monotonic() - started:.0f} s"
+        assert p.stack.start_schedule("example_schedule") == "ScheduleStateResult"
+        start_sensor(p.stack, "inbox_sensor")
+        deadline = time.monotonic() + 90
+        while not p.stack.sensor_ticks("inbox_sensor"):
+            assert time.monotonic() < deadline, "the sensor never ticked"
+            time.sleep(2)
+        asset = next(iter(sorted(p.stack.asset_keys())))
+        before = p.history(asset)
+        assert len(before[0]) >= RUNS and before[1] >= RUNS and before[2], before[:3]
+
+        # The project as a user keeps it, then the update to the new Dagster version. The
+        # checksum of the lock goes: the update brings the template's lock for 1.13.27
+        # untouched, whose checksum make records again (what `make lock` would do).
+        (root / "uv.lock.sha256").unlink(missing_ok=True)
+        git(root, "init", "--quiet")
+        git(root, "add", "-A")
+        git(root, "commit", "--quiet", "-m", f"Dagster {OLD}")
+        copier.run_update(str(root), data={"dagster_version": NEW}, defaults=True, overwrite=True,
+                          quiet=True, vcs_ref="HEAD", conflict="inline")  # fmt: skip
+        assert f"dagster=={NEW}" in (root / "platform/requirements.txt").read_text()
+        git(root, "add", "-A")
+        git(root, "commit", "--quiet", "-m", f"Dagster {NEW}")
+
+        if storage == "postgres":
+            p.psql(REFUSE)
+            failed = make(root, "upgrade", timeout=1800)
+            said = failed.stdout + failed.stderr
+            assert failed.returncode != 0, said[-3000:]
+            assert "error: the migration failed" in said, said[-3000:]
+            assert "permission denied for table secondary_indexes" in said, said[-3000:]
+            restore = next(line.strip() for line in said.splitlines() if "make restore FILE=" in line)
+            assert restore.endswith("CONFIRM=yes ROLLBACK=yes"), restore
+            started = time.monotonic()
+            back = make(root, *restore.split()[1:], timeout=600)
+            assert back.returncode == 0, (back.stdout + back.stderr)[-3000:]
+            figures["restore"] = f"{time.monotonic() - started:.0f} s"
+            p.stack.wait_loaded(timeout=120)
+            assert p.dagster_version() == OLD, "the restore must bring back the previous version"
+            assert p.history(asset)[:2] == before[:2], "every run must be back, with its status"
+            p.psql(ALLOW)
+
+        started = time.monotonic()
+        output = checked(root, "upgrade", timeout=1800)
+        figures["upgrade"] = f"{time.monotonic() - started:.0f} s"
+        assert f"upgraded: Dagster {OLD} -> {NEW}" in output, output[-3000:]
+        assert "migrations applied: " in output, output[-3000:]
+        p.stack.wait_loaded(timeout=120)
+        assert p.dagster_version() == NEW
+        runs, materializations, ticks, sensor = p.history(asset)
+        assert runs == before[0], "the same runs, with the same statuses"
+        assert materializations == before[1], "the asset's materialization history"
+        assert ticks >= before[2] and sensor == "RUNNING", "the sensor, on, with its ticks"
+        assert p.stack.schedule_status("example_schedule") == "RUNNING"
+        new_run = p.stack.launch()
+        assert p.wait_finished([new_run]) == {new_run: "SUCCESS"}, p.stack.errors(new_run)
+
+        containers = p.container_ids()
+        again = checked(root, "upgrade", timeout=900)
+        assert "Nothing to upgrade" in again, again[-3000:]
+        assert p.container_ids() == containers, "a second make upgrade must change nothing"
+
+        if storage == "sqlite":
+            # The SQLite backup that the upgrade took (a copy of the data volume) brings back
+            # the previous version with the history as it was: without the new run.
+            backup = re.search(r"; backup: (\S+)", output).group(1)
+            assert backup.endswith(".tgz") and (root / backup).is_file(), backup
+            checked(root, "restore", f"FILE={backup}", "CONFIRM=yes", "ROLLBACK=yes", timeout=600)
+            p.stack.wait_loaded(timeout=120)
+            assert p.dagster_version() == OLD
+            assert p.history(asset)[:2] == before[:2], "the runs as they were backed up"
+    finally:
+        note(f"upgrade tier, {engine_name}, {storage}", "; ".join(f"{k}: {v}" for k, v in figures.items()))
+        remove_stack(engine, root, slug)
+        for service in p.services:
+            engine.run("rmi", f"localhost/{slug}-{service}:pre-upgrade")
