@@ -67,6 +67,7 @@ LAYOUTS = (
     "launchpad-locations",
     "launchpad-prebuilt",
     "launchpad-login",
+    "launchpad-upgrade",
 )
 # The numbers of code locations that launchpad-locations builds (issue 13).
 LOCATION_COUNTS = (1, 2, 3)
@@ -89,6 +90,9 @@ PREBUILT_COPY_TO_FIRST_SUCCESS = 15
 # without it, and its idle RSS under 30 MiB. Its GraphQL latency is reported, with no target.
 LOGIN_LAUNCH_OVERHEAD = 0.05
 LOGIN_PROXY_RSS_MIB = 30
+# `make upgrade` on the default stack with 1,000 runs of history (issue 32): the UI unreachable
+# for at most this long (benchmarks/upgrade_bench.py).
+UPGRADE_DOWNTIME = 30
 # Queries timed for the GraphQL latency (the median is reported) and launches for the median
 # of launch -> SUCCESS, with and without the proxy.
 LOGIN_QUERIES = 20
@@ -662,6 +666,13 @@ def verdicts(result: dict) -> dict:
             "value": login["proxy_idle_rss_mib"],
             "met": login["proxy_idle_rss_mib"] <= LOGIN_PROXY_RSS_MIB,
         }
+    upgrade = result.get("launchpad-upgrade", {})
+    if "upgrade_downtime_s" in upgrade:
+        out["upgrade_downtime_s"] = {
+            "target": UPGRADE_DOWNTIME,
+            "value": upgrade["upgrade_downtime_s"],
+            "met": upgrade["upgrade_downtime_s"] <= UPGRADE_DOWNTIME,
+        }
     prebuilt = result.get("launchpad-prebuilt", {}).get("prebuilt_image_copy_to_first_success_s")
     if prebuilt is not None:
         out["prebuilt_image_copy_to_first_success_s"] = {
@@ -741,6 +752,24 @@ def table(engine: str, result: dict) -> str:
             f"without, {lg['login_graphql_median_ms']} ms through it (medians); "
             f"the proxy's idle RSS {lg.get('proxy_idle_rss_mib', '-')} MiB "
             f"({lg.get('proxy_idle_rss_anon_mib', '-')} MiB of it anonymous, the rest its binary's pages)"
+        )
+    up = result.get("launchpad-upgrade", {})
+    if "upgrade_downtime_s" in up:
+        goal = result.get("targets", {}).get("upgrade_downtime_s", {})
+        lines.append(
+            f"  launchpad-upgrade ({up.get('upgrade_runs_before')} runs): make upgrade"
+            f" {up['upgrade_wall_s']} s wall, the UI unreachable {up['upgrade_downtime_s']} s at most"
+            f" ({'ok' if goal.get('met') else 'MISS'} <= {UPGRADE_DOWNTIME} s; it says downtime"
+            f" {up.get('upgrade_reported_downtime_s')} s); runs {up.get('upgrade_runs_before')} before,"
+            f" {up.get('upgrade_runs_after')} after"
+        )
+    if "purge_s" in up:
+        lines.append(
+            f"  launchpad-upgrade purge ({up['purge_runs_before']} runs): dry run {up['purge_dry_run_s']} s,"
+            f" purge {up['purge_s']} s; event rows {up['purge_event_rows_before']} ->"
+            f" {up['purge_event_rows_after']}; database {up['purge_db_bytes_before'] / 1e6:.1f} MB ->"
+            f" {up['purge_db_bytes_after'] / 1e6:.1f} MB, {up['purge_db_bytes_after_vacuum'] / 1e6:.1f} MB"
+            f" after VACUUM, {up['purge_db_bytes_after_vacuum_full'] / 1e6:.1f} MB after VACUUM FULL"
         )
     prebuilt = result.get("launchpad-prebuilt", {})
     if "prebuilt_image_copy_to_first_success_s" in prebuilt:
@@ -824,6 +853,10 @@ def measure_engine(engine: Engine, layouts: list[str], work: Path, template: Pat
                 measure_prebuilt(engine, work, template, default, track)
             elif name == "launchpad-login":
                 measure_login(engine, work, template, track)
+            elif name == "launchpad-upgrade":
+                import upgrade_bench
+
+                upgrade_bench.measure_upgrade(engine, work, template, track)
             else:
                 layout, volume = layouts_for(name, engine, work, template, default)
                 measure(layout, launches, volume, args.quick, stand_in, track)

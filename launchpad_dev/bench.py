@@ -44,6 +44,8 @@ PORTS = {
     # plain-HTTP redirect on the next port)
     "lp-local": 3313,
     "lp-login": 3314,
+    # launchpad-upgrade (issue 32): make upgrade and make purge on a history of runs
+    "lp-upgrade": 3315,
 }
 # Added per engine, so that two modes can run at once, one on each engine (--soak on one,
 # --burst on the other) without their UIs claiming the same host port.
@@ -263,8 +265,11 @@ class Launchpad(Layout):
             "code_locations": self.locations,
         }
 
-    def copy(self) -> None:
+    def render(self) -> None:
         render(self.template, self.root, self.answers())
+
+    def copy(self) -> None:
+        self.render()
         for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
             image = env_value(self.root, setting)
             if not self.engine.has_image(image) and UPSTREAM:  # LAUNCHPAD_IMAGES=upstream: pull it
