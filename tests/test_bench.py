@@ -286,3 +286,52 @@ def test_soak_growth_is_the_slope_after_the_warm_up():
     ]
     assert stress.growth_per_100_runs(samples, warm_up=10) == {"webserver": 20.0, "daemon": 0.0}
     assert stress.growth_per_100_runs(samples[:3], warm_up=10) == {"webserver": None, "daemon": None}
+
+
+def test_the_upgrade_layouts_downtime_has_a_verdict_and_a_line_in_the_table(bench):
+    """launchpad-upgrade (issue 32): upgrade_downtime_s against its 30 s target, and the purge's
+    figures, in the table."""
+    upgrade = {
+        "upgrade_wall_s": 80.2, "upgrade_downtime_s": 31.4, "upgrade_reported_downtime_s": 29,
+        "upgrade_runs_before": 1003, "upgrade_runs_after": 1003, "purge_runs_before": 10_004,
+        "purge_dry_run_s": 40.0, "purge_s": 90.0, "purge_event_rows_before": 50_100,
+        "purge_event_rows_after": 100, "purge_db_bytes_before": 40_000_000,
+        "purge_db_bytes_after": 40_000_000, "purge_db_bytes_after_vacuum": 39_000_000,
+        "purge_db_bytes_after_vacuum_full": 9_000_000,
+    }  # fmt: skip
+    result = {"launchpad-upgrade": upgrade}
+    result["targets"] = bench.verdicts(result)
+    assert result["targets"]["upgrade_downtime_s"] == {"target": 30, "value": 31.4, "met": False}
+    text = bench.table("docker", result)
+    assert "make upgrade 80.2 s wall, the UI unreachable 31.4 s at most (MISS <= 30 s" in text
+    assert "database 40.0 MB -> 40.0 MB, 39.0 MB after VACUUM, 9.0 MB after VACUUM FULL" in text
+    assert "launchpad-upgrade" in bench.PROJECT_LAYOUTS, "the generated project: its failure exits 1"
+
+
+def test_the_ui_poller_reports_the_longest_unreachable_span(monkeypatch):
+    """upgrade_downtime_s: the longest run of failed polls, from the first failure's start to the
+    next answer; a span still open at the end counts to the end."""
+    upgrade_bench = load("upgrade_bench")
+    clock = {"now": 0.0}
+    answers = iter([True, False, False, True, False, True, True, False, False])
+
+    class Answer:
+        def __init__(self, ok: bool):
+            self.status_code = 200 if ok else 503
+
+    def get(url, timeout):
+        clock["now"] += 0.2
+        try:
+            return Answer(next(answers))
+        except StopIteration:
+            poller.stopping.set()
+            return Answer(False)
+
+    monkeypatch.setattr(upgrade_bench.requests, "get", get)
+    monkeypatch.setattr(upgrade_bench.time, "monotonic", lambda: clock["now"])
+    poller = upgrade_bench.Unreachable("http://127.0.0.1:1/server_info")
+    poller.stopping.wait = lambda seconds: None
+    poller.loop()
+    # Polls at 0.2 .. 1.8: failed from 0.2 (the second poll began) to 0.8; 0.8 to 1.2; 1.4 on.
+    assert poller.polls == 10 and poller.failures == 6
+    assert round(poller.longest, 1) == 0.6
