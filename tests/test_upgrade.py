@@ -267,9 +267,7 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
 
 @pytest.mark.engine("podman")
 @pytest.mark.parametrize("storage", ["postgres", "sqlite"])
-def test_kube_upgrade_keeps_history_and_its_rollback_brings_it_back(
-    storage, template_snapshot, tmp_path
-):
+def test_kube_upgrade_keeps_history_and_its_rollback_brings_it_back(storage, template_snapshot, tmp_path):
     engine = ENGINES["podman"].require()
     slug = f"lp-kupgrade-{storage[0]}"
     port = KUBE_PORTS[storage]
