@@ -30,7 +30,14 @@ make builds the images first (`make build`: nothing running changes). `upgrade` 
 
 If the migration fails it stops there, leaves the stack stopped and prints the command that
 brings the previous version back (--rollback, with the backup's file). `migrate` is steps 3
-(without waiting) and 5 alone: the stack is left stopped. Standard library only.
+(without waiting) and 5 alone: the stack is left stopped.
+
+--kube (`make kube-upgrade`, Podman): the same steps for the kube stack (KubeStack): the pods'
+containers SLUG-NAME-NAME compared, the pods stopped (`podman pod stop`), then the stack down
+(--down: `make kube-down`, the claims stay) before the backup (--backup: `make kube-backup`, a
+copy of the claims) and the migration (--migrate: `make kube-migrate`, a one-off pod of the
+daemon's new image played from the same YAML); --start is `make kube-up`. With the Quadlet
+unit installed it refuses and says the steps (systemd owns the pods). Standard library only.
 """
 
 from __future__ import annotations
