@@ -16,6 +16,13 @@ dagster_version=1.12.22 (code in the image) and started with `make up`:
   SUCCESS; a second `make upgrade` says there is nothing to do and recreates no container;
 - SQLite only: `make restore` of the data volume's copy that the upgrade took, with
   ROLLBACK=yes, brings back 1.12.22 with the runs as they were.
+
+The kube stack (Podman, per storage): the same project started with `make kube-up`, KUBE_RUNS
+runs, the same update, `make kube-upgrade`: the webserver runs 1.13.27 with the same runs
+(ids and statuses), a new run reaches SUCCESS, a second `make kube-upgrade` says there is
+nothing to do and recreates no container, and the rollback command that a failed migration
+would print (`make kube-restore FILE=<the claims' copy> CONFIRM=yes ROLLBACK=yes`) brings back
+1.12.22 with the runs as they were.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 
 import copier
 import pytest
+from test_kube import clear as clear_kube
 from test_run import start_sensor
 
 from launchpad_dev.common import computed, note
@@ -39,6 +47,8 @@ OLD, NEW = "1.12.22", "1.13.27"
 RUNS = 50
 PORTS = {("podman", "postgres"): 3231, ("docker", "postgres"): 3232, ("podman", "sqlite"): 3233,
          ("docker", "sqlite"): 3234}  # fmt: skip
+KUBE_RUNS = 5
+KUBE_PORTS = {"postgres": 3235, "sqlite": 3236}
 GIT = ["git", "-c", "user.name=Launchpad Tests", "-c", "user.email=tests@launchpad.invalid"]
 # The failure the test injects: a refused write, as the database would refuse it to a user
 # without the privilege (the bundled PostgreSQL's user is its superuser, whom no REVOKE stops;
@@ -76,19 +86,21 @@ def checked(root: Path, *targets: str, timeout: float = 1200) -> str:
 
 
 class Project:
-    def __init__(self, engine, root: Path, slug: str, port: int):
+    def __init__(self, engine, root: Path, slug: str, port: int, kube: bool = False):
         self.engine, self.root, self.slug = engine, root, slug
+        # kube play names a pod's container <pod>-<container>: SLUG-SERVICE-SERVICE.
+        self.name = (lambda s: f"{slug}-{s}-{s}") if kube else (lambda s: f"{slug}-{s}")
         self.package = slug.replace("-", "_")
         self.stack = Stack(port, self.package)
         self.services = ["webserver", "daemon", *computed(root)["pipes_services"].values()]
 
     def dagster_version(self) -> str:
-        out = self.engine.run("exec", f"{self.slug}-webserver", "dagster", "--version", check=True)
+        out = self.engine.run("exec", self.name("webserver"), "dagster", "--version", check=True)
         return out.stdout.strip().split()[-1]
 
     def container_ids(self) -> dict[str, str]:
         return {
-            s: self.engine.run("inspect", "--format", "{{.Id}}", f"{self.slug}-{s}").stdout.strip()
+            s: self.engine.run("inspect", "--format", "{{.Id}}", self.name(s)).stdout.strip()
             for s in self.services
         }
 
@@ -125,6 +137,21 @@ class Project:
         state = self.stack.gql(SENSOR, loc=self.package)["sensorOrError"]["sensorState"]
         ticks = {(tick["tickId"], tick["status"]) for tick in state["ticks"]}
         return runs, self.stack.materializations(asset), ticks, state["status"]
+
+
+def update_to_new(root: Path) -> None:
+    """The project committed as a user keeps it, then `copier update` to NEW, committed. The
+    checksum of the lock goes: the update brings the template's lock for NEW untouched, whose
+    checksum make records again (what `make lock` would do)."""
+    (root / "uv.lock.sha256").unlink(missing_ok=True)
+    git(root, "init", "--quiet")
+    git(root, "add", "-A")
+    git(root, "commit", "--quiet", "-m", f"Dagster {OLD}")
+    copier.run_update(str(root), data={"dagster_version": NEW}, defaults=True, overwrite=True,
+                      quiet=True, vcs_ref="HEAD", conflict="inline")  # fmt: skip
+    assert f"dagster=={NEW}" in (root / "platform/requirements.txt").read_text()
+    git(root, "add", "-A")
+    git(root, "commit", "--quiet", "-m", f"Dagster {NEW}")
 
 
 def template_repository(snapshot: Path, dest: Path) -> Path:
@@ -182,18 +209,7 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
         before = p.history(asset)
         assert len(before[0]) >= RUNS and before[1] >= RUNS and before[2], before[:3]
 
-        # The project as a user keeps it, then the update to the new Dagster version. The
-        # checksum of the lock goes: the update brings the template's lock for 1.13.27
-        # untouched, whose checksum make records again (what `make lock` would do).
-        (root / "uv.lock.sha256").unlink(missing_ok=True)
-        git(root, "init", "--quiet")
-        git(root, "add", "-A")
-        git(root, "commit", "--quiet", "-m", f"Dagster {OLD}")
-        copier.run_update(str(root), data={"dagster_version": NEW}, defaults=True, overwrite=True,
-                          quiet=True, vcs_ref="HEAD", conflict="inline")  # fmt: skip
-        assert f"dagster=={NEW}" in (root / "platform/requirements.txt").read_text()
-        git(root, "add", "-A")
-        git(root, "commit", "--quiet", "-m", f"Dagster {NEW}")
+        update_to_new(root)
 
         if storage == "postgres":
             p.psql(REFUSE)
@@ -245,5 +261,70 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
     finally:
         note(f"upgrade tier, {engine_name}, {storage}", "; ".join(f"{k}: {v}" for k, v in figures.items()))
         remove_stack(engine, root, slug)
+        for service in p.services:
+            engine.run("rmi", f"localhost/{slug}-{service}:pre-upgrade")
+
+
+@pytest.mark.engine("podman")
+@pytest.mark.parametrize("storage", ["postgres", "sqlite"])
+def test_kube_upgrade_keeps_history_and_its_rollback_brings_it_back(storage, template_snapshot, tmp_path):
+    engine = ENGINES["podman"].require()
+    slug = f"lp-kupgrade-{storage[0]}"
+    port = KUBE_PORTS[storage]
+    template = template_repository(template_snapshot, tmp_path / "template")
+    answers = {"container_engine": "podman", "project_slug": slug, "ui_port": port,
+               "storage": storage, "dagster_version": OLD, "max_concurrent_runs": 8}  # fmt: skip
+    root = tmp_path / slug
+    copier.run_copy(str(template), root, data=answers, defaults=True, quiet=True, vcs_ref="HEAD")
+    for setting in ("BASE_IMAGE", "POSTGRES_IMAGE"):
+        if image := env_value(root, setting):
+            engine.require_image(image)
+    clear_kube(engine, slug)
+    p = Project(engine, root, slug, port, kube=True)
+    figures = {}
+    try:
+        started = time.monotonic()
+        checked(root, "kube-up")
+        p.stack.wait_loaded(timeout=120)
+        assert p.dagster_version() == OLD
+        figures["kube-up"] = f"{time.monotonic() - started:.0f} s"
+        first = p.launch_many(KUBE_RUNS)
+        assert set(first.values()) == {"SUCCESS"}, first
+        before = {r["runId"]: r["status"] for r in p.stack.runs_by_id(list(p.stack.run_ids()))}
+        assert len(before) >= KUBE_RUNS, before
+
+        update_to_new(root)
+        started = time.monotonic()
+        output = checked(root, "kube-upgrade", timeout=1800)
+        figures["kube-upgrade"] = f"{time.monotonic() - started:.0f} s"
+        assert f"upgraded: Dagster {OLD} -> {NEW}" in output, output[-3000:]
+        assert "migrations applied: " in output, output[-3000:]
+        p.stack.wait_loaded(timeout=120)
+        assert p.dagster_version() == NEW
+        runs = {r["runId"]: r["status"] for r in p.stack.runs_by_id(list(p.stack.run_ids()))}
+        assert runs == before, "the same runs, with the same statuses"
+        new_run = p.stack.launch()
+        assert p.wait_finished([new_run]) == {new_run: "SUCCESS"}, p.stack.errors(new_run)
+
+        containers = p.container_ids()
+        again = checked(root, "kube-upgrade", timeout=900)
+        assert "Nothing to upgrade" in again, again[-3000:]
+        assert p.container_ids() == containers, "a second make kube-upgrade must change nothing"
+
+        # The rollback that a failed migration prints, on the claims' copy the upgrade took:
+        # the previous version with the history as it was (without the new run).
+        backup = re.search(r"; backup: (\S+)", output).group(1)
+        assert backup.endswith(".tgz") and (root / backup).is_file(), backup
+        started = time.monotonic()
+        checked(root, "kube-restore", f"FILE={backup}", "CONFIRM=yes", "ROLLBACK=yes", timeout=600)
+        figures["kube-restore"] = f"{time.monotonic() - started:.0f} s"
+        p.stack.wait_loaded(timeout=120)
+        assert p.dagster_version() == OLD
+        runs = {r["runId"]: r["status"] for r in p.stack.runs_by_id(list(p.stack.run_ids()))}
+        assert runs == before, "the runs as they were backed up"
+    finally:
+        note(f"kube upgrade, {storage}", "; ".join(f"{k}: {v}" for k, v in figures.items()))
+        make(root, "kube-down", timeout=300)
+        clear_kube(engine, slug)
         for service in p.services:
             engine.run("rmi", f"localhost/{slug}-{service}:pre-upgrade")

@@ -30,13 +30,21 @@ make builds the images first (`make build`: nothing running changes). `upgrade` 
 
 If the migration fails it stops there, leaves the stack stopped and prints the command that
 brings the previous version back (--rollback, with the backup's file). `migrate` is steps 3
-(without waiting) and 5 alone: the stack is left stopped. Standard library only.
+(without waiting) and 5 alone: the stack is left stopped.
+
+--kube (`make kube-upgrade`, Podman): the same steps for the kube stack (KubeStack): the pods'
+containers SLUG-NAME-NAME compared, the pods stopped (`podman pod stop`), then the stack down
+(--down: `make kube-down`, the claims stay) before the backup (--backup: `make kube-backup`, a
+copy of the claims) and the migration (--migrate: `make kube-migrate`, a one-off pod of the
+daemon's new image played from the same YAML); --start is `make kube-up`. With the Quadlet
+unit installed it refuses and says the steps (systemd owns the pods). Standard library only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -127,9 +135,21 @@ def applied(output: str) -> str:
 
 
 class Stack:
+    """The compose stack: a service's container is SLUG-SERVICE."""
+
+    up, upgrade, migrate_target = "make up", "make upgrade", "make migrate"
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.compose = shlex.split(args.compose)
+
+    def refusal(self) -> str:
+        """Why this stack cannot be upgraded here ("" if it can)."""
+        return ""
+
+    def stopped(self) -> int:
+        """What follows the Dagster services' stop, before the backup (compose: nothing)."""
+        return 0
 
     def container(self, service: str) -> str:
         return f"{self.args.project}-{service}"
@@ -162,10 +182,54 @@ class Stack:
             *self.compose, "run", "--rm", "--no-deps", "-T", "daemon",
             "python3", "/opt/dagster/instance_ready.py", "--", "dagster", "instance", "migrate",
         ]  # fmt: skip
-        done = run(*shown(command), capture_output=True, text=True)
-        output = done.stdout + done.stderr
-        print(output.rstrip(), flush=True)
-        return done.returncode, output
+        return captured(command)
+
+
+class KubeStack(Stack):
+    """The kube stack (`make kube-upgrade`): one pod SLUG-SERVICE per service, its container
+    SLUG-SERVICE-SERVICE. The Dagster pods stop with `podman pod stop`, then the whole stack
+    goes (--down: `make kube-down`, the claims stay), so that the backup (--backup: `make
+    kube-backup`, a copy of the claims) and the migration (--migrate: `make kube-migrate`, a
+    one-off pod of the daemon's new image beside the PostgreSQL pod, from the same YAML) see
+    nothing else write. Under Quadlet systemd owns the pods: refused, with the steps."""
+
+    up, upgrade, migrate_target = "make kube-up", "make kube-upgrade", "make kube-migrate"
+
+    def container(self, service: str) -> str:
+        return f"{self.args.project}-{service}-{service}"
+
+    def refusal(self) -> str:
+        slug = self.args.project
+        config = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+        units = {"": "/etc/containers/systemd", " --user": f"{config}/containers/systemd"}
+        for scope, directory in units.items():
+            if os.path.exists(f"{directory}/{slug}.kube"):
+                return (
+                    f"the Quadlet unit {directory}/{slug}.kube is installed: systemd runs this"
+                    " stack and make kube-upgrade does not drive systemd. Upgrade it with:"
+                    f" systemctl{scope} stop {slug} && make build kube-backup kube-migrate"
+                    f" quadlet-install && systemctl{scope} start {slug} (docs/upgrade.md)"
+                )
+        return ""
+
+    def stop(self, *services: str, seconds: int = 30) -> int:
+        pods = [f"{self.args.project}-{service}" for service in services]
+        command = [self.args.engine, "pod", "stop", "-t", str(seconds), *pods]
+        return run(*shown(command)).returncode
+
+    def stopped(self) -> int:
+        return run(*shlex.split(self.args.down)).returncode
+
+    def migrate(self) -> tuple[int, str]:
+        return captured(shlex.split(self.args.migrate))
+
+
+def captured(command: list[str]) -> tuple[int, str]:
+    """Run `command` (shown), print its output and return its code and output."""
+    done = run(*shown(command), capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    print(output.rstrip(), flush=True)
+    return done.returncode, output
 
 
 def dagster_services(args: argparse.Namespace) -> list[str]:
@@ -186,17 +250,21 @@ def migrate(args: argparse.Namespace) -> int:
 
 
 def upgrade(args: argparse.Namespace) -> int:
-    stack = Stack(args)
+    stack = KubeStack(args) if args.kube else Stack(args)
     engine = args.engine
+    if refused := stack.refusal():
+        print(f"error: {refused}", file=sys.stderr)
+        return 1
     before, after, changed = {}, {}, []
     for service in args.image:
         container = inspect(engine, "container", stack.container(service))
         image = inspect(engine, "image", stack.image(service))
         if container is None:
             print(
-                f"error: {service} has no container: 'make upgrade' upgrades a stack that was"
-                " started with the previous version ('make up' before 'copier update'). To"
-                " start this version on the old data instead: 'make migrate', then 'make up'.",
+                f"error: {service} has no container: '{stack.upgrade}' upgrades a stack that"
+                f" was started with the previous version ('{stack.up}' before 'copier update')."
+                f" To start this version on the old data instead: '{stack.migrate_target}',"
+                f" then '{stack.up}'.",
                 file=sys.stderr,
             )
             return 1
@@ -241,14 +309,14 @@ def upgrade(args: argparse.Namespace) -> int:
               " queued runs stay queued.")  # fmt: skip
     else:
         print("no run in progress: queued runs stay queued and start after the upgrade")
-    if stack.stop(*args.web, *args.service):
+    if stack.stop(*args.web, *args.service) or stack.stopped():
         return 1
     done = run(*shlex.split(args.backup), capture_output=True, text=True)
     print((done.stdout + done.stderr).rstrip(), flush=True)
     if done.returncode:
         print("error: the backup failed; nothing was migrated. The Dagster services are"
-              " stopped: start the previous version again with 'make up ROLLBACK=yes"
-              f" IMAGE_TAG={PRE_UPGRADE}', or fix the backup and run 'make upgrade'"
+              f" stopped: start the previous version again with '{stack.up} ROLLBACK=yes"
+              f" IMAGE_TAG={PRE_UPGRADE}', or fix the backup and run '{stack.upgrade}'"
               " again.", file=sys.stderr)  # fmt: skip
         return 1
     file = (BACKUP_FILE.findall(done.stdout) or ["<your server's backup>"])[-1]
@@ -260,7 +328,7 @@ def upgrade(args: argparse.Namespace) -> int:
             f" stopped, and the storage may be partly migrated; {file} holds it as it was"
             f" before. To bring back the previous version (Dagster {old}) on that backup:"
             f"\n  {rollback}\n"
-            "then revert the project's update (git) before the next 'make up'; see"
+            f"then revert the project's update (git) before the next '{stack.up}'; see"
             " docs/upgrade.md.",
             file=sys.stderr,
         )
@@ -290,6 +358,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--start", default="", help="the command that starts the stack")
     parser.add_argument("--rollback", default="", help="the rollback's command, @FILE@ the backup")
     parser.add_argument("--drain-seconds", type=int, default=120)
+    parser.add_argument("--kube", action="store_true", help="the kube stack (make kube-upgrade)")
+    parser.add_argument("--down", default="", help="the kube stack's stop (--kube)")
+    parser.add_argument("--migrate", default="", help="the kube stack's migration (--kube)")
     parser.add_argument(
         "--own-containers", action="store_true", help="runs execute in containers of their own"
     )

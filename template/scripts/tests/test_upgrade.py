@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import upgrade  # noqa: E402
 
@@ -102,3 +104,57 @@ def test_a_failed_migration_names_the_backup_in_the_rollback(monkeypatch, capsys
     assert f"\n  {restore}\n" in err
     assert not [c for c in ran if c[:2] == ("make", "up")], "nothing starts after a failure"
     assert ("podman", "tag", "old", "localhost/p-daemon:pre-upgrade") in ran
+
+
+def test_the_kube_stack_stops_pods_goes_down_then_backs_up_and_migrates(monkeypatch, capsys):
+    """--kube (make kube-upgrade): the pods' containers (SLUG-NAME-NAME) compared, the daemon's
+    pod stopped first, then the others', then the stack down before the backup and the
+    migration; a failed migration prints the kube rollback with the backup's file."""
+    ran = []
+
+    def fake_run(*command, **kwargs):
+        ran.append(command)
+        out, code = "", 0
+        if command[1:3] == ("container", "inspect"):
+            assert command[3] in ("p-daemon-daemon", "p-webserver-webserver"), command
+            out = '[{"Image": "sha256:old"}]'
+        elif command[1:3] == ("image", "inspect"):
+            image_id = "new" if command[3].startswith("localhost/") else "old"
+            out = json.dumps([{"Id": image_id, "Labels": {}}])
+        elif command[:2] == ("make", "kube-backup"):
+            out = "backup written: backups/p-kube-20260101T000000Z.tgz\n"
+        elif "python3" in command and "-" in command:  # the drain
+            assert "p-webserver-webserver" in command, command
+            out = "0\n"
+        elif command[:2] == ("make", "kube-migrate"):
+            out, code = "permission denied", 1
+        return upgrade.subprocess.CompletedProcess(command, code, out, "")
+
+    monkeypatch.setattr(upgrade, "run", fake_run)
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/nonexistent")
+    argv = ["upgrade", "--kube", "--engine=podman", "--compose=podman-compose", "--project=p",
+            "--image=webserver", "--image=daemon", "--service=pipes-a", "--down=make kube-down",
+            "--backup=make kube-backup", "--migrate=make kube-migrate", "--start=make kube-up",
+            "--rollback=make kube-restore FILE=@FILE@ CONFIRM=yes ROLLBACK=yes"]  # fmt: skip
+    assert upgrade.main(argv) == 1
+    steps = [c[:3] for c in ran if c[1] == "pod" or c[0] == "make"]
+    assert steps == [
+        ("podman", "pod", "stop"), ("podman", "pod", "stop"), ("make", "kube-down"),
+        ("make", "kube-backup"), ("make", "kube-migrate"),
+    ], steps  # fmt: skip
+    stops = [c for c in ran if c[1:3] == ("pod", "stop")]
+    assert stops[0][-1] == "p-daemon" and stops[1][-2:] == ("p-webserver", "p-pipes-a"), stops
+    restore = "make kube-restore FILE=backups/p-kube-20260101T000000Z.tgz CONFIRM=yes ROLLBACK=yes"
+    assert f"\n  {restore}\n" in capsys.readouterr().err
+
+
+def test_an_installed_quadlet_unit_is_refused_with_its_steps(monkeypatch, capsys, tmp_path):
+    (tmp_path / "containers/systemd").mkdir(parents=True)
+    (tmp_path / "containers/systemd/p.kube").write_text("[Kube]\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setattr(upgrade, "run", lambda *c, **k: pytest.fail(f"ran {c}"))
+    argv = ["upgrade", "--kube", "--engine=podman", "--compose=c", "--project=p", "--image=daemon"]
+    assert upgrade.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "systemctl --user stop p && make build kube-backup kube-migrate quadlet-install" in err
+    assert len(err.strip().splitlines()) == 1, err
