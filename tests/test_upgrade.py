@@ -4,7 +4,9 @@ Per engine and storage (bundled PostgreSQL, SQLite), one project rendered at
 dagster_version=1.12.22 (code in the image) and started with `make up`:
 
 - at least RUNS runs with events (launched together through GraphQL), the schedule and the
-  sensor of the example location switched on, the sensor's ticks recorded;
+  sensor of the example location switched on, the sensor's ticks recorded; a schedule the test
+  adds to the location's code (every minute, on by default, each tick skipped: no run, so the
+  runs stay those counted) ticks at least twice;
 - the project committed, `copier update --data dagster_version=1.13.27` (the template as the
   working tree has it, committed in a temporary repository), committed;
 - PostgreSQL only: a migration made to fail (a trigger that refuses the write of Dagster's data
@@ -12,8 +14,9 @@ dagster_version=1.12.22 (code in the image) and started with `make up`:
   restore command; that command brings back the stack on 1.12.22 with every run; the trigger
   is then removed;
 - `make upgrade`: the webserver runs 1.13.27, the same runs (ids and statuses), the same
-  materializations, the schedule and the sensor still on with their ticks, a new run reaches
-  SUCCESS; a second `make upgrade` says there is nothing to do and recreates no container;
+  materializations, the schedule and the sensor still on with their ticks, the minutely
+  schedule's ticks kept and a new tick after the upgrade, a new run reaches SUCCESS; a second
+  `make upgrade` says there is nothing to do and recreates no container;
 - SQLite only: `make restore` of the data volume's copy that the upgrade took, with
   ROLLBACK=yes, brings back 1.12.22 with the runs as they were.
 
@@ -66,6 +69,23 @@ DELETE FROM secondary_indexes WHERE name = 'run_partitions';
 SENSOR = """query ($loc: String!) { sensorOrError(sensorSelector: {repositoryLocationName: $loc,
   repositoryName: "__repository__", sensorName: "inbox_sensor"}) { ... on Sensor { sensorState {
   status ticks(limit: 1000) { tickId status } } } } }"""
+SCHEDULE_TICKS = """query ($loc: String!) { scheduleOrError(scheduleSelector: {repositoryLocationName:
+  $loc, repositoryName: "__repository__", scheduleName: "minutely_check"}) { ... on Schedule {
+  scheduleState { status ticks(limit: 1000) { tickId status timestamp } } } } }"""
+# The project's own schedule (user code, kept by copier update): every minute, on by default;
+# each tick is skipped, so it launches no run and the runs stay those the test counts.
+MINUTELY = """
+
+@dg.schedule(
+    name="minutely_check",
+    job=example_job,
+    cron_schedule="* * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def minutely_check(context):
+    return dg.SkipReason("the upgrade tier's schedule: it ticks and launches nothing")
+"""
 ALLOW = """
 DROP TRIGGER launchpad_test_refuse ON secondary_indexes;
 DROP FUNCTION launchpad_test_refuse();
@@ -138,6 +158,40 @@ class Project:
         ticks = {(tick["tickId"], tick["status"]) for tick in state["ticks"]}
         return runs, self.stack.materializations(asset), ticks, state["status"]
 
+    def schedule_ticks(self) -> list[dict]:
+        """The minutely schedule's ticks (id, status, timestamp in seconds); none while the
+        webserver has not got the location."""
+        found = self.stack.gql(SCHEDULE_TICKS, loc=self.package)["scheduleOrError"]
+        return (found.get("scheduleState") or {}).get("ticks") or []
+
+    def wait_schedule_ticks(self, count: int, after: float = 0, timeout: float = 150) -> list[dict]:
+        """Until the minutely schedule has `count` ticks at or after `after` (epoch seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ticks = self.schedule_ticks()
+            if len([t for t in ticks if t["timestamp"] >= after]) >= count:
+                return ticks
+            assert time.monotonic() < deadline, f"the schedule did not tick ({count} after {after}): {ticks}"
+            time.sleep(3)
+
+
+def add_minutely_schedule(root: Path, package: str) -> None:
+    """The user's own schedule in the example location (jobs.py and definitions.py)."""
+    src = root / "pipes" / package / "src" / package
+    jobs, definitions = src / "jobs.py", src / "definitions.py"
+    jobs.write_text(jobs.read_text() + MINUTELY)
+    text = definitions.read_text()
+    for old, new in (
+        (
+            "from .jobs import example_job, example_schedule",
+            "from .jobs import example_job, example_schedule, minutely_check",
+        ),
+        ("schedules=[example_schedule],", "schedules=[example_schedule, minutely_check],"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    definitions.write_text(text)
+
 
 def update_to_new(root: Path) -> None:
     """The project committed as a user keeps it, then `copier update` to NEW, committed. The
@@ -187,6 +241,7 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
             engine.require_image(image)
     engine.clear_leftovers(slug)
     p = Project(engine, root, slug, port)
+    add_minutely_schedule(root, p.package)
     figures = {}
     try:
         started = time.monotonic()
@@ -206,6 +261,8 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
             assert time.monotonic() < deadline, "the sensor never ticked"
             time.sleep(2)
         asset = next(iter(sorted(p.stack.asset_keys())))
+        ticked = p.wait_schedule_ticks(2)
+        assert {t["status"] for t in ticked} == {"SKIPPED"}, ticked
         before = p.history(asset)
         assert len(before[0]) >= RUNS and before[1] >= RUNS and before[2], before[:3]
 
@@ -241,8 +298,12 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
         assert materializations == before[1], "the asset's materialization history"
         assert ticks >= before[2] and sensor == "RUNNING", "the sensor, on, with its ticks"
         assert p.stack.schedule_status("example_schedule") == "RUNNING"
+        upgraded = time.time()
         new_run = p.stack.launch()
         assert p.wait_finished([new_run]) == {new_run: "SUCCESS"}, p.stack.errors(new_run)
+        # The schedules still tick: the ticks before are kept, and one comes after the upgrade.
+        ticks = p.wait_schedule_ticks(1, after=upgraded, timeout=90)
+        assert {t["tickId"] for t in ticked} <= {t["tickId"] for t in ticks}, "schedule ticks lost"
 
         containers = p.container_ids()
         again = checked(root, "upgrade", timeout=900)
