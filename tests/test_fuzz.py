@@ -594,7 +594,7 @@ def check_carried(expected: dict, root: Path) -> None:
             assert pyproject["project"]["description"] == f"{described}code location {location}"
     if "max_concurrent_runs" in expected:
         instance = yaml.safe_load((root / "config/dagster.yaml").read_text())
-        assert instance["run_coordinator"]["config"]["max_concurrent_runs"] == expected["max_concurrent_runs"]
+        assert instance["concurrency"]["runs"]["max_concurrent_runs"] == expected["max_concurrent_runs"]
     env = (root / ".env.example").read_text().splitlines()
     if "ui_port" in expected:
         assert f"DAGSTER_UI_PORT={expected['ui_port']}" in env
