@@ -62,8 +62,8 @@ SECOND = "second"
 # first's).
 SECOND_JOB = "hello_job"
 # The concurrency answers of the stack: every pool without a limit of its own takes 1 (the
-# example's orders_source too: its one short step per run waits its turn), and runs tagged
-# source=crm are at most 2 in progress at once (the example job's source=orders is not limited).
+# example's orders_source is given one of 100 once the stack is up), and runs tagged source=crm
+# are at most 2 in progress at once (the example job's source=orders is not limited).
 POOL, TAG, TAG_LIMIT = "lp_fault_pool", {"source": "crm"}, 2
 # Added to the first location's definitions: two jobs whose steps share the pool POOL.
 POOL_JOBS = f"""
@@ -225,6 +225,13 @@ def live(request, template_snapshot, tmp_path_factory):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         stack.stack.wait_loaded(timeout=60)
         stack.other.wait_loaded(timeout=60)
+        # The example's pool (raw_orders: orders_source) gets a limit of its own, so that the
+        # default of 1 holds the test's pool alone: Dagster's queue keeps back a run whose first
+        # step's pool is full, so with 1 the example runs went one at a time and the burst below
+        # never filled the queue's slots.
+        example_pool = ["dagster", "instance", "concurrency", "set", "orders_source", "100"]
+        result = engine.run("exec", stack.name("daemon"), *example_pool, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
         yield stack
     finally:
         remove_stack(engine, root, slug)
