@@ -241,7 +241,7 @@ def wait_all(stack, run_ids: list[str], timeout: float, track) -> list[dict]:
 def burst(layout, runs: int, seconds: float, track) -> None:
     figures, stack = track.figures, layout.stack
     config = yaml.safe_load((layout.root / "config/dagster.yaml").read_text())
-    limit = config["run_coordinator"]["config"]["max_concurrent_runs"]
+    limit = config["concurrency"]["runs"]["max_concurrent_runs"]
     work = {"ops": {"nap": {"config": {"seconds": int(seconds)}}}}
     figures.update(burst_runs=runs, burst_run_seconds=int(seconds), max_concurrent_runs=limit)
     sampler = PeakSampler(layout)

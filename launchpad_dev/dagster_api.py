@@ -36,6 +36,8 @@ MATERIALIZATIONS = """query ($key: AssetKeyInput!) { assetOrError(assetKey: $key
   assetMaterializations { runId } } } }"""
 RUN_LOGS = """query ($id: ID!) { logsForRun(runId: $id) { __typename ... on EventConnection {
   events { __typename ... on MessageEvent { message level } } } } }"""
+STEP_EVENTS = """query ($id: ID!) { logsForRun(runId: $id) { __typename ... on EventConnection {
+  events { __typename ... on MessageEvent { timestamp stepKey } } } } }"""
 DAEMONS = """{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"""
 START_SENSOR = """mutation ($loc: String!, $name: String!) { startSensor(sensorSelector:
   {repositoryLocationName: $loc, repositoryName: "__repository__", sensorName: $name}) {
@@ -250,6 +252,20 @@ class Stack:
         logs = self.gql(RUN_LOGS, id=run_id)["logsForRun"]
         events = logs.get("events", [])
         return [e["message"] for e in events if e.get("level") in ("ERROR", "CRITICAL")]
+
+    def step_times(self, run_id: str) -> dict[str, tuple[float, float | None]]:
+        """step key -> (STEP_START, STEP_SUCCESS or STEP_FAILURE) of a run's steps, in seconds
+        since the epoch, from its event log (None: the step has not ended)."""
+        logs = self.gql(STEP_EVENTS, id=run_id)["logsForRun"]
+        assert logs["__typename"] == "EventConnection", logs
+        times: dict[str, list] = {}
+        for event in logs["events"]:
+            kind, key = event["__typename"], event.get("stepKey")
+            if kind == "ExecutionStepStartEvent":
+                times.setdefault(key, [None, None])[0] = int(event["timestamp"]) / 1000
+            elif kind in ("ExecutionStepSuccessEvent", "ExecutionStepFailureEvent"):
+                times.setdefault(key, [None, None])[1] = int(event["timestamp"]) / 1000
+        return {key: (start, end) for key, (start, end) in times.items()}
 
     def run_ids(self) -> set[str]:
         return {r["runId"] for r in self.gql(RUNS)["runsOrError"]["results"]}

@@ -61,7 +61,28 @@ def reference() -> dict:
         "schema": json.loads((root / "dagster/values.schema.json").read_text()),
         "subchart_schema": json.loads((root / "dagster-user-deployments/values.schema.json").read_text()),
         "defaults": yaml.safe_load((root / "dagster/values.yaml").read_text()),
+        "concurrency_schema": concurrency_schema(root / CONCURRENCY_MODEL),
     }
+
+
+# The chart's pydantic model of its `concurrency:` values (the chart generates values.schema.json
+# from such models). The reference values.schema.json predates the block (SOURCES.txt).
+CONCURRENCY_MODEL = "dagster/schema/concurrency.py"
+
+
+def concurrency_schema(path: Path) -> dict | None:
+    """The JSON schema of the chart's Concurrency model (None: no copy of the model)."""
+    if not path.is_file():
+        return None
+    import importlib.util
+    import sys
+
+    # The chart's own model file, imported as a module (pydantic resolves its annotations there).
+    spec = importlib.util.spec_from_file_location("launchpad_chart_concurrency", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.Concurrency.model_json_schema()
 
 
 @cache
@@ -200,6 +221,10 @@ def problems(values: dict) -> list[str]:
     subchart = {k: v for k, v in ref["subchart_schema"].items() if k != "required"}
     subchart["required"] = [k for k in ref["subchart_schema"].get("required", []) if k in section]
     found += _errors(subchart, section, "dagster-user-deployments schema")
+    # The chart's concurrency block, against its model (values.schema.json's own part of it in
+    # charts that have the block; extra keys refused).
+    if ref["concurrency_schema"] and "concurrency" in values:
+        found += _errors(ref["concurrency_schema"], values["concurrency"], "chart schema: concurrency")
     strict = kubernetes_definitions(strict=True)
     for where, definition, obj in kubernetes_objects(values):
         schema = {**strict, **strict["$defs"][definition]}
@@ -215,7 +240,8 @@ def problems(values: dict) -> list[str]:
 def chart_instance(values: dict, release: str = "release", namespace: str = "namespace") -> dict:
     """The dagster.yaml the chart renders from `values` (merged over its defaults), for the
     settings these values use: storage, K8sRunLauncher, the run coordinator, compute logs,
-    scheduler, run monitoring, run retries, retention, telemetry and additionalInstanceConfig.
+    scheduler, run monitoring, run retries, retention, telemetry, concurrency (chart_concurrency)
+    and additionalInstanceConfig.
     Other choices (another launcher, coordinator, compute log manager) fail loudly."""
     v = helm_merge(reference()["defaults"], values)
     postgres = {
@@ -322,6 +348,8 @@ def chart_instance(values: dict, release: str = "release", namespace: str = "nam
     for kind in ("sensors", "schedules"):
         if daemon[kind].get("useThreads"):
             instance[kind] = {"use_threads": True, "num_workers": daemon[kind]["numWorkers"]}
+    if (concurrency := chart_concurrency(v)) is not None:
+        instance["concurrency"] = concurrency
     # The chart appends additionalInstanceConfig to its instance as it is.
     for key, section in (v.get("additionalInstanceConfig") or {}).items():
         assert key not in instance, f"additionalInstanceConfig repeats {key}"
@@ -333,3 +361,53 @@ def chart_instance(values: dict, release: str = "release", namespace: str = "nam
             names[k]: {"purge_after_days": retention[k]["purgeAfterDays"]} for k in names if retention.get(k)
         }
     return instance
+
+
+class ChartRefused(ValueError):
+    """What the chart's templates refuse to render (their `fail`)."""
+
+
+def chart_concurrency(v: dict) -> dict | None:
+    """The instance's `concurrency:` that the chart renders from merged values `v`
+    (templates/helpers/instance/_concurrency.tpl; None when concurrency.enabled is not true),
+    with the conflicts with queuedRunCoordinator that the chart refuses raised as ChartRefused."""
+    block = v.get("concurrency") or {}
+    if not block.get("enabled"):
+        return None
+    pools, runs = block.get("pools") or {}, block.get("runs") or {}
+    tags = runs.get("tagConcurrencyLimits") or []
+    coordinator = v["dagsterDaemon"]["runCoordinator"]
+    if coordinator.get("enabled") and coordinator.get("type") == "QueuedRunCoordinator":
+        queued = coordinator["config"].get("queuedRunCoordinator") or {}
+        if runs.get("maxConcurrentRuns") is not None and queued.get("maxConcurrentRuns") is not None:
+            raise ChartRefused("Cannot set both concurrency.runs.maxConcurrentRuns and ...maxConcurrentRuns")
+        if tags and queued.get("tagConcurrencyLimits"):
+            raise ChartRefused("Cannot set both concurrency.runs.tagConcurrencyLimits and ...")
+        blocking = queued.get("blockOpConcurrencyLimitedRuns") or {}
+        if (
+            pools.get("opGranularityRunBuffer") is not None
+            and blocking.get("opConcurrencySlotBuffer") is not None
+        ):
+            raise ChartRefused("Cannot set both concurrency.pools.opGranularityRunBuffer and ...")
+    out: dict = {}
+    rendered = {
+        "default_limit": pools.get("defaultLimit"),
+        "granularity": pools.get("granularity") or None,
+        "op_granularity_run_buffer": pools.get("opGranularityRunBuffer"),
+    }
+    if any(value is not None for value in rendered.values()):
+        out["pools"] = {k: value for k, value in rendered.items() if value is not None}
+    if runs.get("maxConcurrentRuns") is not None or tags:
+        out["runs"] = {}
+        if runs.get("maxConcurrentRuns") is not None:
+            out["runs"]["max_concurrent_runs"] = runs["maxConcurrentRuns"]
+        if tags:
+            out["runs"]["tag_concurrency_limits"] = [
+                {
+                    "key": str(t["key"]),
+                    **({"value": t["value"]} if t.get("value") else {}),
+                    "limit": t["limit"],
+                }
+                for t in tags
+            ]
+    return out

@@ -129,6 +129,46 @@ INVALID = [
     ({"run_launcher": "k8s"}, "run_launcher", "not in"),
     ({"max_concurrent_runs": 0}, "max_concurrent_runs", "between 1 and 100"),
     ({"max_concurrent_runs": "four"}, "max_concurrent_runs", "whole number"),
+    (
+        {"pool_default_limit": -1},
+        "pool_default_limit",
+        "between 0 (no default: pools are unlimited) and 1000",
+    ),
+    ({"pool_default_limit": 1001}, "pool_default_limit", "between 0 (no default"),
+    ({"pool_default_limit": "two"}, "pool_default_limit", "whole number, 0 for no default"),
+    ({"run_tag_limits": "source=crm"}, "run_tag_limits", "must be a YAML list of {key, value, limit}"),
+    ({"run_tag_limits": {"key": "source", "limit": 2}}, "run_tag_limits", "must be a YAML list"),
+    ({"run_tag_limits": ["source"]}, "run_tag_limits", "item 1 is not a mapping"),
+    ({"run_tag_limits": [{"key": "source"}]}, "run_tag_limits", "item 1: limit must be a whole number"),
+    ({"run_tag_limits": [{"key": "source", "limit": 2.5}]}, "run_tag_limits", "limit must be a whole number"),
+    (
+        {"run_tag_limits": [{"key": "source", "limit": True}]},
+        "run_tag_limits",
+        "limit must be a whole number",
+    ),
+    ({"run_tag_limits": [{"key": "source", "limit": 1001}]}, "run_tag_limits", "between 0 and 1000"),
+    ({"run_tag_limits": [{"key": "a b", "limit": 1}]}, "run_tag_limits", "key must be a tag name"),
+    (
+        {"run_tag_limits": [{"key": "source", "value": 'crm"', "limit": 1}]},
+        "run_tag_limits",
+        "value must be text",
+    ),
+    (
+        {"run_tag_limits": [{"key": "source", "value": None, "limit": 1}]},
+        "run_tag_limits",
+        "value must be text",
+    ),
+    (
+        {"run_tag_limits": [{"key": "source", "lmit": 1}]},
+        "run_tag_limits",
+        "keys other than key, value and limit",
+    ),
+    (
+        {"run_tag_limits": "[{key: source, value: crm, limit: 1}, {key: source, value: crm, limit: 2}]"},
+        "run_tag_limits",
+        "item 2 repeats the limit of source=crm",
+    ),
+    ({"run_tag_limits": [{"key": f"k{i}", "limit": 1} for i in range(21)]}, "run_tag_limits", "at most 20"),
     ({"run_retention_days": -1}, "run_retention_days", "between 0 (keep every run) and 3650"),
     ({"run_retention_days": 3651}, "run_retention_days", "between 0 (keep every run) and 3650"),
     ({"run_retention_days": "30d"}, "run_retention_days", "whole number of days"),
@@ -204,7 +244,15 @@ ALIAS_BOMB = nested_aliases(6)  # printed in full: 9**6 items, about 3 MB
 
 
 @pytest.mark.parametrize(
-    "question", ["code_locations", "max_concurrent_runs", "run_retention_days", "ui_port"]
+    "question",
+    [
+        "code_locations",
+        "max_concurrent_runs",
+        "run_retention_days",
+        "pool_default_limit",
+        "run_tag_limits",
+        "ui_port",
+    ],
 )
 def test_a_refusal_quotes_no_expanded_aliases_and_no_long_value(question, template_snapshot, tmp_path):
     """A refused value is quoted by a short prefix at most, and a YAML structure (whose aliases
@@ -335,6 +383,12 @@ def test_boundary_answers_are_accepted(template_snapshot, tmp_path):
         "ui_open_without_login": True,
         "max_concurrent_runs": 100,
         "run_retention_days": 3650,
+        "pool_default_limit": 1000,
+        "run_tag_limits": [
+            {"key": "a" * 63 + "/" + "b" * 63, "value": "x" * 100, "limit": 1000},
+            {"key": "source", "limit": 0},
+        ]
+        + [{"key": f"k{i}", "limit": 1} for i in range(18)],
         "base_image": "custom",
         "custom_base_image": "localhost:5000/team/python-base:3.13@sha256:" + "a" * 64,
         "custom_package_manager": "microdnf",

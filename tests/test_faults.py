@@ -18,7 +18,10 @@ add a slow job and break the code without rebuilding), driven from the host:
 - `make backup`, destroy the volumes, `make restore`: the history is back;
 - `make purge`: finished runs older than DAYS go with their events and compute logs, one
   back-dated run alone at DAYS=1, running and queued runs stay, the dry run deletes nothing;
-  the daily purge (run_retention_days=30) runs beside the daemon.
+  the daily purge (run_retention_days=30) runs beside the daemon;
+- concurrency (pool_default_limit=1, run_tag_limits source=crm: 2): two jobs whose steps share
+  a pool, launched 6 times together, never execute two of its steps at once (the event log's
+  step times); 5 runs tagged source=crm are never more than 2 in progress at once.
 
 Kills are real: SIGKILL to the container's main process from the host, as the kernel's
 OOM killer would do it, not a polite `stop`.
@@ -58,6 +61,41 @@ SECOND = "second"
 # Its own job (a location after the first has a first asset and its job; the examples are the
 # first's).
 SECOND_JOB = "hello_job"
+# The concurrency answers of the stack: every pool without a limit of its own takes 1 (the
+# example's orders_source is given one of 100 once the stack is up), and runs tagged source=crm
+# are at most 2 in progress at once (the example job's source=orders is not limited).
+POOL, TAG, TAG_LIMIT = "lp_fault_pool", {"source": "crm"}, 2
+# Added to the first location's definitions: two jobs whose steps share the pool POOL.
+POOL_JOBS = f"""
+
+@dg.op(pool="{POOL}", config_schema={{"seconds": dg.Field(float, default_value=3.0)}})
+def pooled_load(context) -> None:
+    \"\"\"Added by the fault tests: a step of the pool {POOL}.\"\"\"
+    import time
+
+    time.sleep(context.op_config["seconds"])
+
+
+@dg.op(pool="{POOL}", config_schema={{"seconds": dg.Field(float, default_value=3.0)}})
+def pooled_export(context) -> None:
+    \"\"\"Added by the fault tests: another job's step of the same pool.\"\"\"
+    import time
+
+    time.sleep(context.op_config["seconds"])
+
+
+@dg.job
+def pool_load_job() -> None:
+    pooled_load()
+
+
+@dg.job
+def pool_export_job() -> None:
+    pooled_export()
+
+
+defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[pool_load_job, pool_export_job]))
+"""
 FIGURES: dict[str, dict[str, str]] = {}
 
 
@@ -154,6 +192,9 @@ def live(request, template_snapshot, tmp_path_factory):
         # The daily purge beside the daemon (scripts/purge.py --daily) through every fault here;
         # test_purge_* below checks that it started and purges with `make purge`.
         "run_retention_days": 30,
+        # Pools and tag limits (test_a_pool_* and test_a_tag_limit_* below).
+        "pool_default_limit": 1,
+        "run_tag_limits": [{"key": key, "value": value, "limit": TAG_LIMIT} for key, value in TAG.items()],
     }
     root = render(template_snapshot, tmp_path_factory.mktemp("fault") / slug, choices)
     engine.clear_leftovers(slug)
@@ -164,7 +205,8 @@ def live(request, template_snapshot, tmp_path_factory):
             engine.require_image(image)
     for location in answers["code_locations"]:
         definitions = root / "pipes" / location / "src" / location / "definitions.py"
-        definitions.write_text(definitions.read_text() + SLOW_JOB)
+        pooled = POOL_JOBS if location == answers["code_locations"][0] else ""
+        definitions.write_text(definitions.read_text() + SLOW_JOB + pooled)
     # Run monitoring as a user may tune it (dagster.yaml is the project's): a run caught
     # mid-launch is failed after 60 s instead of 180, and checked every 10 s instead of 30,
     # so the tier waits minutes less; what it proves is the same.
@@ -183,6 +225,13 @@ def live(request, template_snapshot, tmp_path_factory):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         stack.stack.wait_loaded(timeout=60)
         stack.other.wait_loaded(timeout=60)
+        # The example's pool (raw_orders: orders_source) gets a limit of its own, so that the
+        # default of 1 holds the test's pool alone: Dagster's queue keeps back a run whose first
+        # step's pool is full, so with 1 the example runs went one at a time and the burst below
+        # never filled the queue's slots.
+        example_pool = ["dagster", "instance", "concurrency", "set", "orders_source", "100"]
+        result = engine.run("exec", stack.name("daemon"), *example_pool, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
         yield stack
     finally:
         remove_stack(engine, root, slug)
@@ -552,3 +601,64 @@ def test_purge_deletes_old_finished_runs_with_their_logs_and_keeps_the_others(li
         f"{len(finished)} finished runs and {events - after} events deleted (make purge DAYS=0:"
         f" {took:.0f} s); database {size // 1024} KiB before, {size_after // 1024} KiB after",
     )
+
+
+def pooled_steps(live: Live, count: int = 6) -> tuple[int, list[dict], list[tuple[float, float]]]:
+    """Launch the two pooled jobs `count` times together (alternately); once all have ended:
+    (the most steps of the pool executing at once, the runs, each pooled step's (start, end)
+    from its run's event log)."""
+    stack = live.stack
+    jobs = ("pool_load_job", "pool_export_job")
+    runs = [stack.launch(jobs[i % 2]) for i in range(count)]
+    finished = live.wait_all(runs, timeout=120 + count * 30)
+    steps = []
+    for run in runs:
+        times = stack.step_times(run)
+        assert len(times) == 1 and None not in next(iter(times.values())), (run, times)
+        steps += times.values()
+    return max_overlap(steps), finished, steps
+
+
+def test_a_pool_lets_one_step_at_a_time_across_runs(live):
+    """pool_default_limit=1: two jobs whose steps share a pool, launched 6 times together, all
+    succeed, and no two of the pool's steps overlap in time (STEP_START to STEP_SUCCESS in
+    the event log), although up to max_concurrent_runs of the runs are in progress at once."""
+    instance = yaml.safe_load((live.root / "config/dagster.yaml").read_text())
+    assert instance["concurrency"]["pools"] == {"granularity": "op", "default_limit": 1}
+    overlap, finished, steps = pooled_steps(live)
+    failed = [r["runId"] for r in finished if r["status"] != "SUCCESS"]
+    assert not failed, [(run, live.stack.errors(run)) for run in failed]
+    assert overlap == 1, f"{overlap} steps of the pool {POOL} (limit 1) executed at once: {sorted(steps)}"
+    runs_at_once = max_overlap([(r["startTime"], r["endTime"]) for r in finished])
+    span = max(e for _, e in steps) - min(s for s, _ in steps)
+    figure(
+        live,
+        "pool",
+        f"{len(finished)} runs of 2 jobs sharing a pool of limit 1: all SUCCESS, up to {runs_at_once}"
+        f" runs at once, never 2 pooled steps at once ({len(steps)} steps of 3 s in {span:.0f} s)",
+    )
+
+
+def test_a_tag_limit_keeps_two_tagged_runs_in_progress_at_once(live):
+    """run_tag_limits source=crm: 2: 5 runs tagged source=crm (slow ones, 8 s) all succeed, and
+    never more than 2 of them are in progress (STARTING or STARTED) at once, polled and from
+    their start and end times; 2 at once is reached (the limit is not a queue of one)."""
+    stack = live.stack
+    nap = {"ops": {"nap": {"config": {"seconds": 8}}}}
+    runs = [stack.launch("slow_job", tags=TAG, run_config=nap) for _ in range(5)]
+    peak, deadline = 0, time.monotonic() + 300
+    while True:
+        statuses = [r["status"] for r in stack.runs_by_id(runs)]
+        peak = max(peak, sum(s in ("STARTING", "STARTED") for s in statuses))
+        if len(statuses) == len(runs) and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in statuses):
+            break
+        assert time.monotonic() < deadline, f"runs unfinished after 300 s: {statuses}"
+        time.sleep(0.5)
+    finished = stack.runs_by_id(runs)
+    failed = [r["runId"] for r in finished if r["status"] != "SUCCESS"]
+    assert not failed, [(run, stack.errors(run)) for run in failed]
+    assert all(TAG.items() <= {t["key"]: t["value"] for t in r["tags"]}.items() for r in finished)
+    overlap = max_overlap([(r["startTime"], r["endTime"]) for r in finished])
+    assert peak <= TAG_LIMIT, f"{peak} runs tagged {TAG} in progress at once (polled); limit {TAG_LIMIT}"
+    assert overlap == TAG_LIMIT, f"{overlap} runs tagged {TAG} executed at once; limit {TAG_LIMIT}"
+    figure(live, "tag limit", f"5 runs tagged source=crm: all SUCCESS, at most {overlap} at once (limit 2)")

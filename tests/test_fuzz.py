@@ -115,6 +115,20 @@ location_lists = st.one_of(
     st.lists(location_name, min_size=1, max_size=3, unique=True),
     st.lists(location_name, min_size=1, max_size=MAX_LOCATIONS, unique=True),
 )
+# run_tag_limits: up to 5 {key, value, limit}, each key and value once.
+tag_limit_lists = st.lists(
+    st.builds(
+        lambda key, value, limit: {"key": key, **({"value": value} if value else {}), "limit": limit},
+        st.from_regex(r"([a-z][a-z0-9_.-]{0,10}/)?[a-zA-Z0-9_.-]{1,20}", fullmatch=True),
+        st.one_of(
+            st.just(""),
+            st.from_regex(r"[A-Za-z0-9_.:@/-]([A-Za-z0-9_.:@/ -]{0,20}[A-Za-z0-9_.:@/-])?", fullmatch=True),
+        ),
+        st.integers(0, 1000),
+    ),
+    max_size=5,
+    unique_by=lambda item: (item["key"], item.get("value")),
+)
 VALID = {
     "project_name": text_safe.filter(bool),
     "project_slug": st.from_regex(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?", fullmatch=True).filter(
@@ -134,6 +148,9 @@ VALID = {
         st.from_regex(r"[a-z0-9][a-z0-9.+~=:-]{0,20}", fullmatch=True), max_size=4
     ).map(" ".join),
     "max_concurrent_runs": st.one_of(st.integers(1, 100), st.integers(1, 100).map(str)),
+    "run_retention_days": st.one_of(st.integers(0, 3650), st.integers(0, 3650).map(str)),
+    "pool_default_limit": st.one_of(st.integers(0, 1000), st.integers(0, 1000).map(str)),
+    "run_tag_limits": st.one_of(tag_limit_lists, tag_limit_lists.map(yaml_text)),
     "ui_port": st.one_of(st.integers(1024, 65535), st.integers(1024, 65535).map(str)),
     "ui_bind_address": st.lists(st.integers(0, 255), min_size=4, max_size=4).map(
         lambda parts: ".".join(map(str, parts))
@@ -594,7 +611,10 @@ def check_carried(expected: dict, root: Path) -> None:
             assert pyproject["project"]["description"] == f"{described}code location {location}"
     if "max_concurrent_runs" in expected:
         instance = yaml.safe_load((root / "config/dagster.yaml").read_text())
-        assert instance["run_coordinator"]["config"]["max_concurrent_runs"] == expected["max_concurrent_runs"]
+        assert instance["concurrency"]["runs"]["max_concurrent_runs"] == expected["max_concurrent_runs"]
+    if "run_tag_limits" in expected:
+        instance = yaml.safe_load((root / "config/dagster.yaml").read_text())
+        assert instance["concurrency"]["runs"].get("tag_concurrency_limits", []) == expected["run_tag_limits"]
     env = (root / ".env.example").read_text().splitlines()
     if "ui_port" in expected:
         assert f"DAGSTER_UI_PORT={expected['ui_port']}" in env

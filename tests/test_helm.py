@@ -48,7 +48,11 @@ PROJECTS = {
         "storage": "sqlite",
         "dagster_version": "1.12.22",
         "max_concurrent_runs": 9,
+        "pool_default_limit": 1,
+        "run_tag_limits": [{"key": "team", "limit": 3}],
     },
+    # Pools and tag limits: the chart's concurrency block (dagster-io/dagster#31086, #33225).
+    "pools": {"pool_default_limit": 2, "run_tag_limits": [{"key": "source", "value": "crm", "limit": 2}]},
     "external": {"storage": "external-postgres", "project_slug": "lp-helm", "package_name": "lp_helm"},
     # ui_access=login: the login proxy and its Ingress (extraManifests), with and without ui_domain.
     "login": {"ui_access": "login"},
@@ -115,6 +119,15 @@ MUTATIONS = {
     "code location without a port": (
         lambda v: v["dagster-user-deployments"]["deployments"][0].pop("port"),
         "'port' is a required property",
+    ),
+    # the chart's concurrency block takes its own camelCase keys only (its model forbids others)
+    "concurrency key in the instance's spelling": (
+        lambda v: v["concurrency"]["pools"].update(default_limit=2),
+        "chart schema: concurrency: pools: Additional properties are not allowed ('default_limit'",
+    ),
+    "tag limit without a limit": (
+        lambda v: v["concurrency"]["runs"].update(tagConcurrencyLimits=[{"key": "source"}]),
+        "'limit' is a required property",
     ),
     "run pod's security context": (
         lambda v: v["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["podSpecConfig"][
@@ -409,14 +422,51 @@ def test_chart_instance_passes_dagsters_validation(projects, chart, tmp_path):
     validation, dagster-k8s installed (the project's locked set, as the images have it)."""
     import test_static
 
-    for name in ("default", "several"):  # both Dagster versions
+    for name in ("default", "several", "pools"):  # both Dagster versions, pools and tag limits
         root = projects[name]
         instance = tmp_path / f"{name}.yaml"
-        instance.write_text(yaml.safe_dump(helm_chart.chart_instance(values_of(root))))
+        rendered = helm_chart.chart_instance(values_of(root))
+        # The limits are the concurrency block's alone, as in config/dagster.yaml.
+        assert (
+            rendered["concurrency"]
+            == yaml.safe_load((root / "config/dagster.yaml").read_text())["concurrency"]
+        ), rendered["concurrency"]
+        instance.write_text(yaml.safe_dump(rendered))
         venv = test_static.dagster_venv(root)
         checker = Path(__file__).parent / "check_instance_config.py"
         result = run([str(venv / "bin/python"), str(checker), str(instance)])
         assert result.returncode == 0 and "run_launcher=K8sRunLauncher" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("name", ["several", "pools"])  # Dagster 1.12 and 1.13
+def test_the_limits_in_both_places_are_refused_as_in_33225(name, projects, chart, tmp_path):
+    """dagster-io/dagster#33225 (and #31086): the chart's concurrency block beside a run
+    coordinator that has its own max_concurrent_runs. The values keep the limits in the block
+    alone; put back into the coordinator's config as well, Dagster's own validation refuses the
+    instance, and with the chart's QueuedRunCoordinator type the chart refuses to render."""
+    import test_static
+
+    root = projects[name]
+    checker = Path(__file__).parent / "check_instance_config.py"
+    python = str(test_static.dagster_venv(root) / "bin/python")
+    values = values_of(root)
+    custom = values["dagsterDaemon"]["runCoordinator"]["config"]["customRunCoordinator"]
+    assert not {"max_concurrent_runs", "tag_concurrency_limits"} & set(custom["config"]), custom
+    custom["config"]["max_concurrent_runs"] = values["concurrency"]["runs"]["maxConcurrentRuns"]
+    instance = tmp_path / "both.yaml"
+    instance.write_text(yaml.safe_dump(helm_chart.chart_instance(values)))
+    result = run([python, str(checker), str(instance)])
+    assert result.returncode != 0, result.stdout
+    assert "incompatible with the `concurrency > runs` config" in result.stdout, result.stdout
+    # The chart's default coordinator with its own limit: refused by the chart itself.
+    queued = copy.deepcopy(values)
+    queued["dagsterDaemon"]["runCoordinator"] = {
+        "enabled": True,
+        "type": "QueuedRunCoordinator",
+        "config": {"queuedRunCoordinator": {"maxConcurrentRuns": 4}},
+    }
+    with pytest.raises(helm_chart.ChartRefused, match="maxConcurrentRuns"):
+        helm_chart.chart_concurrency(helm_chart.helm_merge(chart["defaults"], queued))
 
 
 def test_run_pods_are_confined_and_valid_kubernetes_jobs(projects, chart, tmp_path):

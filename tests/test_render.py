@@ -581,7 +581,15 @@ def instance_matches_storage_and_launcher(p: Project) -> None:
     assert list(instance["storage"]) == [p.computed["storages"][p.answer("storage")]["instance"]]
     assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
     queue = instance["run_coordinator"]["config"]
-    assert queue["max_concurrent_runs"] == p.answer("max_concurrent_runs")
+    # The limits are the instance's concurrency block's, never the coordinator's too (Dagster
+    # refuses both: dagster-io/dagster#33225).
+    limits = {"max_concurrent_runs", "tag_concurrency_limits", "block_op_concurrency_limited_runs"}
+    assert not limits & set(queue), queue
+    runs, pools = instance["concurrency"]["runs"], instance["concurrency"]["pools"]
+    assert runs["max_concurrent_runs"] == p.answer("max_concurrent_runs")
+    assert runs.get("tag_concurrency_limits", []) == p.answer("run_tag_limits")
+    assert pools["granularity"] == "op"
+    assert pools.get("default_limit", 0) == p.answer("pool_default_limit")
     assert queue["max_user_code_failure_retries"] >= 1 and queue["user_code_failure_retry_delay"] >= 1
     # Launches in parallel: one at a time, each waits for its run's process to start.
     assert queue["dequeue_use_threads"] is True and queue["dequeue_num_workers"] == 4
@@ -660,7 +668,18 @@ def helm_values_match_the_project(p: Project) -> None:
     instance = p.yaml("config/dagster.yaml")
     coordinator = daemon["runCoordinator"]["config"]["customRunCoordinator"]
     assert {k: coordinator[k] for k in ("module", "class", "config")} == instance["run_coordinator"]
-    assert coordinator["config"]["max_concurrent_runs"] == p.answer("max_concurrent_runs")
+    # The same limits, in the chart's concurrency block (camelCase keys).
+    concurrency, runs = values["concurrency"], instance["concurrency"]["runs"]
+    assert concurrency["enabled"] is True
+    assert concurrency["runs"] == {
+        "maxConcurrentRuns": runs["max_concurrent_runs"],
+        "tagConcurrencyLimits": runs.get("tag_concurrency_limits", []),
+    }
+    pools = instance["concurrency"]["pools"]
+    assert concurrency["pools"] == {
+        "granularity": pools["granularity"],
+        **({"defaultLimit": pools["default_limit"]} if "default_limit" in pools else {}),
+    }
     monitoring, retries = daemon["runMonitoring"], daemon["runRetries"]
     assert {
         "enabled": monitoring["enabled"],
@@ -1173,6 +1192,34 @@ def test_a_retention_project_keeps_every_promise(name, template_snapshot, tmp_pa
     import copier
 
     answers = RETENTION_PROJECTS[name]
+    copier.run_copy(str(template_snapshot), tmp_path / name, data=answers, defaults=True, quiet=True)
+    check_project(answers, tmp_path / name)
+
+
+# pool_default_limit and run_tag_limits are no choices either: the matrix renders their defaults
+# (no default pool limit, no tag limits). These render others where the files they change differ
+# (config/dagster.yaml, the Helm values): both Dagster versions, both engines, every storage.
+CONCURRENCY_PROJECTS = {
+    "default-pools": {
+        "pool_default_limit": 2, "run_tag_limits": [{"key": "source", "value": "crm", "limit": 2}],
+    },
+    "sqlite-docker-1-12": {
+        "pool_default_limit": 1000, "storage": "sqlite", "container_engine": "docker",
+        "dagster_version": "1.12.22",
+        "run_tag_limits": [{"key": "team", "limit": 0}, {"key": "dagster/backfill", "limit": 3}],
+    },
+    "container-external-tags": {
+        "run_launcher": "container", "storage": "external-postgres",
+        "run_tag_limits": [{"key": "source", "value": "crm", "limit": 2}, {"key": "source", "limit": 5}],
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CONCURRENCY_PROJECTS)
+def test_a_concurrency_project_keeps_every_promise(name, template_snapshot, tmp_path):
+    import copier
+
+    answers = CONCURRENCY_PROJECTS[name]
     copier.run_copy(str(template_snapshot), tmp_path / name, data=answers, defaults=True, quiet=True)
     check_project(answers, tmp_path / name)
 
