@@ -75,12 +75,11 @@ def concurrency_schema(path: Path) -> dict | None:
     if not path.is_file():
         return None
     import importlib.util
-    import sys
 
-    # The chart's own model file, imported as a module (pydantic resolves its annotations there).
+    # The chart's own model file, run as a module (its annotations are objects, not strings:
+    # pydantic needs no entry in sys.modules to resolve them).
     spec = importlib.util.spec_from_file_location("launchpad_chart_concurrency", path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module.Concurrency.model_json_schema()
 

@@ -436,7 +436,10 @@ def hostile(name: str) -> st.SearchStrategy:
         return HOSTILE_LOCATIONS
     # Text questions: lists or mappings would only reach Copier through a data file, and
     # Copier's str() conversion refuses them without naming the question (see docs/testing.md).
-    options = [hostile_text, wrong_type]
+    # A YAML question (run_tag_limits) gets only text YAML reads, as code_locations: Copier
+    # refuses other text with its YAML parser's message alone, which names no question.
+    text = hostile_text.filter(yaml_parses) if QUESTIONS[name].get("type") == "yaml" else hostile_text
+    options = [text, wrong_type]
     if "choices" in QUESTIONS[name]:
         options.append(near([str(v) for v in choice_values(name)]))
         options.append(st.sampled_from(matrix.choice_labels(name)))  # the label, not the value
