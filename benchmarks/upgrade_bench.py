@@ -26,7 +26,6 @@ repository (copier update reads a commit), built and started with `make up`:
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -34,11 +33,11 @@ from pathlib import Path
 
 import requests
 
-from launchpad_dev.bench import Launchpad, Track, launch_to_success, remove_layout, run, seconds
+from launchpad_dev.bench import Launchpad, Track, launch_to_success, remove_layout, seconds
 from launchpad_dev.bench_failures import BenchError
 from launchpad_dev.engines import Engine, buildable_answers, env_value
+from launchpad_dev.upgrades import NEW, OLD, template_repository, update_to_new
 
-OLD, NEW = "1.12.22", "1.13.27"
 HISTORY = 1_000
 PURGE_RUNS = 10_000
 AGE_DAYS = 30
@@ -47,7 +46,6 @@ REAL_RUNS = 3
 POLL = 0.2
 DOWNTIME_TARGET = 30
 JOB = "bench_history"
-GIT = ["git", "-c", "user.name=Launchpad Bench", "-c", "user.email=bench@launchpad.invalid"]
 # Runs with their events, written inside the daemon's container: argv count, job name.
 WRITE = """
 import datetime, logging, sys, time, uuid
@@ -165,20 +163,6 @@ def _env() -> dict:
     return tool_env()
 
 
-def git(root: Path, *args: str) -> None:
-    run([*GIT, "-C", str(root), *args])
-
-
-def template_repository(template: Path, dest: Path) -> Path:
-    """The template snapshot as a git repository (copier update reads a commit)."""
-    if not (dest / ".git").is_dir():
-        shutil.copytree(template, dest)
-        git(dest, "init", "--quiet")
-        git(dest, "add", "-A")
-        git(dest, "commit", "--quiet", "-m", "template")
-    return dest
-
-
 class Unreachable:
     """Polls a URL every POLL s in a thread; the longest span in which it did not answer 200."""
 
@@ -239,18 +223,9 @@ def measure_upgrade(engine: Engine, work: Path, template: Path, track: Track) ->
 
         step(f"copier update to Dagster {NEW}, committed")
         root = layout.root
-        (root / "uv.lock.sha256").unlink(missing_ok=True)
-        git(root, "init", "--quiet")
-        git(root, "add", "-A")
-        git(root, "commit", "--quiet", "-m", f"Dagster {OLD}")
-        import copier
-
-        copier.run_update(str(root), data={"dagster_version": NEW}, defaults=True, overwrite=True,
-                          quiet=True, vcs_ref="HEAD", conflict="inline")  # fmt: skip
+        update_to_new(root)
         if f"dagster=={NEW}" not in (root / "platform/requirements.txt").read_text():
             raise BenchError(f"copier update did not bring dagster=={NEW}")
-        git(root, "add", "-A")
-        git(root, "commit", "--quiet", "-m", f"Dagster {NEW}")
 
         step("make upgrade, timed, the UI polled")
         with Unreachable(f"{layout.stack.url}/server_info") as ui:

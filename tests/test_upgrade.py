@@ -31,7 +31,6 @@ would print (`make kube-restore FILE=<the claims' copy> CONFIRM=yes ROLLBACK=yes
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,14 +44,13 @@ from test_run import start_sensor
 from launchpad_dev.common import computed, note
 from launchpad_dev.dagster_api import Stack
 from launchpad_dev.engines import ENGINES, env_value, make, remove_stack
+from launchpad_dev.upgrades import NEW, OLD, template_repository, update_to_new
 
-OLD, NEW = "1.12.22", "1.13.27"
 RUNS = 50
 PORTS = {("podman", "postgres"): 3231, ("docker", "postgres"): 3232, ("podman", "sqlite"): 3233,
          ("docker", "sqlite"): 3234}  # fmt: skip
 KUBE_RUNS = 5
 KUBE_PORTS = {"postgres": 3235, "sqlite": 3236}
-GIT = ["git", "-c", "user.name=Launchpad Tests", "-c", "user.email=tests@launchpad.invalid"]
 # The failure the test injects: a refused write, as the database would refuse it to a user
 # without the privilege (the bundled PostgreSQL's user is its superuser, whom no REVOKE stops;
 # a trigger stops it). Dagster's data migration run_partitions writes its row in
@@ -90,12 +88,6 @@ ALLOW = """
 DROP TRIGGER launchpad_test_refuse ON secondary_indexes;
 DROP FUNCTION launchpad_test_refuse();
 """
-
-
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run([*GIT, *args], cwd=root, capture_output=True, text=True)
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout
 
 
 def checked(root: Path, *targets: str, timeout: float = 1200) -> str:
@@ -193,30 +185,6 @@ def add_minutely_schedule(root: Path, package: str) -> None:
     definitions.write_text(text)
 
 
-def update_to_new(root: Path) -> None:
-    """The project committed as a user keeps it, then `copier update` to NEW, committed. The
-    checksum of the lock goes: the update brings the template's lock for NEW untouched, whose
-    checksum make records again (what `make lock` would do)."""
-    (root / "uv.lock.sha256").unlink(missing_ok=True)
-    git(root, "init", "--quiet")
-    git(root, "add", "-A")
-    git(root, "commit", "--quiet", "-m", f"Dagster {OLD}")
-    copier.run_update(str(root), data={"dagster_version": NEW}, defaults=True, overwrite=True,
-                      quiet=True, vcs_ref="HEAD", conflict="inline")  # fmt: skip
-    assert f"dagster=={NEW}" in (root / "platform/requirements.txt").read_text()
-    git(root, "add", "-A")
-    git(root, "commit", "--quiet", "-m", f"Dagster {NEW}")
-
-
-def template_repository(snapshot: Path, dest: Path) -> Path:
-    """The template snapshot as a git repository (copier update reads a commit)."""
-    shutil.copytree(snapshot, dest)
-    git(dest, "init", "--quiet")
-    git(dest, "add", "-A")
-    git(dest, "commit", "--quiet", "-m", "template")
-    return dest
-
-
 @pytest.mark.parametrize("storage", ["postgres", "sqlite"])
 @pytest.mark.parametrize("engine_name", ["podman", "docker"])
 def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
@@ -267,6 +235,7 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
         assert len(before[0]) >= RUNS and before[1] >= RUNS and before[2], before[:3]
 
         update_to_new(root)
+        assert f"dagster=={NEW}" in (root / "platform/requirements.txt").read_text()
 
         if storage == "postgres":
             p.psql(REFUSE)
@@ -355,6 +324,7 @@ def test_kube_upgrade_keeps_history_and_its_rollback_brings_it_back(storage, tem
         assert len(before) >= KUBE_RUNS, before
 
         update_to_new(root)
+        assert f"dagster=={NEW}" in (root / "platform/requirements.txt").read_text()
         started = time.monotonic()
         output = checked(root, "kube-upgrade", timeout=1800)
         figures["kube-upgrade"] = f"{time.monotonic() - started:.0f} s"
