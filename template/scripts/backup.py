@@ -103,30 +103,42 @@ def running(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def backup_volume(args: argparse.Namespace) -> int:
-    """A copy of the whole data volume, taken with the Dagster services stopped."""
-    directory = Path(args.dir)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+def write_backup(directory: str, name: str, copy, failure: str) -> int:
+    """DIR/NAME (mode 0600, DIR 0700) written by `copy(out)`, which returns its exit status,
+    through NAME.partial, so that a failed copy leaves no file that looks whole."""
+    folder = Path(directory)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.umask(0o077)
-    file = directory / backup_name(args.project, datetime.datetime.now(datetime.UTC), ".tgz")
+    file = folder / name
     partial = file.with_name(file.name + ".partial")
-    compose = shlex.split(args.compose)
-    restart = [] if args.keep_stopped else running(args)
-    if restart and (done := step([*compose, "stop", *restart])):
-        return done
-    try:
-        with partial.open("wb") as out:
-            done = step(one_off(args, "tar", "-C", "/data", "-czf", "-", "."), stdout=out)
-    finally:
-        if restart:
-            step([*compose, "start", *restart])
+    with partial.open("wb") as out:
+        done = copy(out)
     if done:
         partial.unlink(missing_ok=True)
-        print("error: copying the data volume failed; no backup written", file=sys.stderr)
+        print(f"error: {failure} failed; no backup written", file=sys.stderr)
         return 1
     partial.replace(file)
     print(f"backup written: {file} ({file.stat().st_size} bytes)")
     return 0
+
+
+def backup_volume(args: argparse.Namespace) -> int:
+    """A copy of the whole data volume, taken with the Dagster services stopped."""
+    name = backup_name(args.project, datetime.datetime.now(datetime.UTC), ".tgz")
+    compose = shlex.split(args.compose)
+    restart = [] if args.keep_stopped else running(args)
+    if restart and (done := step([*compose, "stop", *restart])):
+        return done
+    tar = one_off(args, "tar", "-C", "/data", "-czf", "-", ".")
+
+    def copy(out) -> int:
+        return step(tar, stdout=out)
+
+    try:
+        return write_backup(args.dir, name, copy, "copying the data volume")
+    finally:
+        if restart:
+            step([*compose, "start", *restart])
 
 
 def readable(file: str, method: str) -> bool:
@@ -164,21 +176,11 @@ def backup(args: argparse.Namespace) -> int:
             "error: the postgres service is not running; start it with 'make up'", file=sys.stderr
         )
         return 1
-    directory = Path(args.dir)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.umask(0o077)
-    file = directory / backup_name(args.project, datetime.datetime.now(datetime.UTC))
-    partial = file.with_name(file.name + ".partial")
+    name = backup_name(args.project, datetime.datetime.now(datetime.UTC))
     dump = [args.engine, "exec", "-i", container, "pg_dump", "--format=custom", *login]
-    with partial.open("wb") as out:
-        done = subprocess.run(dump, stdout=out)
-    if done.returncode:
-        partial.unlink(missing_ok=True)
-        print("error: pg_dump failed; no backup written", file=sys.stderr)
-        return 1
-    partial.replace(file)
-    print(f"backup written: {file} ({file.stat().st_size} bytes)")
-    return 0
+    return write_backup(
+        args.dir, name, lambda out: subprocess.run(dump, stdout=out).returncode, "pg_dump"
+    )
 
 
 def restore(args: argparse.Namespace) -> int:
