@@ -433,7 +433,7 @@ def pipes_image_bakes_code_only_with_image_delivery(p: Project) -> None:
     for loc in p.locations:
         path, text = p.image_files()[p.service(loc)], p.image_text(p.service(loc))
         copied = re.findall(r"^COPY (.*) (\S+)$", text, re.M)
-        code = [(src, dst) for src, dst in copied if "/src/" in src or dst == "/opt/dagster/build/"]
+        code = [(src, dst) for src, dst in copied if dst.startswith("/opt/dagster/app/") or dst == "/opt/dagster/build/"]
         expected = [
             shared,
             (f"--chown={uid}:{uid} pipes/{loc}/", "/opt/dagster/build/"),
@@ -457,7 +457,9 @@ def each_pipes_image_serves_its_own_location(p: Project) -> None:
     shared = p.text(f"pipes/{SHARED}/{p.computed['containerfile']}")
     code = "\n".join(line for line in shared.splitlines() if not line.startswith("#"))
     for loc in p.locations:
-        assert f"pipes/{loc}/" not in code, f"pipes/{SHARED}/'s image definition names pipes/{loc}/"
+        assert not re.search(rf"(?<![\w.-])pipes/{loc}/", code), (
+            f"pipes/{SHARED}/'s image definition names pipes/{loc}/"
+        )
     for loc in p.locations:
         service = p.service(loc)
         pipes_base = "${PIPES_BASE_IMAGE:?make sets it from platform/images.lock (make up)}"

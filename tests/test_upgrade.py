@@ -190,6 +190,7 @@ def add_minutely_schedule(root: Path, package: str) -> None:
 def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
     engine_name, storage, template_snapshot, tmp_path
 ):
+    begun = time.monotonic()
     engine = ENGINES[engine_name].require()
     slug = f"lp-upgrade-{engine_name[0]}{storage[0]}"
     port = PORTS[(engine_name, storage)]
@@ -210,7 +211,7 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
     engine.clear_leftovers(slug)
     p = Project(engine, root, slug, port)
     add_minutely_schedule(root, p.package)
-    figures = {}
+    figures = {"render": f"{time.monotonic() - begun:.0f} s"}
     try:
         started = time.monotonic()
         checked(root, "up")
@@ -229,12 +230,16 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
             assert time.monotonic() < deadline, "the sensor never ticked"
             time.sleep(2)
         asset = next(iter(sorted(p.stack.asset_keys())))
+        started = time.monotonic()
         ticked = p.wait_schedule_ticks(2)
+        figures["ticks before"] = f"{time.monotonic() - started:.0f} s"
         assert {t["status"] for t in ticked} == {"SKIPPED"}, ticked
         before = p.history(asset)
         assert len(before[0]) >= RUNS and before[1] >= RUNS and before[2], before[:3]
 
+        started = time.monotonic()
         update_to_new(root)
+        figures["update"] = f"{time.monotonic() - started:.0f} s"
         assert f"dagster=={NEW}" in (root / "platform/requirements.txt").read_text()
 
         if storage == "postgres":
@@ -271,15 +276,20 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
         new_run = p.stack.launch()
         assert p.wait_finished([new_run]) == {new_run: "SUCCESS"}, p.stack.errors(new_run)
         # The schedules still tick: the ticks before are kept, and one comes after the upgrade.
+        started = time.monotonic()
         ticks = p.wait_schedule_ticks(1, after=upgraded, timeout=90)
+        figures["tick after"] = f"{time.monotonic() - started:.0f} s"
         assert {t["tickId"] for t in ticked} <= {t["tickId"] for t in ticks}, "schedule ticks lost"
 
         containers = p.container_ids()
+        started = time.monotonic()
         again = checked(root, "upgrade", timeout=900)
+        figures["again"] = f"{time.monotonic() - started:.0f} s"
         assert "Nothing to upgrade" in again, again[-3000:]
         assert p.container_ids() == containers, "a second make upgrade must change nothing"
 
         if storage == "sqlite":
+            started = time.monotonic()
             # The SQLite backup that the upgrade took (a copy of the data volume) brings back
             # the previous version with the history as it was: without the new run.
             backup = re.search(r"; backup: (\S+)", output).group(1)
@@ -288,7 +298,9 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
             p.stack.wait_loaded(timeout=120)
             assert p.dagster_version() == OLD
             assert p.history(asset)[:2] == before[:2], "the runs as they were backed up"
+            figures["restore"] = f"{time.monotonic() - started:.0f} s"
     finally:
+        figures["whole"] = f"{time.monotonic() - begun:.0f} s"
         note(f"upgrade tier, {engine_name}, {storage}", "; ".join(f"{k}: {v}" for k, v in figures.items()))
         remove_stack(engine, root, slug)
         for service in p.services:
@@ -323,7 +335,9 @@ def test_kube_upgrade_keeps_history_and_its_rollback_brings_it_back(storage, tem
         before = {r["runId"]: r["status"] for r in p.stack.runs_by_id(list(p.stack.run_ids()))}
         assert len(before) >= KUBE_RUNS, before
 
+        started = time.monotonic()
         update_to_new(root)
+        figures["update"] = f"{time.monotonic() - started:.0f} s"
         assert f"dagster=={NEW}" in (root / "platform/requirements.txt").read_text()
         started = time.monotonic()
         output = checked(root, "kube-upgrade", timeout=1800)
