@@ -3,10 +3,13 @@
 Per engine and storage (bundled PostgreSQL, SQLite), one project rendered at
 dagster_version=1.12.22 (code in the image) and started with `make up`:
 
-- at least RUNS runs with events (launched together through GraphQL), the schedule and the
-  sensor of the example location switched on, the sensor's ticks recorded; a schedule the test
-  adds to the location's code (every minute, on by default, each tick skipped: no run, so the
-  runs stay those counted) ticks at least twice;
+- at least RUNS runs with events: LAUNCHED of them launched together through GraphQL (the
+  queue, the daemon, the run launcher), the others executed one after the other by one Python
+  process in the code location's container (`execute_in_process` against the instance: the
+  same storage, events and materializations, in seconds instead of the two minutes that a
+  process per run took here); the schedule and the sensor of the example location switched
+  on, the sensor's ticks recorded; two schedules the test adds to the location's code (every
+  minute, on by default, each tick skipped: no run, so the runs stay those counted) tick;
 - the project committed, `copier update --data dagster_version=1.13.27` (the template as the
   working tree has it, committed in a temporary repository), committed;
 - PostgreSQL only: a migration made to fail (a trigger that refuses the write of Dagster's data
@@ -47,6 +50,7 @@ from launchpad_dev.engines import ENGINES, env_value, make, remove_stack
 from launchpad_dev.upgrades import NEW, OLD, template_repository, update_to_new
 
 RUNS = 50
+LAUNCHED = 5
 PORTS = {("podman", "postgres"): 3231, ("docker", "postgres"): 3232, ("podman", "sqlite"): 3233,
          ("docker", "sqlite"): 3234}  # fmt: skip
 KUBE_RUNS = 5
@@ -67,11 +71,13 @@ DELETE FROM secondary_indexes WHERE name = 'run_partitions';
 SENSOR = """query ($loc: String!) { sensorOrError(sensorSelector: {repositoryLocationName: $loc,
   repositoryName: "__repository__", sensorName: "inbox_sensor"}) { ... on Sensor { sensorState {
   status ticks(limit: 1000) { tickId status } } } } }"""
-SCHEDULE_TICKS = """query ($loc: String!) { scheduleOrError(scheduleSelector: {repositoryLocationName:
-  $loc, repositoryName: "__repository__", scheduleName: "minutely_check"}) { ... on Schedule {
-  scheduleState { status ticks(limit: 1000) { tickId status timestamp } } } } }"""
-# The project's own schedule (user code, kept by copier update): every minute, on by default;
-# each tick is skipped, so it launches no run and the runs stay those the test counts.
+SCHEDULE_TICKS = """query ($loc: String!, $name: String!) { scheduleOrError(scheduleSelector: {
+  repositoryLocationName: $loc, repositoryName: "__repository__", scheduleName: $name}) {
+  ... on Schedule { scheduleState { status ticks(limit: 1000) { tickId status timestamp } } } } }"""
+MINUTELY_NAMES = ("minutely_check", "minutely_audit")
+# The project's own schedules (user code, kept by copier update): every minute, on by default;
+# each tick is skipped, so they launch no run and the runs stay those the test counts. Two, so
+# that the schedules have several ticks within one minute.
 MINUTELY = """
 
 @dg.schedule(
@@ -83,6 +89,28 @@ MINUTELY = """
 )
 def minutely_check(context):
     return dg.SkipReason("the upgrade tier's schedule: it ticks and launches nothing")
+
+
+@dg.schedule(
+    name="minutely_audit",
+    job=example_job,
+    cron_schedule="* * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def minutely_audit(context):
+    return dg.SkipReason("the upgrade tier's second schedule: it ticks and launches nothing")
+"""
+# Runs executed by one process in the code location's container, against the instance (its
+# config and storage, as the code server's runs): job.execute_in_process, one after the other.
+HISTORY = """
+import dagster as dg
+from {package}.definitions import defs
+job = (getattr(defs, "resolve_job_def", None) or defs.get_job_def)("example_job")
+instance = dg.DagsterInstance.get()
+for _ in range({count}):
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    print(result.run_id, "SUCCESS" if result.success else "FAILURE", flush=True)
 """
 ALLOW = """
 DROP TRIGGER launchpad_test_refuse ON secondary_indexes;
@@ -150,21 +178,32 @@ class Project:
         ticks = {(tick["tickId"], tick["status"]) for tick in state["ticks"]}
         return runs, self.stack.materializations(asset), ticks, state["status"]
 
-    def schedule_ticks(self) -> list[dict]:
-        """The minutely schedule's ticks (id, status, timestamp in seconds); none while the
+    def schedule_ticks(self, name: str) -> list[dict]:
+        """A minutely schedule's ticks (id, status, timestamp in seconds); none while the
         webserver has not got the location."""
-        found = self.stack.gql(SCHEDULE_TICKS, loc=self.package)["scheduleOrError"]
+        found = self.stack.gql(SCHEDULE_TICKS, loc=self.package, name=name)["scheduleOrError"]
         return (found.get("scheduleState") or {}).get("ticks") or []
 
-    def wait_schedule_ticks(self, count: int, after: float = 0, timeout: float = 150) -> list[dict]:
-        """Until the minutely schedule has `count` ticks at or after `after` (epoch seconds)."""
+    def wait_schedule_ticks(self, after: float = 0, timeout: float = 150) -> list[dict]:
+        """Until each minutely schedule has a tick at or after `after` (epoch seconds): the
+        ticks of both."""
         deadline = time.monotonic() + timeout
         while True:
-            ticks = self.schedule_ticks()
-            if len([t for t in ticks if t["timestamp"] >= after]) >= count:
-                return ticks
-            assert time.monotonic() < deadline, f"the schedule did not tick ({count} after {after}): {ticks}"
+            ticks = {name: self.schedule_ticks(name) for name in MINUTELY_NAMES}
+            if all(any(t["timestamp"] >= after for t in found) for found in ticks.values()):
+                return [tick for found in ticks.values() for tick in found]
+            assert time.monotonic() < deadline, f"the schedules did not tick after {after}: {ticks}"
             time.sleep(3)
+
+    def execute_in_process(self, count: int) -> dict[str, str]:
+        """`count` runs of example_job executed by one process in the code location's
+        container (HISTORY); their statuses."""
+        service = computed(self.root)["pipes_services"][self.package]
+        script = HISTORY.format(package=self.package, count=count)
+        command = [self.engine.name, "exec", "-i", self.name(service), "python3", "-"]
+        done = subprocess.run(command, input=script, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        return dict(line.split() for line in done.stdout.splitlines() if line.strip())
 
 
 def add_minutely_schedule(root: Path, package: str) -> None:
@@ -176,9 +215,9 @@ def add_minutely_schedule(root: Path, package: str) -> None:
     for old, new in (
         (
             "from .jobs import example_job, example_schedule",
-            "from .jobs import example_job, example_schedule, minutely_check",
+            "from .jobs import example_job, example_schedule, minutely_audit, minutely_check",
         ),
-        ("schedules=[example_schedule],", "schedules=[example_schedule, minutely_check],"),
+        ("schedules=[example_schedule],", "schedules=[example_schedule, minutely_check, minutely_audit],"),
     ):
         assert old in text, old
         text = text.replace(old, new)
@@ -219,19 +258,23 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
         assert p.dagster_version() == OLD
         figures["up"] = f"{time.monotonic() - started:.0f} s"
 
-        started = time.monotonic()
-        first = p.launch_many(RUNS)
-        assert set(first.values()) == {"SUCCESS"}, first
-        figures[f"{RUNS} runs"] = f"{time.monotonic() - started:.0f} s"
         assert p.stack.start_schedule("example_schedule") == "ScheduleStateResult"
         start_sensor(p.stack, "inbox_sensor")
+        started = time.monotonic()
+        first = p.launch_many(LAUNCHED)
+        assert set(first.values()) == {"SUCCESS"}, first
+        figures[f"{LAUNCHED} launched runs"] = f"{time.monotonic() - started:.0f} s"
+        started = time.monotonic()
+        executed = p.execute_in_process(RUNS - LAUNCHED)
+        assert len(executed) == RUNS - LAUNCHED and set(executed.values()) == {"SUCCESS"}, executed
+        figures[f"{RUNS - LAUNCHED} runs in one process"] = f"{time.monotonic() - started:.0f} s"
         deadline = time.monotonic() + 90
         while not p.stack.sensor_ticks("inbox_sensor"):
             assert time.monotonic() < deadline, "the sensor never ticked"
             time.sleep(2)
         asset = next(iter(sorted(p.stack.asset_keys())))
         started = time.monotonic()
-        ticked = p.wait_schedule_ticks(2)
+        ticked = p.wait_schedule_ticks()
         figures["ticks before"] = f"{time.monotonic() - started:.0f} s"
         assert {t["status"] for t in ticked} == {"SKIPPED"}, ticked
         before = p.history(asset)
@@ -277,7 +320,7 @@ def test_upgrade_keeps_history_and_a_failed_migration_rolls_back(
         assert p.wait_finished([new_run]) == {new_run: "SUCCESS"}, p.stack.errors(new_run)
         # The schedules still tick: the ticks before are kept, and one comes after the upgrade.
         started = time.monotonic()
-        ticks = p.wait_schedule_ticks(1, after=upgraded, timeout=90)
+        ticks = p.wait_schedule_ticks(after=upgraded, timeout=90)
         figures["tick after"] = f"{time.monotonic() - started:.0f} s"
         assert {t["tickId"] for t in ticked} <= {t["tickId"] for t in ticks}, "schedule ticks lost"
 
