@@ -236,6 +236,43 @@ def problems(values: dict) -> list[str]:
     return found
 
 
+# s3ComputeLogManager's keys as the chart's _compute-log-manager.tpl writes them (SOURCES.txt 7):
+# value keys (a string, or a mapping such as {env: NAME} that "stringSource" keeps) and plain
+# keys, each written only when set; `verify` always (true unless false).
+S3_SOURCE_KEYS = {
+    "bucket": "bucket",
+    "localDir": "local_dir",
+    "prefix": "prefix",
+    "verifyCertPath": "verify_cert_path",
+    "endpointUrl": "endpoint_url",
+}
+S3_PLAIN_KEYS = {
+    "useSsl": "use_ssl",
+    "skipEmptyFiles": "skip_empty_files",
+    "uploadInterval": "upload_interval",
+    "uploadExtraArgs": "upload_extra_args",
+    "showUrlOnly": "show_url_only",
+    "region": "region",
+}
+
+
+def chart_compute_logs(values: dict) -> dict:
+    """The instance's compute_logs from the values' computeLogManager, for the two types the
+    template writes (NoOpComputeLogManager, S3ComputeLogManager)."""
+    kind = values["type"]
+    if kind == "NoOpComputeLogManager":
+        return {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
+    assert kind == "S3ComputeLogManager", kind
+    s3 = values["config"]["s3ComputeLogManager"]
+    # The chart writes region as is: a mapping would come out as Go's map[...] text.
+    assert not isinstance(s3.get("region"), dict), "the chart cannot write a region from a Source"
+    config = {"bucket": s3["bucket"]}
+    config |= {name: s3[key] for key, name in S3_SOURCE_KEYS.items() if key != "bucket" and s3.get(key)}
+    config |= {name: s3[key] for key, name in S3_PLAIN_KEYS.items() if s3.get(key)}
+    config["verify"] = s3.get("verify") is not False
+    return {"module": "dagster_aws.s3.compute_log_manager", "class": "S3ComputeLogManager", "config": config}
+
+
 def chart_instance(values: dict, release: str = "release", namespace: str = "namespace") -> dict:
     """The dagster.yaml the chart renders from `values` (merged over its defaults), for the
     settings these values use: storage, K8sRunLauncher, the run coordinator, compute logs,
@@ -293,7 +330,7 @@ def chart_instance(values: dict, release: str = "release", namespace: str = "nam
     coordinator = daemon["runCoordinator"]
     assert coordinator["type"] == "CustomRunCoordinator", coordinator["type"]
     custom = coordinator["config"]["customRunCoordinator"]
-    assert v["computeLogManager"]["type"] == "NoOpComputeLogManager", v["computeLogManager"]["type"]
+    compute_logs = chart_compute_logs(v["computeLogManager"])
     assert v["scheduler"]["type"] == "DagsterDaemonScheduler", v["scheduler"]["type"]
     instance = {
         "scheduler": {"module": "dagster._core.scheduler", "class": "DagsterDaemonScheduler"},
@@ -314,10 +351,7 @@ def chart_instance(values: dict, release: str = "release", namespace: str = "nam
             "config": postgres,
         },
         "run_coordinator": {"module": custom["module"], "class": custom["class"], "config": custom["config"]},
-        "compute_logs": {
-            "module": "dagster._core.storage.noop_compute_log_manager",
-            "class": "NoOpComputeLogManager",
-        },
+        "compute_logs": compute_logs,
         "telemetry": {"enabled": v["telemetry"]["enabled"]},
     }
     monitoring = daemon["runMonitoring"]

@@ -277,7 +277,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
             "scripts/tests/test_kube.py",
             "docs/podman-kube.md",
         }
-        if c["uses_postgres"]:
+        if c["kube_secrets"]:  # PostgreSQL's credentials, the S3 store's (compute_logs=s3)
             expected.add("scripts/kube_secret.sh")
     if c["ui_login"]:
         # The login proxy's configuration and its users' script (tests/test_login.py).
@@ -433,7 +433,11 @@ def pipes_image_bakes_code_only_with_image_delivery(p: Project) -> None:
     for loc in p.locations:
         path, text = p.image_files()[p.service(loc)], p.image_text(p.service(loc))
         copied = re.findall(r"^COPY (.*) (\S+)$", text, re.M)
-        code = [(src, dst) for src, dst in copied if dst.startswith("/opt/dagster/app/") or dst == "/opt/dagster/build/"]
+        code = [
+            (src, dst)
+            for src, dst in copied
+            if dst.startswith("/opt/dagster/app/") or dst == "/opt/dagster/build/"
+        ]
         expected = [
             shared,
             (f"--chown={uid}:{uid} pipes/{loc}/", "/opt/dagster/build/"),
@@ -997,11 +1001,14 @@ def compose_confines_every_service(p: Project) -> None:
         assert service["security_opt"] == ["no-new-privileges:true"], name
         assert "privileged" not in service and "mem_limit" in service and "cpus" in service, name
         assert service.get("read_only", False) is (name not in p.pipes_services), name
-        # The one runtime secret: the PostgreSQL password's file (compose.yaml, test_secrets.py),
-        # in the services that talk to PostgreSQL (not the login proxy).
+        # The runtime secrets: the PostgreSQL password's file (compose.yaml, test_secrets.py), in
+        # the services that talk to PostgreSQL (not the login proxy), and with compute_logs=s3
+        # the S3 store's secret key, in the Dagster services (not PostgreSQL, not the proxy).
         password = [{"source": "postgres_password", "target": c["postgres_password_file"].split("/")[-1]}]
+        s3_key = [{"source": "s3_secret_key", "target": c["s3_secret_key_file"].split("/")[-1]}]
         talks = c["uses_postgres"] and name != "proxy"
-        assert service.get("secrets", []) == (password if talks else []), name
+        logs = p.answer("compute_logs") == "s3" and name not in ("proxy", "postgres")
+        assert service.get("secrets", []) == (password if talks else []) + (s3_key if logs else []), name
         if "build" in service:
             assert service["build"]["secrets"] == ["pip_conf"], name
     if "postgres" in compose["services"]:
@@ -1011,7 +1018,89 @@ def compose_confines_every_service(p: Project) -> None:
     secrets = {"pip_conf": {"file": "./secrets/pip.conf"}}
     if c["uses_postgres"]:
         secrets["postgres_password"] = {"file": "./.build/secrets/postgres-password", "x-podman.relabel": "z"}
+    if p.answer("compute_logs") == "s3":
+        secrets["s3_secret_key"] = {"file": "./.build/secrets/s3-secret-key", "x-podman.relabel": "z"}
     assert compose["secrets"] == secrets
+
+
+# What a Dagster process of the stack gets for compute_logs=s3 (compose.yaml's x-s3-client, the kube
+# YAML's secret, the Helm chart's Secret): the settings, never the secret key's value in a file.
+S3_ENV = {"DAGSTER_S3_ENDPOINT_URL", "DAGSTER_S3_BUCKET", "DAGSTER_S3_PREFIX", "AWS_DEFAULT_REGION",
+          "AWS_ACCESS_KEY_ID"}  # fmt: skip
+
+
+@check
+def step_logs_go_where_compute_logs_says(p: Project) -> None:
+    """volume: the local compute log manager on the shared volume, and the Helm values say that
+    Kubernetes shows no step logs. s3: Dagster's S3ComputeLogManager whose bucket, prefix and
+    endpoint are environment, which every Dagster service gets (compose: the settings and the
+    secret key's file; each run's container the same names; the kube YAML and the Helm chart from
+    a secret); .env.example names every setting with no secret in it; dagster-aws is locked only
+    then."""
+    s3 = p.answer("compute_logs") == "s3"
+    c = p.computed
+    logs = p.yaml("config/dagster.yaml")["compute_logs"]
+    dagster = [n for n in p.yaml("compose.yaml")["services"] if n not in ("postgres", "proxy")]
+    if not s3:
+        assert logs["class"] == "LocalComputeLogManager", logs
+        assert logs["config"]["base_dir"].startswith("/var/lib/dagster/"), logs  # the shared volume
+        assert "DAGSTER_S3" not in p.text("compose.yaml") + p.text(".env.example")
+        assert p.yaml("deploy/helm/values.yaml")["computeLogManager"] == {"type": "NoOpComputeLogManager"}
+        assert "the UI shows no\n# stdout or stderr of any step on Kubernetes" in p.text(
+            "deploy/helm/values.yaml"
+        )
+    else:
+        assert (logs["module"], logs["class"]) == (
+            "dagster_aws.s3.compute_log_manager",
+            "S3ComputeLogManager",
+        )
+        assert {k: v for k, v in logs["config"].items() if isinstance(v, dict)} == {
+            "bucket": {"env": "DAGSTER_S3_BUCKET"},
+            "prefix": {"env": "DAGSTER_S3_PREFIX"},
+            "endpoint_url": {"env": "DAGSTER_S3_ENDPOINT_URL"},
+        }, logs
+        assert logs["config"]["local_dir"].startswith("/tmp/"), logs  # each container's own scratch
+        services = p.yaml("compose.yaml")["services"]
+        for name in dagster:
+            env = services[name]["environment"]
+            assert S3_ENV <= set(env), (name, env)
+            assert env["AWS_SECRET_ACCESS_KEY_FILE"] == c["s3_secret_key_file"], name
+            assert "AWS_SECRET_ACCESS_KEY" not in env, name
+        if p.answer("run_launcher") == "container":
+            names = p.yaml("config/dagster.yaml")["run_launcher"]["config"]["env_vars"]
+            assert S3_ENV | {"AWS_SECRET_ACCESS_KEY"} <= set(names), names
+        settings = dict(
+            line.split("=", 1)
+            for line in p.text(".env.example").splitlines()
+            if line.startswith("DAGSTER_S3_")
+        )
+        assert set(settings) == {"DAGSTER_S3_ENDPOINT_URL", "DAGSTER_S3_REGION", "DAGSTER_S3_BUCKET",
+                                 "DAGSTER_S3_PREFIX", "DAGSTER_S3_ACCESS_KEY_ID",
+                                 "DAGSTER_S3_SECRET_ACCESS_KEY"}, settings  # fmt: skip
+        assert settings["DAGSTER_S3_SECRET_ACCESS_KEY"] == settings["DAGSTER_S3_ACCESS_KEY_ID"] == ""
+        values = p.yaml("deploy/helm/values.yaml")
+        secret = [{"name": c["helm_s3_secret"]}]
+        assert values["computeLogManager"]["type"] == "S3ComputeLogManager", values["computeLogManager"]
+        assert values["dagsterWebserver"]["envSecrets"] == values["dagsterDaemon"]["envSecrets"] == secret
+        assert values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"] == secret
+        for deployment in values["dagster-user-deployments"]["deployments"]:
+            assert deployment["envSecrets"] == secret, deployment["name"]
+        if c["kube_play"]:
+            pods = [d for d in p.yaml(f"kube/{p.answer('project_slug')}.yaml") if d and d["kind"] == "Pod"]
+            for pod in pods:
+                for container in pod["spec"]["containers"]:
+                    env = {e["name"]: e for e in container.get("env", [])}
+                    wanted = S3_ENV | {"AWS_SECRET_ACCESS_KEY"}
+                    if container["name"] in ("postgres", "proxy"):
+                        assert not wanted & set(env), container["name"]
+                        continue
+                    assert wanted <= set(env), (pod["metadata"]["name"], sorted(env))
+                    refs = {env[n]["valueFrom"]["secretKeyRef"]["name"] for n in wanted}
+                    assert refs == {c["kube_secret"]}, refs
+    for export in ("platform/requirements.txt", "platform/requirements-core.txt"):
+        if (p.root / export).exists():
+            locked = "\ndagster-aws==" in p.text(export)
+            assert locked == s3, f"{export}: dagster-aws {'missing' if s3 else 'locked without s3'}"
 
 
 @check

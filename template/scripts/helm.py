@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Write the Helm values of the project's images, and install the release (`make helm-values`,
-`make helm-install`, and with ui_access=login `make helm-users-secret`).
+`make helm-install`, with ui_access=login `make helm-users-secret`, with compute_logs=s3
+`make helm-s3-secret`).
 
     helm.py values --engine podman --project SLUG --local localhost --registry R --tag TAG
         --release SLUG [--ui-host dagster.example.com]
     helm.py install --helm helm --release SLUG --namespace SLUG --version 1.13.27 [-- FLAGS]
     helm.py users-secret --kubectl kubectl --release SLUG --namespace SLUG --file USERS_FILE
+    helm.py s3-secret --kubectl kubectl --namespace SLUG --secret SLUG-s3
 
 deploy/helm/values.yaml names the images @REGISTRY@/SLUG-NAME:@IMAGE_TAG@; `values` writes
 .build/helm/values.yaml with both filled in: REGISTRY (checked as `make push` checks it,
@@ -21,12 +23,20 @@ the command without FLAGS, which may name a secret.
 `users-secret` makes (or replaces) the Secret RELEASE-ui-users from the login proxy's users
 file (bcrypt hashes, the file compose's proxy reads) with kubectl, the file's content through a
 pipe, never on a command line or in the output, and restarts the proxy's Deployment if it is
-there (Caddy reads the file when it starts). Standard library only.
+there (Caddy reads the file when it starts).
+
+`s3-secret` makes (or replaces) the Secret of the step logs' S3 store (compute_logs=s3) from
+.env's DAGSTER_S3_* (exported by make): its keys are the environment variables every Dagster
+pod gets from it (envSecrets) and the purge's CronJob too. Its manifest goes to `kubectl apply`
+through a pipe, never on a command line or in the output. Standard library only.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import os
 import re
 import shlex
 import subprocess
@@ -169,11 +179,50 @@ def users_secret(args: argparse.Namespace) -> int:
     return subprocess.run(restart).returncode
 
 
+# The S3 Secret's keys (the pods' environment) and the .env setting of each, with its default.
+S3_KEYS = {
+    "DAGSTER_S3_ENDPOINT_URL": ("DAGSTER_S3_ENDPOINT_URL", None),
+    "DAGSTER_S3_BUCKET": ("DAGSTER_S3_BUCKET", None),
+    "DAGSTER_S3_PREFIX": ("DAGSTER_S3_PREFIX", "dagster/compute-logs"),
+    "AWS_DEFAULT_REGION": ("DAGSTER_S3_REGION", "us-east-1"),
+    "AWS_ACCESS_KEY_ID": ("DAGSTER_S3_ACCESS_KEY_ID", None),
+    "AWS_SECRET_ACCESS_KEY": ("DAGSTER_S3_SECRET_ACCESS_KEY", None),
+}
+
+
+def s3_secret_manifest(name: str, env: dict[str, str]) -> str:
+    """The Secret `name` (JSON, which kubectl reads as YAML) from the settings in `env`;
+    SystemExit naming the settings that are empty."""
+    missing = [name for name, default in S3_KEYS.values() if not env.get(name) and default is None]
+    if missing:
+        raise SystemExit(f"error: {', '.join(missing)} empty (.env): the step logs' S3 store")
+    data = {
+        key: base64.b64encode((env.get(setting) or default).encode()).decode()
+        for key, (setting, default) in S3_KEYS.items()
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name},
+        "data": data,
+    }
+    return json.dumps(secret)
+
+
+def s3_secret(args: argparse.Namespace) -> int:
+    """kubectl apply the Secret args.secret made from .env's DAGSTER_S3_* settings."""
+    manifest = s3_secret_manifest(args.secret, dict(os.environ))
+    apply = [*shlex.split(args.kubectl), "--namespace", args.namespace, "apply", "--filename=-"]
+    print(f"{shlex.join(apply)} < (the Secret {args.secret}: {', '.join(S3_KEYS)})", flush=True)
+    return subprocess.run(apply, input=manifest, text=True).returncode
+
+
 def main(argv: list[str]) -> int:
     flags = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["values", "install", "users-secret"])
+    parser.add_argument("action", choices=["values", "install", "users-secret", "s3-secret"])
     parser.add_argument("--engine", default="")
     parser.add_argument("--project", default="")
     parser.add_argument("--local", default="localhost", help="the registry of `make build`")
@@ -190,11 +239,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ui-host", default="", help="UI_HOST (ui_access=login)")
     parser.add_argument("--kubectl", default="kubectl", help="KUBECTL")
     parser.add_argument("--file", default="", help="the login proxy's users file")
+    parser.add_argument("--secret", default="", help="the S3 Secret's name (s3-secret)")
     args = parser.parse_args(argv)
     if args.action == "values":
         return values(args)
     if args.action == "users-secret":
         return users_secret(args)
+    if args.action == "s3-secret":
+        return s3_secret(args)
     return install(args, flags)
 
 
