@@ -148,6 +148,26 @@ def choice_labels(name: str) -> list[str]:
     return [label for label, _ in _choice_items(env, name, _constants(env))]
 
 
+# The answers that choose the locked dependency set (copier.yml's computed `lock_set`).
+LOCK_SET_KEYS = ("dagster_version", "compute_logs")
+
+
+def lock_sets() -> dict[str, dict]:
+    """Every lock set the template ships (copier.yml's `lock_set`, rendered for each combination
+    of LOCK_SET_KEYS' choices) -> the answers that produce it."""
+    import itertools
+
+    env = _env()
+    template = questions()["lock_set"]["default"]
+    sets: dict[str, dict] = {}
+    for values in itertools.product(*(choice_values(key) for key in LOCK_SET_KEYS)):
+        answers = dict(zip(LOCK_SET_KEYS, values, strict=True))
+        name = _render(env, template, {**_constants(env), **answers})
+        assert name not in sets, f"lock_set {name!r} names two sets: {sets[name]} and {answers}"
+        sets[name] = answers
+    return sets
+
+
 def choice_questions() -> list[str]:
     return [n for n, s in questions().items() if "choices" in s and not _is_computed(s)]
 
