@@ -234,8 +234,16 @@ def covering_set(candidates: list[dict], factors: list[str]) -> list[dict]:
 # more than one location too.
 MULTI_LOCATIONS = ("data_platform", "sales", "ml_models")
 # The answers whose files change with the number of code locations (compose services and
-# their environment, volumes, images, workspace entries, the ignore file, the locks).
-MULTI_LOCATION_FACTORS = ("container_engine", "code_delivery", "run_launcher", "storage", "dagster_version")
+# their environment, volumes, images, workspace entries, the ignore file, the locks: each lock
+# set, chosen by the Dagster version and compute_logs).
+MULTI_LOCATION_FACTORS = (
+    "container_engine",
+    "code_delivery",
+    "run_launcher",
+    "storage",
+    "dagster_version",
+    "compute_logs",
+)
 
 
 def each_value_set(candidates: list[dict], factors: tuple[str, ...]) -> list[dict]:
@@ -258,7 +266,8 @@ def code_location_limits() -> tuple[int, int]:
 def multi_location_combinations() -> list[dict]:
     """A few accepted combinations, each answered with the code locations MULTI_LOCATIONS:
     every value of MULTI_LOCATION_FACTORS appears in one of them (both engines, both code
-    deliveries, both run launchers, every storage, every Dagster version)."""
+    deliveries, both run launchers, every storage, every Dagster version, both compute log
+    stores)."""
     chosen = each_value_set(combinations(), MULTI_LOCATION_FACTORS)
     return [{**answers, "code_locations": list(MULTI_LOCATIONS)} for answers in chosen]
 
