@@ -148,6 +148,26 @@ def choice_labels(name: str) -> list[str]:
     return [label for label, _ in _choice_items(env, name, _constants(env))]
 
 
+# The answers that choose the locked dependency set (copier.yml's computed `lock_set`).
+LOCK_SET_KEYS = ("dagster_version", "compute_logs")
+
+
+def lock_sets() -> dict[str, dict]:
+    """Every lock set the template ships (copier.yml's `lock_set`, rendered for each combination
+    of LOCK_SET_KEYS' choices) -> the answers that produce it."""
+    import itertools
+
+    env = _env()
+    template = questions()["lock_set"]["default"]
+    sets: dict[str, dict] = {}
+    for values in itertools.product(*(choice_values(key) for key in LOCK_SET_KEYS)):
+        answers = dict(zip(LOCK_SET_KEYS, values, strict=True))
+        name = _render(env, template, {**_constants(env), **answers})
+        assert name not in sets, f"lock_set {name!r} names two sets: {sets[name]} and {answers}"
+        sets[name] = answers
+    return sets
+
+
 def choice_questions() -> list[str]:
     return [n for n, s in questions().items() if "choices" in s and not _is_computed(s)]
 
@@ -214,8 +234,16 @@ def covering_set(candidates: list[dict], factors: list[str]) -> list[dict]:
 # more than one location too.
 MULTI_LOCATIONS = ("data_platform", "sales", "ml_models")
 # The answers whose files change with the number of code locations (compose services and
-# their environment, volumes, images, workspace entries, the ignore file, the locks).
-MULTI_LOCATION_FACTORS = ("container_engine", "code_delivery", "run_launcher", "storage", "dagster_version")
+# their environment, volumes, images, workspace entries, the ignore file, the locks: each lock
+# set, chosen by the Dagster version and compute_logs).
+MULTI_LOCATION_FACTORS = (
+    "container_engine",
+    "code_delivery",
+    "run_launcher",
+    "storage",
+    "dagster_version",
+    "compute_logs",
+)
 
 
 def each_value_set(candidates: list[dict], factors: tuple[str, ...]) -> list[dict]:
@@ -238,7 +266,8 @@ def code_location_limits() -> tuple[int, int]:
 def multi_location_combinations() -> list[dict]:
     """A few accepted combinations, each answered with the code locations MULTI_LOCATIONS:
     every value of MULTI_LOCATION_FACTORS appears in one of them (both engines, both code
-    deliveries, both run launchers, every storage, every Dagster version)."""
+    deliveries, both run launchers, every storage, every Dagster version, both compute log
+    stores)."""
     chosen = each_value_set(combinations(), MULTI_LOCATION_FACTORS)
     return [{**answers, "code_locations": list(MULTI_LOCATIONS)} for answers in chosen]
 

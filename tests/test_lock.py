@@ -1,9 +1,10 @@
 """Locked dependencies: the locks the template ships, and the generated project's `make lock`
 and `make build` guard, with the real uv against PyPI (no engine needed).
 
-The template ships a lock and its exports for each `dagster_version` choice (uv.lock assembled
-by template/uv.lock.jinja around one workspace member per code location, the exports as
-conditional files; refreshed by `python tools/refresh_locks.py`). A generated project declares
+The template ships a lock and its exports for each lock set, copier.yml's computed `lock_set`:
+one per `dagster_version` choice, and one more with dagster-aws for compute_logs=s3 (uv.lock
+assembled by template/uv.lock.jinja around one workspace member per code location, the exports
+as conditional files; refreshed by `python tools/refresh_locks.py`). A generated project declares
 its dependencies in pyproject.toml files; `make lock` resolves them; `make build` refuses a
 lock that no longer matches, before any image is built.
 """
@@ -79,12 +80,20 @@ def snapshot(project: Path) -> dict[str, bytes | None]:
     return {path: (project / path).read_bytes() if (project / path).exists() else None for path in files}
 
 
-@pytest.mark.parametrize("version", matrix.choice_values("dagster_version"))
-def test_shipped_lock_matches_its_declarations_on_every_python_and_libc(template_snapshot, tmp_path, version):
-    project = render(template_snapshot, tmp_path / "project", dagster_version=version)
+def exported_versions(text: str) -> dict[str, str]:
+    """name -> version of the packages an export pins."""
+    return dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+) \\$", text, re.M))
+
+
+@pytest.mark.parametrize("lock_set, answers", matrix.lock_sets().items(), ids=list(matrix.lock_sets()))
+def test_shipped_lock_matches_its_declarations_on_every_python_and_libc(
+    template_snapshot, tmp_path, lock_set, answers
+):
+    version = answers["dagster_version"]
+    project = render(template_snapshot, tmp_path / "project", **answers)
     check = make(project, "check-lock")
     assert check.returncode == 0, (
-        f"the shipped lock for {version} is stale; run tools/refresh_locks.py\n{check.stdout}"
+        f"the shipped lock {lock_set} is stale; run tools/refresh_locks.py\n{check.stdout}"
     )
     lock = tomllib.loads((project / "uv.lock").read_text())
     assert lock["requires-python"] == ">=3.11"
@@ -96,8 +105,24 @@ def test_shipped_lock_matches_its_declarations_on_every_python_and_libc(template
         tag = "cp" + python.replace(".", "")
         for libc in ("manylinux", "musllinux"):
             assert any(f"-{tag}-" in w and libc in w and "x86_64" in w for w in wheels), (python, libc)
-    dagster = next(p for p in lock["package"] if p["name"] == "dagster")
-    assert dagster["version"] == version
+    locked = {p["name"]: p["version"] for p in lock["package"]}
+    assert locked["dagster"] == version
+    # dagster-aws (the S3 compute log manager) joins the locked set only with compute_logs=s3,
+    # in every image's export (each process loads the instance), at the library version that
+    # goes with the Dagster version: 0.(minor + 16).patch.
+    minor, patch = version.split(".")[1:]
+    libs = f"0.{int(minor) + 16}.{patch}"
+    pins = {path: exported_versions((project / path).read_text()) for path in exports(project)}
+    assert all(path_pins["dagster"] == version for path_pins in pins.values()), pins.keys()
+    if answers["compute_logs"] == "s3":
+        assert locked["dagster-aws"] == libs and "boto3" in locked
+        for path, path_pins in pins.items():
+            assert path_pins.get("dagster-aws") == libs, (path, path_pins.get("dagster-aws"))
+            assert path_pins.get("boto3") == locked["boto3"], path
+    else:
+        assert "dagster-aws" not in locked
+        for path, path_pins in pins.items():
+            assert not {"dagster-aws", "boto3"} & path_pins.keys(), path
 
 
 def test_build_refuses_a_stale_lock_with_one_instruction(template_snapshot, tmp_path):

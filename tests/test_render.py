@@ -546,7 +546,8 @@ def images_install_the_locked_dagster_set(p: Project) -> None:
     """The Dagster version is declared once (pyproject.toml); each image installs an export of
     uv.lock, every package pinned with its hashes; all three install the core set first (their
     shared layer), and every storage and launcher library (dagster-k8s for the Helm chart's
-    K8sRunLauncher included) is in every set."""
+    K8sRunLauncher included) is in every set; dagster-aws (the S3 compute log manager) is too
+    with compute_logs=s3, and in none without."""
     version = p.answer("dagster_version")
     minor, patch = version.split(".")[1:]
     libs = f"0.{int(minor) + 16}.{patch}"  # Dagster's libraries: 0.(minor + 16).patch
@@ -562,8 +563,12 @@ def images_install_the_locked_dagster_set(p: Project) -> None:
     platform = locked_requirements(p.text("platform/requirements.txt"))
     pipes = {loc: locked_requirements(p.text(f"pipes/{loc}/requirements.txt")) for loc in p.locations}
     expected = {"dagster": version, "dagster-postgres": libs, "dagster-docker": libs, "dagster-k8s": libs}
+    s3 = p.answer("compute_logs") == "s3"
+    if s3:
+        expected["dagster-aws"] = libs
     for name, pins in (("core", core), ("platform", platform), *pipes.items()):
         assert expected.items() <= pins.items(), (name, {k: pins.get(k) for k in expected})
+        assert s3 or "dagster-aws" not in pins, name
         assert pins["sqlalchemy"] < "2.1", pins["sqlalchemy"]
         assert core.items() <= pins.items(), f"{name} does not install the core set as locked"
     assert platform["dagster-webserver"] == version == platform["dagster-graphql"]

@@ -347,6 +347,21 @@ def test_changing_an_answer_during_update_rerenders_consistently(template_repo, 
     assert answers_of(project)["code_delivery"] == "volume"
 
 
+def test_switching_compute_logs_to_s3_brings_the_s3_lock_set_to_an_untouched_project(template_repo, tmp_path):
+    """compute_logs=s3 changes the lock set (dagster-aws joins it): an update that switches the
+    answer brings the -s3 lock and exports, as a fresh copy has them, and they pass check-lock."""
+    project, updated = update_answer_like_fresh(template_repo, tmp_path, NEW_ANSWERS, compute_logs="s3")
+    assert '"dagster-aws",' in updated["pyproject.toml"]
+    assert '\nname = "dagster-aws"\n' in updated["uv.lock"]
+    for export in (
+        "platform/requirements-core.txt",
+        "platform/requirements.txt",
+        "pipes/update_test/requirements.txt",
+    ):
+        assert "\ndagster-aws==" in updated[export], export
+    assert make(project, "check-lock").returncode == 0
+
+
 def test_a_local_project_of_the_previous_release_switches_to_login(template_repo, tmp_path):
     """Issue 31: a project of the previous release (no ui_access: the UI on this host only),
     updated with `--data ui_access=login`, equals a fresh copy with the login proxy (its recorded

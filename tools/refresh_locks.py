@@ -1,18 +1,21 @@
-"""Refresh the locks that the template ships, one set per `dagster_version` choice.
+"""Refresh the locks that the template ships, one per lock set (copier.yml's `lock_set`).
 
     python tools/refresh_locks.py            # re-lock: keep every locked version that still fits
     python tools/refresh_locks.py --upgrade  # move every package to its newest allowed version
 
-For each Dagster version offered in copier.yml this renders the default project, runs its own
-`make lock` (uv, universal: every Python version and platform the template offers, glibc and
-musl) and copies the result back into the template:
+A lock set is one combination of the answers that change the locked dependencies
+(`matrix.LOCK_SET_KEYS`: each `dagster_version` choice, each `compute_logs` choice, as copier.yml
+offers them), named by the `lock_set` it computes: `1.13.27`, `1.13.27-s3` (with dagster-aws),
+... For each, this renders the default project with those answers, runs its own `make lock` (uv,
+universal: every Python version and platform the template offers, glibc and musl) and copies
+the result back into the template:
 
 - the exports, as conditional files copied verbatim, e.g.
-  `template/platform/{% if dagster_version == '1.13.27' %}requirements.txt{% endif %}` and the
+  `template/platform/{% if lock_set == '1.13.27' %}requirements.txt{% endif %}` and the
   same file in the code location directory (a location with no dependencies of its own has the
   same export whatever its name);
 - uv.lock, cut around the lines that name the code locations' workspace members:
-  `template/_includes/locks/VERSION/{1,2,3}.lock`, which `template/uv.lock.jinja` puts back
+  `template/_includes/locks/LOCK_SET/{1,2,3}.lock`, which `template/uv.lock.jinja` puts back
   together around one member entry per code location (the parts are data: no Jinja in them).
 
 It also writes template/platform/requirements-uv.txt: the pinned uv of copier.yml's
@@ -35,7 +38,7 @@ from launchpad_dev.common import ROOT, snapshot_template
 
 TEMPLATE = ROOT / "template"
 LOCATION_DIR = TEMPLATE / "pipes" / "{% yield location from code_locations %}{{ location }}{% endyield %}"
-# The exports that `make lock` writes, shipped for each Dagster version: (in the project, in the
+# The exports that `make lock` writes, shipped for each lock set: (in the project, in the
 # template's directory).
 EXPORTS = (
     ("platform/requirements-core.txt", TEMPLATE / "platform"),
@@ -44,9 +47,9 @@ EXPORTS = (
 )
 
 
-def shipped(directory: Path, name: str, version: str) -> Path:
-    """Where the template keeps the file `name` of `directory` for one Dagster version."""
-    return directory / f"{{% if dagster_version == '{version}' %}}{name}{{% endif %}}"
+def shipped(directory: Path, name: str, lock_set: str) -> Path:
+    """Where the template keeps the file `name` of `directory` for one lock set."""
+    return directory / f"{{% if lock_set == '{lock_set}' %}}{name}{{% endif %}}"
 
 
 def lock_parts(lock: str, member: str) -> list[str]:
@@ -94,19 +97,38 @@ def main() -> int:
             f"error: copier.yml pins uv {uv_version}, this uv is {installed} (pyproject.toml's test extra)"
         )
     refresh_uv_requirements(uv_bin, uv_version)
-    for version in matrix.choice_values("dagster_version"):
-        parts = TEMPLATE / "_includes" / "locks" / version
-        if not parts.is_dir():  # a new version starts from an empty lock
+    lock_sets = matrix.lock_sets()
+    for lock_set, answers in lock_sets.items():
+        parts = TEMPLATE / "_includes" / "locks" / lock_set
+        if not parts.is_dir():
+            # A new lock set starts from the lock of a set with the same Dagster version (the
+            # versions it shares stay as that set locked them: -s3 adds dagster-aws and its own
+            # dependencies, nothing else moves), or from an empty lock for a new version.
+            seed = next(
+                (
+                    name
+                    for name, other in lock_sets.items()
+                    if other["dagster_version"] == answers["dagster_version"]
+                    and (TEMPLATE / "_includes" / "locks" / name).is_dir()
+                ),
+                None,
+            )
             parts.mkdir(parents=True)
             for index in (1, 2, 3):
-                (parts / f"{index}.lock").touch()
-            for _, directory in EXPORTS:
-                shipped(directory, "requirements.txt", version).touch()
-            shipped(TEMPLATE / "platform", "requirements-core.txt", version).touch()
+                target = parts / f"{index}.lock"
+                if seed:
+                    shutil.copyfile(TEMPLATE / "_includes" / "locks" / seed / f"{index}.lock", target)
+                else:
+                    target.touch()
+            for path, directory in EXPORTS:
+                name = path.rpartition("/")[2]
+                if seed:
+                    shutil.copyfile(shipped(directory, name, seed), shipped(directory, name, lock_set))
+                else:
+                    shipped(directory, name, lock_set).touch()
         with tempfile.TemporaryDirectory() as tmp:
             template = snapshot_template(Path(tmp) / "template")
             project = Path(tmp) / "project"
-            answers = {"dagster_version": version}
             copier.run_copy(str(template), str(project), data=answers, defaults=True, quiet=True)
             location = (project / ".copier-answers.yml").read_text().split("package_name: ")[1].split()[0]
             if "[[package]]" not in (project / "uv.lock").read_text():
@@ -116,11 +138,11 @@ def main() -> int:
             subprocess.run(make, check=True)
             for path, directory in EXPORTS:
                 name = path.rpartition("/")[2]
-                shutil.copyfile(project / path.format(location=location), shipped(directory, name, version))
+                shutil.copyfile(project / path.format(location=location), shipped(directory, name, lock_set))
             member = "pipes-" + location.replace("_", "-")
             for index, part in enumerate(lock_parts((project / "uv.lock").read_text(), member), 1):
                 (parts / f"{index}.lock").write_text(part)
-        print(f"dagster {version}: uv.lock (in 3 parts), {', '.join(path for path, _ in EXPORTS)}")
+        print(f"lock set {lock_set}: uv.lock (in 3 parts), {', '.join(path for path, _ in EXPORTS)}")
     return 0
 
 
