@@ -23,6 +23,10 @@ os.environ.update(
     DAGSTER_PG_USER="user",
     DAGSTER_PG_PASSWORD="password",
     DAGSTER_PG_DB="dagster",
+    # compute_logs=s3 (.env's DAGSTER_S3_*, as compose.yaml passes them)
+    DAGSTER_S3_ENDPOINT_URL="https://s3.us-east-1.amazonaws.com",
+    DAGSTER_S3_BUCKET="bucket",
+    DAGSTER_S3_PREFIX="dagster/compute-logs",
 )
 
 

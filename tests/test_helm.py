@@ -57,6 +57,9 @@ PROJECTS = {
     # ui_access=login: the login proxy and its Ingress (extraManifests), with and without ui_domain.
     "login": {"ui_access": "login"},
     "login-domain": {"ui_access": "login", "ui_domain": "dagster.example.com", "container_engine": "docker"},
+    # Step logs in S3 (compute_logs=s3): the chart's S3ComputeLogManager and the Secret's envSecrets,
+    # with Dagster 1.12 and the purge CronJob too.
+    "s3": {"compute_logs": "s3", "dagster_version": "1.12.22", "run_retention_days": 30},
 }
 # As `make helm-values HELM_RELEASE=... UI_HOST=...` fills them in (ui_access=login).
 RELEASE, UI_HOST = "lp", "dagster.corp.example"
@@ -422,7 +425,7 @@ def test_chart_instance_passes_dagsters_validation(projects, chart, tmp_path):
     validation, dagster-k8s installed (the project's locked set, as the images have it)."""
     import test_static
 
-    for name in ("default", "several", "pools"):  # both Dagster versions, pools and tag limits
+    for name in ("default", "several", "pools", "s3"):  # both Dagster versions, pools, S3 step logs
         root = projects[name]
         instance = tmp_path / f"{name}.yaml"
         rendered = helm_chart.chart_instance(values_of(root))
@@ -436,6 +439,8 @@ def test_chart_instance_passes_dagsters_validation(projects, chart, tmp_path):
         checker = Path(__file__).parent / "check_instance_config.py"
         result = run([str(venv / "bin/python"), str(checker), str(instance)])
         assert result.returncode == 0 and "run_launcher=K8sRunLauncher" in result.stdout, result.stdout
+        logs = rendered["compute_logs"]["class"]
+        assert logs == ("S3ComputeLogManager" if name == "s3" else "NoOpComputeLogManager"), logs
 
 
 @pytest.mark.parametrize("name", ["several", "pools"])  # Dagster 1.12 and 1.13

@@ -14,12 +14,18 @@ Per engine one stack (`make up`), then from the host:
 - Chromium (Playwright) logs in as each role and takes a screenshot of the asset graph and the
   run (test-artifacts/ui-login-ENGINE-ROLE-*.png); the viewer's "Materialize all" is disabled;
 - the users file is 0600 in a 0700 directory and holds no password; the logs of the proxy and
-  the webservers hold none either.
+  the webservers hold none either;
+- the step logs (compute_logs=s3, the code-server launcher) in a local S3 API (moto's server): a
+  job of the user's code prints a marker to stdout and stderr; the UI's capturedLogs shows both
+  and the bucket holds both objects; with the S3 API down, the job's run still ends in SUCCESS,
+  its events say the upload failed, capturedLogs answers an error (the UI's "logs unavailable")
+  and the webserver goes on; with the API back, a new run's logs are there again.
 
 On Podman the same project then runs as the kube stack (`make kube-up`, the images `make up`
 built): without credentials `/` and `/graphql` get 401 there too, an editor that `make user-add`
-adds (reloading the kube stack's proxy) gets `/server_info`, a viewer reaches the read-only
-webserver, HTTP redirects, and only the proxy's pod publishes a port."""
+adds (reloading the kube stack's proxy) gets `/server_info` and a run of the marker job whose step
+logs it reads from S3 (the kube stack's secret), a viewer reaches the read-only webserver, HTTP
+redirects, and only the proxy's pod publishes a port."""
 
 from __future__ import annotations
 
@@ -29,11 +35,13 @@ import os
 import socket
 import ssl
 import stat
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from launchpad_dev import step_logs as s3logs
 from launchpad_dev.browser import capture_ui
 from launchpad_dev.common import ROOT, note
 from launchpad_dev.dagster_api import Stack, live_run_events
@@ -101,13 +109,21 @@ def test_login_proxy_roles_and_refusals(template_snapshot, tmp_path, engine_name
     root = render(
         template_snapshot,
         tmp_path / slug,
-        {"container_engine": engine_name, "project_slug": slug, "ui_access": "login", "ui_port": port},
-    )
+        {
+            "container_engine": engine_name, "project_slug": slug, "ui_access": "login", "ui_port": port,
+            "compute_logs": "s3",
+        },
+    )  # fmt: skip
     env_example = (root / ".env.example").read_text()
     settings = dict(line.split("=", 1) for line in env_example.splitlines() if "=" in line and line[0] != "#")
     for image in ("BASE_IMAGE", "POSTGRES_IMAGE", "PROXY_IMAGE"):
         engine.require_image(settings[image])
     set_env(root, "DAGSTER_UI_HTTP_PORT", str(http_port))
+    s3 = s3logs.S3Server()
+    s3.start()
+    for name, value in s3.settings(secret_key="login-S3/secret+key=").items():
+        set_env(root, name, value)
+    s3logs.add_marker_job(root, slug.replace("-", "_"))
     engine.clear_leftovers(slug)
     url = f"https://127.0.0.1:{port}"
     try:
@@ -187,6 +203,8 @@ def test_login_proxy_roles_and_refusals(template_snapshot, tmp_path, engine_name
         assert viewer.run_ids() == before | {second}
         note(f"login proxy ({engine_name}): viewer's launch refused", "run count unchanged")
 
+        check_step_logs(editor, s3, engine_name)
+
         # Refused: wrong password, unknown user, malformed Authorization headers.
         for auth in [("alice", "wrong-password"), ("mallory", PASSWORDS["alice"]), ("alice", "")]:
             assert requests.get(f"{url}/server_info", auth=auth, verify=ca, timeout=30).status_code == 401, (
@@ -229,13 +247,49 @@ def test_login_proxy_roles_and_refusals(template_snapshot, tmp_path, engine_name
             assert not found, f"{service}'s log holds the password of {found}"
 
         if engine_name == "podman":
-            check_kube_stack(engine, root, slug, port)
+            check_kube_stack(engine, root, slug, port, s3)
     finally:
+        s3.stop()
         if (root / "Makefile").exists():
             remove_stack(engine, root, slug)
 
 
-def check_kube_stack(engine, root: Path, slug: str, port: int) -> None:
+def check_step_logs(editor: Stack, s3: s3logs.S3Server, engine_name: str) -> None:
+    """compute_logs=s3 under the code-server launcher: the marker in the UI's step logs and in
+    the bucket; the S3 API down: the run ends as it would and the UI says the logs are not there;
+    back: a new run's logs are there."""
+    run_id = editor.launch(s3logs.MARKER_JOB_NAME)
+    assert editor.wait_run(run_id).value == "SUCCESS", editor.errors(run_id)
+    s3logs.check_marker(editor, run_id)
+    stored = s3.objects(f"dagster/compute-logs/storage/{run_id}/")
+    outs = [v for k, v in stored.items() if k.endswith(".out")]
+    errs = [v for k, v in stored.items() if k.endswith(".err")]
+    marked = s3logs.MARKER_OUT.encode() in b"".join(outs) and s3logs.MARKER_ERR.encode() in b"".join(errs)
+    assert marked, sorted(stored)
+
+    s3.stop()
+    started = time.monotonic()
+    down = editor.launch(s3logs.MARKER_JOB_NAME)
+    assert editor.wait_run(down).value == "SUCCESS", editor.errors(down)
+    ended = time.monotonic() - started
+    answer, messages = s3logs.step_logs(editor, down)
+    # What the UI's log pane gets: an error that names the store it could not reach.
+    assert answer.get("errors") and not (answer.get("data") or {}).get("capturedLogs"), answer
+    assert "Could not connect to the endpoint URL" in answer["errors"][0]["message"], answer
+    assert any(s3logs.UPLOAD_FAILED in m for m in messages), messages
+    assert requests.get(f"{editor.url}/server_info", auth=editor.auth, verify=editor.verify, timeout=30).ok
+    s3.start()
+    back = editor.launch(s3logs.MARKER_JOB_NAME)
+    assert editor.wait_run(back).value == "SUCCESS", editor.errors(back)
+    s3logs.check_marker(editor, back)
+    note(
+        f"step logs, s3 ({engine_name}, code-server launcher)",
+        f"marker in capturedLogs and {len(stored)} objects; S3 down: SUCCESS after {ended:.0f} s, "
+        f"capturedLogs: {answer['errors'][0]['message'][:80]!r}; back up: marker again",
+    )
+
+
+def check_kube_stack(engine, root: Path, slug: str, port: int, s3: s3logs.S3Server) -> None:
     """The project's kube stack in place of its compose stack (Podman): the login proxy in front
     there too. Its proxy's own CA (in the claim SLUG-proxy-data) comes from `make ca-cert`, and
     `make user-add` reloads its proxy (the container SLUG-proxy-proxy)."""
@@ -264,6 +318,13 @@ def check_kube_stack(engine, root: Path, slug: str, port: int) -> None:
     assert f"{slug}-proxy-proxy reloaded the users" in added.stdout, added.stdout
     info = requests.get(f"{url}/server_info", auth=("dave", password), verify=ca, timeout=30)
     assert info.status_code == 200 and "dagster_webserver_version" in info.json(), info.text[:300]
+    # The step logs in S3 there too (the kube stack's secret holds the store's settings).
+    editor = Stack(port, slug.replace("-", "_"), url=url, auth=("dave", password), verify=ca)
+    editor.wait_loaded(timeout=120)
+    run_id = editor.launch(s3logs.MARKER_JOB_NAME)
+    assert editor.wait_run(run_id).value == "SUCCESS", editor.errors(run_id)
+    s3logs.check_marker(editor, run_id)
+    assert s3.objects(f"dagster/compute-logs/storage/{run_id}/"), "no step logs in the bucket"
     # A viewer (of the compose part: the same users file) reaches the read-only webserver.
     viewer = Stack(port, slug.replace("-", "_"), url=url, auth=("bob", PASSWORDS["bob"]), verify=ca)
     with pytest.raises(Exception, match="UnauthorizedError"):

@@ -1040,8 +1040,8 @@ def step_logs_go_where_compute_logs_says(p: Project) -> None:
     Kubernetes shows no step logs. s3: Dagster's S3ComputeLogManager whose bucket, prefix and
     endpoint are environment, which every Dagster service gets (compose: the settings and the
     secret key's file; each run's container the same names; the kube YAML and the Helm chart from
-    a secret); .env.example names every setting with no secret in it; dagster-aws is locked only
-    then."""
+    a secret); .env.example names every setting with no secret in it (dagster-aws in the images:
+    images_install_the_locked_dagster_set)."""
     s3 = p.answer("compute_logs") == "s3"
     c = p.computed
     logs = p.yaml("config/dagster.yaml")["compute_logs"]
@@ -1102,10 +1102,6 @@ def step_logs_go_where_compute_logs_says(p: Project) -> None:
                     assert wanted <= set(env), (pod["metadata"]["name"], sorted(env))
                     refs = {env[n]["valueFrom"]["secretKeyRef"]["name"] for n in wanted}
                     assert refs == {c["kube_secret"]}, refs
-    for export in ("platform/requirements.txt", "platform/requirements-core.txt"):
-        if (p.root / export).exists():
-            locked = "\ndagster-aws==" in p.text(export)
-            assert locked == s3, f"{export}: dagster-aws {'missing' if s3 else 'locked without s3'}"
 
 
 @check

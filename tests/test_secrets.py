@@ -19,6 +19,11 @@ ceilings (issue 29, findings 4, 6, 10 and 2).
   until the kernel stops it, with RUN_MEMORY_LIMIT=400m: the run ends FAILURE with a message
   that names the ceiling (recover_runs.py --run), and the example job succeeds afterwards in
   a container that has the memory, CPU and process ceilings of .env.
+- That stack stores its step logs in S3 (compute_logs=s3, moto's server on this host), with the
+  same hostile value as the store's secret key: no command line shows it either, every Python
+  of the images reads it from the secret file, no container's configuration holds it, and a
+  job of the user's code that prints a marker shows it in the UI's step logs, from the run's own
+  container. The other stack (the code-server launcher, the shared volume) shows the same marker.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launchpad_dev import step_logs as s3logs
 from launchpad_dev.common import computed, note
 from launchpad_dev.dagster_api import Stack
 from launchpad_dev.engines import ENGINES, compose_argv, make, missing, remove_stack, render, tool_env
@@ -340,6 +346,7 @@ def test_a_hostile_password_opens_postgres_over_tls_and_no_command_line_shows_it
 ):
     engine = ENGINES[engine_name].require()
     figures = []
+    s3 = s3logs.S3Server()
     for index, (storage, launcher, slug) in enumerate(STACKS[engine_name]):
         port = 3190 + index + (0 if engine_name == "podman" else 2)
         root = tmp_path_factory.mktemp("secrets") / slug
@@ -349,6 +356,8 @@ def test_a_hostile_password_opens_postgres_over_tls_and_no_command_line_shows_it
             "run_launcher": launcher,
             "project_slug": slug,
             "ui_port": port,
+            # The container launcher's stack keeps its step logs in S3, the other on the volume.
+            "compute_logs": "s3" if launcher == "container" else "volume",
         }
         render(template_snapshot, root, answers)
         facts = computed(root)
@@ -374,6 +383,11 @@ def test_a_hostile_password_opens_postgres_over_tls_and_no_command_line_shows_it
             location = yaml.safe_load((root / ".copier-answers.yml").read_text())["code_locations"][0]
             definitions = root / "pipes" / location / "src" / location / "definitions.py"
             definitions.write_text(definitions.read_text() + HOG_JOB)
+            s3.start()
+            settings |= s3.settings(secret_key=PASSWORD_IN_ENV)
+        s3logs.add_marker_job(
+            root, yaml.safe_load((root / ".copier-answers.yml").read_text())["code_locations"][0]
+        )
         write_env(root, settings)
         try:
             if external:
@@ -392,6 +406,13 @@ def test_a_hostile_password_opens_postgres_over_tls_and_no_command_line_shows_it
             run_id = stack.launch()
             status = stack.wait_run(run_id)
             assert status.value == "SUCCESS", stack.run(run_id)
+            marker = stack.launch(s3logs.MARKER_JOB_NAME)
+            assert stack.wait_run(marker).value == "SUCCESS", stack.errors(marker)
+            s3logs.check_marker(stack, marker)
+            if launcher == "container":
+                stored = s3.objects(f"dagster/compute-logs/storage/{marker}/")
+                assert sorted(k.rsplit(".", 1)[1] for k in stored) == ["err", "out"], sorted(stored)
+            figures.append(f"step logs ({'s3' if launcher == 'container' else 'volume'}): the marker shown")
             if launcher == "container":
                 figures.append(check_run_ceilings(engine, stack))
             if external:
@@ -400,15 +421,17 @@ def test_a_hostile_password_opens_postgres_over_tls_and_no_command_line_shows_it
                 figures.append(f"{with_tls} TLS connections, none without")
             # Every Python of the images reads the password from compose's secret file as it
             # starts (a command exec'd by hand too); the containers' configuration holds none.
-            for service in ("webserver", "daemon"):
-                read = "import os, sys; sys.stdout.write(os.environ['DAGSTER_PG_PASSWORD'])"
+            secrets = ["DAGSTER_PG_PASSWORD"] + (["AWS_SECRET_ACCESS_KEY"] if launcher == "container" else [])
+            for service, secret in ((s, n) for s in ("webserver", "daemon") for n in secrets):
+                read = f"import os, sys; sys.stdout.write(os.environ['{secret}'])"
                 shown = engine.run("exec", f"{slug}-{service}", "python3", "-c", read, check=True)
-                assert shown.stdout == PASSWORD, service
+                assert shown.stdout == PASSWORD, (service, secret)
                 config = engine.run("inspect", "--format", "{{json .Config.Env}}", f"{slug}-{service}")
                 assert PASSWORD[:6] not in config.stdout, f"{service}'s configuration holds the password"
             if engine_name == "podman" and not external:
                 figures.append(check_kube_stack(root, stack))
         finally:
+            s3.stop()
             remove_stack(engine, root, slug)
             if external:
                 engine.run("rm", "-f", f"{slug}-extdb")
