@@ -88,6 +88,7 @@ def test_every_make_target_the_docs_name_exists(template_snapshot, tmp_path):
         "docker": {"container_engine": "docker"},
         "prebuilt": {"platform_images": "prebuilt"},  # make pin-images, make verify-images
         "login": {"ui_access": "login"},  # make user-add, user-remove, users, ca-cert
+        "s3": {"compute_logs": "s3"},  # make helm-s3-secret
     }.items():
         targets |= makefile_targets(render(template_snapshot, tmp_path / name, answers))
     missing = {
