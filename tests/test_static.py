@@ -101,9 +101,15 @@ PLATFORM = ("webserver", "daemon", "pipes-base")
 
 def copy_with_env(root: Path, work: Path) -> Path:
     """A copy of a rendered project with .env made from .env.example, as `make` would (with the
-    pinned platform images that make sets from platform/images.lock, for a prebuilt project)."""
+    pinned platform images that make sets from platform/images.lock, for a prebuilt project, and
+    with compute_logs=s3 the store's settings that a user must fill in)."""
     shutil.copytree(root, work)
     shutil.copy(work / ".env.example", work / ".env")
+    if "\nDAGSTER_S3_BUCKET=\n" in (work / ".env").read_text():
+        with (work / ".env").open("a") as env:
+            env.write(
+                "DAGSTER_S3_BUCKET=logs\nDAGSTER_S3_ACCESS_KEY_ID=key\nDAGSTER_S3_SECRET_ACCESS_KEY=secret\n"
+            )
     if "PLATFORM_REGISTRY=" in (work / ".env").read_text():
         digest = "@sha256:" + "0" * 64
         pins = [f"{n.upper().replace('-', '_')}_IMAGE=r.example.com/launchpad-{n}{digest}" for n in PLATFORM]
@@ -126,7 +132,10 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_projects, t
         cmd = [docker, "compose", "-f", "compose.yaml", "config", "--quiet"]
     else:
         require_tool("podman")  # podman-compose needs the binary (no engine is started)
-        cmd = [require_tool("podman-compose", BIN), "-f", "compose.yaml", "config"]
+        require_tool("podman-compose", BIN)
+        # Its own PodmanCompose.run, a batch of projects per process (as compose-lint's below):
+        # the same arguments, in the project's directory (launchpad_dev/podman_compose_batch.py).
+        cmd = ["-f", "compose.yaml", "config"]
     # podman-compose reads the compose files of the projects that name it (Podman's); `docker
     # compose` reads every one: Docker's command, and the provider behind `podman compose`
     # (compose_also) that a Podman project's compose.yaml names too.
@@ -144,16 +153,35 @@ def test_compose_file_passes_the_tools_own_validation(tool, rendered_projects, t
         result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             return f"{root}:\n{result.stdout}{result.stderr}"
-        if tool == "podman-compose":
-            # What podman-compose resolved (on stdout; warnings go to stderr) is the same stack.
-            resolved = yaml.safe_load(result.stdout)
-            if set(resolved["services"]) != set(
-                yaml.safe_load((root / "compose.yaml").read_text())["services"]
-            ):
-                return f"{root}: podman-compose resolved other services"
         return None
 
-    failures = [f for f in parallel(check, enumerate(root for root, _ in groups.values())) if f]
+    def batch(chunk: list[tuple[int, Path]]) -> list[str | None]:
+        works = {str(copy_with_env(root, tmp_path / str(index))): root for index, root in chunk}
+        lines = "".join(json.dumps([work, *cmd]) + "\n" for work in works)
+        result = subprocess.run(
+            [sys.executable, "-m", "launchpad_dev.podman_compose_batch"],
+            input=lines, cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        replies = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [r["dir"] for r in replies] == list(works), f"{len(replies)} replies for {len(works)} files"
+        found: list[str | None] = []
+        for reply in replies:
+            root = works[reply["dir"]]
+            if reply["exit"] != 0:
+                found.append(f"{root}:\n{reply['stdout'][-3000:]}{reply['stderr'][-3000:]}")
+                continue
+            # What podman-compose resolved (on stdout; warnings go to stderr) is the same stack.
+            services = yaml.safe_load(reply["stdout"])["services"]
+            if set(services) != set(yaml.safe_load((root / "compose.yaml").read_text())["services"]):
+                found.append(f"{root}: podman-compose resolved other services")
+        return found
+
+    items = list(enumerate(root for root, _ in groups.values()))
+    if tool == "podman-compose":
+        failures = [f for chunk in parallel(batch, [items[0::2], items[1::2]]) for f in chunk if f]
+    else:
+        failures = [f for f in parallel(check, items) if f]
     note(f"distinct compose files validated ({tool} config)", len(groups))
     assert not failures, "\n".join(failures)
 
