@@ -18,7 +18,9 @@ at once on the same engine, measured in turns so that the machine's load weighs 
    (`volume_drain_20_s`, `s3_drain_20_s`), and the most runs started at once, from the runs'
    startTime and endTime (GraphQL, read when all have finished): `volume_max_started_at_once`,
    `s3_max_started_at_once`, and `max_started_at_once`, the larger. Above TAG_LIMIT the tag
-   limit did not hold: the layout fails (after recording the figures).
+   limit did not hold: the layout fails (after recording the figures). With them, the median
+   span of a run from its start to its end (`volume_drain_run_median_s`, `s3_drain_run_median_s`):
+   a run much shorter than the queue's pace between two launches seldom overlaps the next.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def measure_logs(engine: Engine, work: Path, template: Path, track: Track, launc
             launch_to_success(stack)  # the first run warms the code server's imports
 
         step(f"{launches} launches -> SUCCESS each, in turns")
+        figures["launches"] = launches
         times: dict[str, list[float]] = {key: [] for key in stacks}
         for _ in range(launches):
             for key, stack in stacks.items():
@@ -152,6 +155,8 @@ def measure_logs(engine: Engine, work: Path, template: Path, track: Track, launc
             took, runs = drain(stack, DRAIN)
             figures[f"{key}_drain_{DRAIN}_s"] = round(took, 1)
             figures[f"{key}_max_started_at_once"] = max_at_once(runs)
+            spans = [r["endTime"] - r["startTime"] for r in runs]
+            figures[f"{key}_drain_run_median_s"] = round(statistics.median(spans), 2)
         figures["tag_limit"] = TAG_LIMIT
         figures["max_started_at_once"] = max(figures[f"{key}_max_started_at_once"] for key in stacks)
         if figures["max_started_at_once"] > TAG_LIMIT:
