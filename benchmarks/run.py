@@ -68,6 +68,7 @@ LAYOUTS = (
     "launchpad-prebuilt",
     "launchpad-login",
     "launchpad-upgrade",
+    "launchpad-logs",
 )
 # The numbers of code locations that launchpad-locations builds (issue 13).
 LOCATION_COUNTS = (1, 2, 3)
@@ -93,10 +94,14 @@ LOGIN_PROXY_RSS_MIB = 30
 # `make upgrade` on the default stack with 1,000 runs of history (issue 32): the UI unreachable
 # for at most this long (benchmarks/upgrade_bench.py).
 UPGRADE_DOWNTIME = 30
+# Step logs in S3 (issue 33): launch -> SUCCESS with compute_logs=s3 at most 10 % slower than
+# with the volume (benchmarks/logs_bench.py, LOGS_LAUNCHES launches each, in turns).
+LOGS_S3_LAUNCH_OVERHEAD = 0.10
 # Queries timed for the GraphQL latency (the median is reported) and launches for the median
 # of launch -> SUCCESS, with and without the proxy.
 LOGIN_QUERIES = 20
 LOGIN_LAUNCHES = 10
+LOGS_LAUNCHES = LOGIN_LAUNCHES
 UNIQUE_BYTES_TARGET = 0.5  # x the first baseline's unique_bytes
 COLD_BUILD_VS_PIP = 0.6  # x the best baseline's cold build (they install with pip)
 
@@ -673,6 +678,13 @@ def verdicts(result: dict) -> dict:
             "value": upgrade["upgrade_downtime_s"],
             "met": upgrade["upgrade_downtime_s"] <= UPGRADE_DOWNTIME,
         }
+    logs = result.get("launchpad-logs", {})
+    if "s3_launch_overhead" in logs:
+        out["s3_launch_overhead"] = {
+            "target": LOGS_S3_LAUNCH_OVERHEAD,
+            "value": logs["s3_launch_overhead"],
+            "met": logs["s3_launch_overhead"] <= LOGS_S3_LAUNCH_OVERHEAD,
+        }
     prebuilt = result.get("launchpad-prebuilt", {}).get("prebuilt_image_copy_to_first_success_s")
     if prebuilt is not None:
         out["prebuilt_image_copy_to_first_success_s"] = {
@@ -762,6 +774,22 @@ def table(engine: str, result: dict) -> str:
             f" ({'ok' if goal.get('met') else 'MISS'} <= {UPGRADE_DOWNTIME} s; it says downtime"
             f" {up.get('upgrade_reported_downtime_s')} s); runs {up.get('upgrade_runs_before')} before,"
             f" {up.get('upgrade_runs_after')} after"
+        )
+    logs = result.get("launchpad-logs", {})
+    if "s3_launch_overhead" in logs:
+        goal = result.get("targets", {}).get("s3_launch_overhead", {})
+        lines.append(
+            "  launchpad-logs (step logs in S3 against the volume): launch -> SUCCESS "
+            f"{logs['volume_launch_to_success_s']} s with the volume, {logs['s3_launch_to_success_s']} s "
+            f"with S3 ({logs['s3_launch_overhead']:+.1%}: {'ok' if goal.get('met') else 'MISS'} "
+            f"<= {LOGS_S3_LAUNCH_OVERHEAD:.0%}; medians, in turns)"
+        )
+    if "max_started_at_once" in logs:
+        lines.append(
+            f"  launchpad-logs drain (20 runs at once, tag limit {logs['tag_limit']}): "
+            f"{logs['volume_drain_20_s']} s with the volume, {logs['s3_drain_20_s']} s with S3; "
+            f"at most {logs['max_started_at_once']} started at once "
+            f"({'ok' if logs['max_started_at_once'] <= logs['tag_limit'] else 'ABOVE THE LIMIT'})"
         )
     if "purge_s" in up:
         lines.append(
@@ -857,6 +885,10 @@ def measure_engine(engine: Engine, layouts: list[str], work: Path, template: Pat
                 import upgrade_bench
 
                 upgrade_bench.measure_upgrade(engine, work, template, track)
+            elif name == "launchpad-logs":
+                import logs_bench
+
+                logs_bench.measure_logs(engine, work, template, track, LOGS_LAUNCHES)
             else:
                 layout, volume = layouts_for(name, engine, work, template, default)
                 measure(layout, launches, volume, args.quick, stand_in, track)

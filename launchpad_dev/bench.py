@@ -46,6 +46,9 @@ PORTS = {
     "lp-login": 3314,
     # launchpad-upgrade (issue 32): make upgrade and make purge on a history of runs
     "lp-upgrade": 3315,
+    # launchpad-logs (issue 33): step logs on the volume and in S3, with a tag limit
+    "lp-logs-vol": 3316,
+    "lp-logs-s3": 3317,
 }
 # Added per engine, so that two modes can run at once, one on each engine (--soak on one,
 # --burst on the other) without their UIs claiming the same host port.

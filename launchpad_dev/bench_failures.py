@@ -26,7 +26,13 @@ import requests
 # The layouts that are the generated project: their failure fails the benchmark (exit 1).
 # The baselines, and launchpad-pip (the project with pip swapped in by the benchmark, measured
 # only to compare installers), are comparisons: their failure is recorded and the run goes on.
-PROJECT_LAYOUTS = ("launchpad", "launchpad-locations", "launchpad-login", "launchpad-upgrade")
+PROJECT_LAYOUTS = (
+    "launchpad",
+    "launchpad-locations",
+    "launchpad-login",
+    "launchpad-upgrade",
+    "launchpad-logs",
+)
 # LAUNCHPAD_BENCH_BREAK=<layout>[,<layout>...]: break these layouts on purpose (their example
 # asset raises, so their first run ends FAILURE), to see the benchmark record the failure and go on.
 BREAK_VARIABLE = "LAUNCHPAD_BENCH_BREAK"

@@ -335,3 +335,28 @@ def test_the_ui_poller_reports_the_longest_unreachable_span(monkeypatch):
     # Polls at 0.2 .. 1.8: failed from 0.2 (the second poll began) to 0.8; 0.8 to 1.2; 1.4 on.
     assert poller.polls == 10 and poller.failures == 6
     assert round(poller.longest, 1) == 0.6
+
+
+def test_the_logs_layouts_overhead_has_a_verdict_and_lines_in_the_table(bench):
+    """launchpad-logs (issue 33): s3_launch_overhead against its 10 % target, and the drains with
+    the most runs started at once, in the table."""
+    logs = {
+        "volume_launch_to_success_s": 3.2, "s3_launch_to_success_s": 3.6, "s3_launch_overhead": 0.125,
+        "volume_drain_20_s": 61.0, "s3_drain_20_s": 66.5, "tag_limit": 2, "max_started_at_once": 2,
+    }  # fmt: skip
+    result = {"launchpad-logs": logs}
+    result["targets"] = bench.verdicts(result)
+    assert result["targets"]["s3_launch_overhead"] == {"target": 0.1, "value": 0.125, "met": False}
+    text = bench.table("podman", result)
+    assert "3.2 s with the volume, 3.6 s with S3 (+12.5%: MISS <= 10%" in text
+    assert "61.0 s with the volume, 66.5 s with S3; at most 2 started at once (ok)" in text
+    assert "launchpad-logs" in bench.PROJECT_LAYOUTS, "the generated project: its failure exits 1"
+
+
+def test_the_most_runs_at_once_come_from_their_start_and_end_times():
+    """max_started_at_once: overlapping spans counted; a run ending as the next starts is one."""
+    logs_bench = load("logs_bench")
+    spans = [(0, 5), (1, 4), (4, 9), (5, 6), (9, 10)]
+    runs = [{"startTime": start, "endTime": end} for start, end in spans]
+    assert logs_bench.max_at_once(runs) == 2
+    assert logs_bench.max_at_once([*runs, {"startTime": 4.5, "endTime": 5.5}]) == 3
