@@ -340,6 +340,49 @@ STACKS = {
 }
 
 
+def test_the_s3_settings_are_checked_and_the_secret_key_kept_exactly(template_snapshot, tmp_path):
+    """compute_logs=s3 without a store's settings: `make up`'s secret file and `make
+    helm-s3-secret` refuse, naming the settings; a bad endpoint is refused as such. Filled in:
+    the secret key's file (0700 directory) holds the hostile value byte for byte, and the Secret
+    that `make helm-s3-secret` pipes to kubectl (a stand-in that keeps its stdin) carries every
+    setting, none on kubectl's command line."""
+    import base64
+    import json
+
+    root = render(template_snapshot, tmp_path / "s3", {"compute_logs": "s3"})
+    key_file = ".build/secrets/s3-secret-key"
+    refused = make(root, key_file)
+    assert refused.returncode != 0 and "error: DAGSTER_S3_BUCKET is empty (.env)" in refused.stderr, refused
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\ncat > {tmp_path}/manifest\n')
+    kubectl.chmod(0o755)
+    refused = make(root, "helm-s3-secret", f"KUBECTL={kubectl}")
+    assert "DAGSTER_S3_BUCKET, DAGSTER_S3_ACCESS_KEY_ID, DAGSTER_S3_SECRET_ACCESS_KEY empty" in refused.stderr
+    settings = {"DAGSTER_S3_BUCKET": "logs", "DAGSTER_S3_ACCESS_KEY_ID": "key-id",
+                "DAGSTER_S3_SECRET_ACCESS_KEY": PASSWORD_IN_ENV,
+                "DAGSTER_S3_ENDPOINT_URL": "minio.example.internal:9000"}  # fmt: skip
+    write_env(root, settings)
+    refused = make(root, key_file)
+    assert "error: DAGSTER_S3_ENDPOINT_URL must be an http:// or https:// URL" in refused.stderr, refused
+    write_env(root, settings | {"DAGSTER_S3_ENDPOINT_URL": "http://minio.example.internal:9000"})
+    made = make(root, key_file)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert (root / key_file).read_text() == PASSWORD
+    assert oct((root / key_file).parent.stat().st_mode & 0o777) == "0o700"
+    made = make(root, "helm-s3-secret", f"KUBECTL={kubectl}")
+    assert made.returncode == 0, made.stdout + made.stderr
+    manifest = json.loads((tmp_path / "manifest").read_text())
+    data = {k: base64.b64decode(v).decode() for k, v in manifest["data"].items()}
+    assert data == {
+        "DAGSTER_S3_ENDPOINT_URL": "http://minio.example.internal:9000", "DAGSTER_S3_BUCKET": "logs",
+        "DAGSTER_S3_PREFIX": "dagster/compute-logs", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "key-id", "AWS_SECRET_ACCESS_KEY": PASSWORD,
+    }, data  # fmt: skip
+    assert manifest["metadata"]["name"] == computed(root)["helm_s3_secret"]
+    argv = (tmp_path / "argv").read_text()
+    assert PASSWORD[:6] not in argv + made.stdout + made.stderr, "the secret key on a command line or shown"
+
+
 @pytest.mark.parametrize("engine_name", ["podman", "docker"])
 def test_a_hostile_password_opens_postgres_over_tls_and_no_command_line_shows_it(
     engine_name, template_snapshot, tmp_path_factory
