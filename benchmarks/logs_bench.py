@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from launchpad_dev.bench import Launchpad, Track, launch_to_success, remove_layout
+from launchpad_dev.bench import Launchpad, Track, launch_to_success, remove_layout, start_warm
 from launchpad_dev.bench_failures import BenchError, run_failure
 from launchpad_dev.dagster_api import Stack
 from launchpad_dev.engines import Engine, set_env
@@ -123,14 +123,7 @@ def measure_logs(engine: Engine, work: Path, template: Path, track: Track, launc
         figures["s3_endpoint"] = s3.endpoint
         for key in ("volume", "s3"):
             layouts[key] = LogsLaunchpad(engine, work, template, key, s3 if key == "s3" else None)
-        for key, layout in layouts.items():
-            step(f"{key}: copy, build, up")
-            layout.copy()
-            layout.build()
-            layout.up()
-        stacks = {key: layout.stack for key, layout in layouts.items()}
-        for stack in stacks.values():
-            launch_to_success(stack)  # the first run warms the code server's imports
+        stacks = start_warm(layouts, step)
 
         step(f"{launches} launches -> SUCCESS each, in turns")
         figures["launches"] = launches

@@ -45,6 +45,7 @@ from launchpad_dev.bench import (
     remove_layout,
     run,
     seconds,
+    start_warm,
     write_report,
 )
 from launchpad_dev.bench_failures import (
@@ -537,14 +538,7 @@ def measure_login(engine: Engine, work: Path, template: Path, track: Track) -> d
         "login": LoginLaunchpad(engine, work, template, name="lp-login"),
     }
     try:
-        for key, layout in layouts.items():
-            track.step(f"{key}: copy, build, up")
-            layout.copy()
-            layout.build()
-            layout.up()
-        stacks = {key: layout.stack for key, layout in layouts.items()}
-        for stack in stacks.values():
-            launch_to_success(stack)  # the first run warms the code server's imports
+        stacks = start_warm(layouts, track.step)
         track.step(f"{LOGIN_LAUNCHES} launches and {LOGIN_QUERIES} GraphQL queries each, in turns")
         launches: dict[str, list[float]] = {key: [] for key in stacks}
         for _ in range(LOGIN_LAUNCHES):

@@ -84,6 +84,20 @@ def launch_to_success(stack: Stack, timeout: float = 300) -> float:
     raise BenchError(f"run {run_id} did not finish within {timeout} s")
 
 
+def start_warm(layouts: dict, step) -> dict:
+    """Copy, build and start each layout ({key: layout}, `step(text)` told each time), then
+    one run on each to SUCCESS (it warms the code server's imports): {key: its Stack}."""
+    for key, layout in layouts.items():
+        step(f"{key}: copy, build, up")
+        layout.copy()
+        layout.build()
+        layout.up()
+    stacks = {key: layout.stack for key, layout in layouts.items()}
+    for stack in stacks.values():
+        launch_to_success(stack)
+    return stacks
+
+
 def process_tree(root: int) -> list[int]:
     """`root` and every process descended from it, read from the host's /proc."""
     children: dict[int, list[int]] = {}

@@ -18,6 +18,11 @@ import os
 import sys
 
 
+def exit_status(exit_: SystemExit) -> int:
+    """The process's exit status for a SystemExit, as the interpreter would make it."""
+    return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+
+
 def lint(directory: str, argv: list[str]) -> dict:
     from compose_lint.cli import main
 
@@ -28,16 +33,20 @@ def lint(directory: str, argv: list[str]) -> dict:
         try:
             main(argv)
         except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            code = exit_status(exit_)
     return {"dir": directory, "exit": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 
-def main() -> None:
-    reply = sys.stdout
+def serve(run) -> None:
+    """For each line of stdin, [directory, argument, ...], the JSON line of run(directory, argv)."""
     for line in sys.stdin:
         directory, *argv = json.loads(line)
-        reply.write(json.dumps(lint(directory, argv)) + "\n")
-        reply.flush()
+        sys.stdout.write(json.dumps(run(directory, argv)) + "\n")
+        sys.stdout.flush()
+
+
+def main() -> None:
+    serve(lint)
 
 
 if __name__ == "__main__":

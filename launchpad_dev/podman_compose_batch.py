@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import logging
 import os
-import sys
 import traceback
+
+from launchpad_dev.lint_batch import exit_status, serve
 
 
 def config(directory: str, argv: list[str]) -> dict:
@@ -38,7 +38,7 @@ def config(directory: str, argv: list[str]) -> dict:
             try:
                 asyncio.run(compose.run(argv))
             except SystemExit as exit_:
-                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+                code = exit_status(exit_)
             except podman_compose.PodmanComposeError as error:  # what its main() prints
                 err.write(f"Error: {error}\n")
                 code = 1
@@ -52,13 +52,5 @@ def config(directory: str, argv: list[str]) -> dict:
     return {"dir": directory, "exit": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 
-def main() -> None:
-    reply = sys.stdout
-    for line in sys.stdin:
-        directory, *argv = json.loads(line)
-        reply.write(json.dumps(config(directory, argv)) + "\n")
-        reply.flush()
-
-
 if __name__ == "__main__":
-    main()
+    serve(config)

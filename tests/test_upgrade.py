@@ -78,29 +78,19 @@ MINUTELY_NAMES = ("minutely_check", "minutely_audit")
 # The project's own schedules (user code, kept by copier update): every minute, on by default;
 # each tick is skipped, so they launch no run and the runs stay those the test counts. Two, so
 # that the schedules have several ticks within one minute.
-MINUTELY = """
+SCHEDULE = """
 
 @dg.schedule(
-    name="minutely_check",
+    name="{name}",
     job=example_job,
     cron_schedule="* * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
-def minutely_check(context):
-    return dg.SkipReason("the upgrade tier's schedule: it ticks and launches nothing")
-
-
-@dg.schedule(
-    name="minutely_audit",
-    job=example_job,
-    cron_schedule="* * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-def minutely_audit(context):
-    return dg.SkipReason("the upgrade tier's second schedule: it ticks and launches nothing")
+def {name}(context):
+    return dg.SkipReason("the upgrade tier's schedule {name}: it ticks and launches nothing")
 """
+MINUTELY = "".join(SCHEDULE.format(name=name) for name in MINUTELY_NAMES)
 # Runs executed by one process in the code location's container, against the instance (its
 # config and storage, as the code server's runs): job.execute_in_process, one after the other.
 HISTORY = """
