@@ -63,12 +63,8 @@ class LogsLaunchpad(Launchpad):
     def copy(self) -> None:
         super().copy()
         if self.s3 is not None:
-            for key, value in self.s3.settings(secret_key=SECRET_KEY, prefix=self.prefix).items():
+            for key, value in self.s3.settings(secret_key=SECRET_KEY).items():
                 set_env(self.root, key, value)
-
-    @property
-    def prefix(self) -> str:
-        return f"{self.slug}/compute-logs"
 
 
 def max_at_once(runs: list[dict]) -> int:
@@ -106,9 +102,9 @@ def drain(stack: Stack, count: int, timeout: float = 900) -> tuple[float, list[d
         time.sleep(POLL)
 
 
-def runs_with_logs(s3: S3Server, prefix: str) -> set[str]:
+def runs_with_logs(s3: S3Server) -> set[str]:
     """The run ids under PREFIX/storage/RUN_ID/ in the bucket (every page of the listing)."""
-    storage = f"{prefix}/storage/"
+    storage = f"{s3.prefix}/storage/"
     pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=storage)
     return {o["Key"][len(storage) :].split("/")[0] for page in pages for o in page.get("Contents", [])}
 
@@ -136,7 +132,7 @@ def measure_logs(engine: Engine, work: Path, template: Path, track: Track, launc
             figures[f"{key}_launch_to_success_all_s"] = [round(t, 2) for t in times[key]]
         volume, logs = figures["volume_launch_to_success_s"], figures["s3_launch_to_success_s"]
         figures["s3_launch_overhead"] = round(logs / volume - 1, 3)
-        stored = runs_with_logs(s3, layouts["s3"].prefix)
+        stored = runs_with_logs(s3)
         figures["s3_runs_with_logs"] = len(stored)
         if len(stored) < launches + 1:
             raise BenchError(

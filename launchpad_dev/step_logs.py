@@ -64,8 +64,8 @@ class S3Server:
     """moto's S3 server on this host (port `port`, every address), started and stopped at will;
     its buckets live as long as its process."""
 
-    def __init__(self, bucket: str = "launchpad-step-logs"):
-        self.port, self.bucket, self.process = free_port(), bucket, None
+    def __init__(self, bucket: str = "launchpad-step-logs", prefix: str = "dagster/compute-logs"):
+        self.port, self.bucket, self.prefix, self.process = free_port(), bucket, prefix, None
         self.local = f"http://127.0.0.1:{self.port}"
         self.endpoint = f"http://{host_address()}:{self.port}"  # the containers' URL
 
@@ -97,18 +97,20 @@ class S3Server:
             aws_access_key_id="launchpad", aws_secret_access_key="launchpad",
         )  # fmt: skip
 
-    def objects(self, prefix: str) -> dict[str, bytes]:
-        """Every object under `prefix`: key -> content."""
+    def objects(self, run_id: str) -> dict[str, bytes]:
+        """Every object of a run's step logs (where S3ComputeLogManager puts them under the
+        prefix of `settings`): key -> content."""
         client = self.client()
+        prefix = f"{self.prefix}/storage/{run_id}/"
         found = client.list_objects_v2(Bucket=self.bucket, Prefix=prefix).get("Contents", [])
         return {o["Key"]: client.get_object(Bucket=self.bucket, Key=o["Key"])["Body"].read() for o in found}
 
-    def settings(self, secret_key: str, prefix: str = "dagster/compute-logs") -> dict[str, str]:
+    def settings(self, secret_key: str) -> dict[str, str]:
         """The .env settings of a project that stores its step logs here."""
         return {
             "DAGSTER_S3_ENDPOINT_URL": self.endpoint,
             "DAGSTER_S3_BUCKET": self.bucket,
-            "DAGSTER_S3_PREFIX": prefix,
+            "DAGSTER_S3_PREFIX": self.prefix,
             "DAGSTER_S3_ACCESS_KEY_ID": "launchpad-test",
             "DAGSTER_S3_SECRET_ACCESS_KEY": secret_key,
         }

@@ -261,7 +261,7 @@ def check_step_logs(editor: Stack, s3: s3logs.S3Server, engine_name: str) -> Non
     run_id = editor.launch(s3logs.MARKER_JOB_NAME)
     assert editor.wait_run(run_id).value == "SUCCESS", editor.errors(run_id)
     s3logs.check_marker(editor, run_id)
-    stored = s3.objects(f"dagster/compute-logs/storage/{run_id}/")
+    stored = s3.objects(run_id)
     outs = [v for k, v in stored.items() if k.endswith(".out")]
     errs = [v for k, v in stored.items() if k.endswith(".err")]
     marked = s3logs.MARKER_OUT.encode() in b"".join(outs) and s3logs.MARKER_ERR.encode() in b"".join(errs)
@@ -324,7 +324,7 @@ def check_kube_stack(engine, root: Path, slug: str, port: int, s3: s3logs.S3Serv
     run_id = editor.launch(s3logs.MARKER_JOB_NAME)
     assert editor.wait_run(run_id).value == "SUCCESS", editor.errors(run_id)
     s3logs.check_marker(editor, run_id)
-    assert s3.objects(f"dagster/compute-logs/storage/{run_id}/"), "no step logs in the bucket"
+    assert s3.objects(run_id), "no step logs in the bucket"
     # A viewer (of the compose part: the same users file) reaches the read-only webserver.
     viewer = Stack(port, slug.replace("-", "_"), url=url, auth=("bob", PASSWORDS["bob"]), verify=ca)
     with pytest.raises(Exception, match="UnauthorizedError"):

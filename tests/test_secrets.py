@@ -453,7 +453,7 @@ def test_a_hostile_password_opens_postgres_over_tls_and_no_command_line_shows_it
             assert stack.wait_run(marker).value == "SUCCESS", stack.errors(marker)
             s3logs.check_marker(stack, marker)
             if launcher == "container":
-                stored = s3.objects(f"dagster/compute-logs/storage/{marker}/")
+                stored = s3.objects(marker)
                 assert sorted(k.rsplit(".", 1)[1] for k in stored) == ["err", "out"], sorted(stored)
             figures.append(f"step logs ({'s3' if launcher == 'container' else 'volume'}): the marker shown")
             if launcher == "container":

@@ -160,10 +160,14 @@ class Project:
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
+    def statuses(self) -> dict[str, str]:
+        """The status of every run, by its id."""
+        return {r["runId"]: r["status"] for r in self.stack.runs_by_id(list(self.stack.run_ids()))}
+
     def history(self, asset: str) -> tuple[dict[str, str], int, set, str]:
         """(status of every run, the asset's materializations, the sensor's ticks (id and
         status), the sensor's status)."""
-        runs = {r["runId"]: r["status"] for r in self.stack.runs_by_id(list(self.stack.run_ids()))}
+        runs = self.statuses()
         state = self.stack.gql(SENSOR, loc=self.package)["sensorOrError"]["sensorState"]
         ticks = {(tick["tickId"], tick["status"]) for tick in state["ticks"]}
         return runs, self.stack.materializations(asset), ticks, state["status"]
@@ -365,7 +369,7 @@ def test_kube_upgrade_keeps_history_and_its_rollback_brings_it_back(storage, tem
         figures["kube-up"] = f"{time.monotonic() - started:.0f} s"
         first = p.launch_many(KUBE_RUNS)
         assert set(first.values()) == {"SUCCESS"}, first
-        before = {r["runId"]: r["status"] for r in p.stack.runs_by_id(list(p.stack.run_ids()))}
+        before = p.statuses()
         assert len(before) >= KUBE_RUNS, before
 
         started = time.monotonic()
@@ -379,7 +383,7 @@ def test_kube_upgrade_keeps_history_and_its_rollback_brings_it_back(storage, tem
         assert "migrations applied: " in output, output[-3000:]
         p.stack.wait_loaded(timeout=120)
         assert p.dagster_version() == NEW
-        runs = {r["runId"]: r["status"] for r in p.stack.runs_by_id(list(p.stack.run_ids()))}
+        runs = p.statuses()
         assert runs == before, "the same runs, with the same statuses"
         new_run = p.stack.launch()
         assert p.wait_finished([new_run]) == {new_run: "SUCCESS"}, p.stack.errors(new_run)
@@ -398,7 +402,7 @@ def test_kube_upgrade_keeps_history_and_its_rollback_brings_it_back(storage, tem
         figures["kube-restore"] = f"{time.monotonic() - started:.0f} s"
         p.stack.wait_loaded(timeout=120)
         assert p.dagster_version() == OLD
-        runs = {r["runId"]: r["status"] for r in p.stack.runs_by_id(list(p.stack.run_ids()))}
+        runs = p.statuses()
         assert runs == before, "the runs as they were backed up"
     finally:
         note(f"kube upgrade, {storage}", "; ".join(f"{k}: {v}" for k, v in figures.items()))
