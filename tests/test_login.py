@@ -238,6 +238,7 @@ def test_login_proxy_roles_and_refusals(template_snapshot, tmp_path, engine_name
             assert seen["asset graph"] == ["raw_orders", "order_summary"], (role, seen)
             assert seen["run page"], (role, seen)
             assert seen["materialize enabled"] == (role == "editor"), (role, seen)
+            note(f"login proxy ({engine_name}): browser as {role}", str(seen))
         note(f"login proxy ({engine_name}): screenshots", str(ARTIFACTS / f"ui-login-{engine_name}-*.png"))
 
         # No password in any log of the stack's web side.

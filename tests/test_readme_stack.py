@@ -69,6 +69,7 @@ def test_readme_main_command_starts_the_default_stack(template_snapshot, tmp_pat
         seen = capture_ui(stack.url, location, "example", ["raw_orders", "order_summary"], run_id, ARTIFACTS)
         assert seen["asset graph"] == ["raw_orders", "order_summary"], seen
         assert seen["run page"], seen
+        note("browser", str(seen))
         note("browser screenshots", f"{ARTIFACTS / 'ui-asset-graph.png'}, {ARTIFACTS / 'ui-run.png'}")
     finally:
         if (project / "Makefile").exists():
