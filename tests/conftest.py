@@ -39,8 +39,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("rendered-matrix"))
 
 
+# Each test's phases as this process ran them (start, seconds), written at the end to
+# timeline.json in its base temporary directory (with xdist, the worker's own: popen-gwN), so
+# that a whole run's time can be read per worker afterwards (docs/testing.md, "Timing").
+TIMELINE: list[tuple[str, str, float, float]] = []
+
+
+def pytest_runtest_logreport(report):
+    TIMELINE.append((report.nodeid, report.when, round(report.start, 2), round(report.duration, 2)))
+
+
 def pytest_sessionfinish(session):
-    """A worker hands its summary figures to the controller, which prints them."""
+    """A worker hands its summary figures to the controller, which prints them. Each process
+    writes its timeline."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and TIMELINE:
+        (factory.getbasetemp() / "timeline.json").write_text(json.dumps(TIMELINE))
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput["launchpad_summary"] = json.dumps(SUMMARY, default=str)
