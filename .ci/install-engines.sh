@@ -6,7 +6,8 @@
 #     machines without systemd/cgroup v2 delegation (runc instead of crun, ulimits
 #     below the machine's hard limits), and Podman's Docker-compatible API socket;
 #   * Docker 20.10 (Debian's docker.io) with Docker Compose v2 as a CLI plugin;
-#   * debootstrap and setcap (for tests/standins/make-standins.sh) and chromium (browser tests).
+#   * debootstrap and setcap (for tests/standins/make-standins.sh), chromium (browser tests),
+#     Caddy (the Helm tier's proxy) and Prometheus' promtool (alert rules' tests).
 #
 # Idempotent: on an already prepared machine it only checks and prints versions.
 # Never resets or deletes engine state.
@@ -30,6 +31,7 @@ PACKAGES=(
   docker-registry                                        # a local registry for `make push` tests
   chromium                                               # browser tests (Playwright)
   caddy                                                  # the Helm values' login proxy, run by test_helm
+  prometheus                                             # promtool: the alert rules' tests (test_metrics)
   iproute2 curl ca-certificates                          # `ip`; API pings
 )
 CONTAINERS_CONF=/etc/containers/containers.conf

@@ -321,7 +321,9 @@ def test_behind_the_login_proxy_a_ui_beyond_this_host_needs_no_extra_yes(bind, t
     assert "ui_open_without_login" not in answers
     assert answers["ui_bind_address"] == (bind or "0.0.0.0")
     services = yaml.safe_load((root / "compose.yaml").read_text())["services"]
-    assert [name for name, service in services.items() if service.get("ports")] == ["proxy"]
+    # (and the metrics endpoint, on the loopback address: test_render.py)
+    assert [name for name, service in services.items() if service.get("ports")] == ["proxy", "metrics"]
+    assert services["metrics"]["ports"][0].startswith("${DAGSTER_METRICS_BIND:-127.0.0.1}:")
     assert "--read-only" in services["webserver-viewer"]["command"]
     assert (root / "config/Caddyfile").exists() and (root / "scripts/ui_users.py").exists()
     # The local default has none of it.

@@ -21,7 +21,11 @@ add a slow job and break the code without rebuilding), driven from the host:
   the daily purge (run_retention_days=30) runs beside the daemon;
 - concurrency (pool_default_limit=1, run_tag_limits source=crm: 2): two jobs whose steps share
   a pool, launched 6 times together, never execute two of its steps at once (the event log's
-  step times); 5 runs tagged source=crm are never more than 2 in progress at once.
+  step times); 5 runs tagged source=crm are never more than 2 in progress at once;
+- the metrics endpoint (the metrics service, `make metrics-url`) through these: the runs that
+  the pipes kill failed counted as failures, a broken code location's load status 0 (and back
+  to 1), the daemon stopped: the queue's length and age and the heartbeats' age grow, started
+  again: the queue drains, the heartbeats are fresh, the runs are counted with their wait.
 
 Kills are real: SIGKILL to the container's main process from the host, as the kernel's
 OOM killer would do it, not a polite `stop`.
@@ -40,6 +44,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launchpad_dev import prom
 from launchpad_dev.common import computed, note
 from launchpad_dev.dagster_api import Stack
 from launchpad_dev.engines import ENGINES, env_value, make, remove_stack, render
@@ -171,6 +176,15 @@ class Live:
         status = self.wait_all([run], timeout=300)[0]["status"]
         assert status == "SUCCESS", f"run {run} ended {status}: {self.stack.errors(run)}"
 
+    def metrics(self) -> prom.Samples:
+        """A scrape of the metrics service, at the address `make metrics-url` prints."""
+        if not getattr(self, "metrics_url", None):
+            found = make(self.root, "metrics-url")
+            assert found.returncode == 0, found.stdout + found.stderr
+            self.metrics_url = prom.url_in(found.stdout)
+            assert re.fullmatch(r"http://127\.0\.0\.1:[0-9]+/metrics", self.metrics_url), self.metrics_url
+        return prom.scrape(self.metrics_url)
+
     def wait_status(self, run_id: str, statuses: set[str], timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while (status := self.stack.run(run_id)["status"]) not in statuses:
@@ -250,6 +264,7 @@ def test_pipes_killed_during_a_run_fails_it_retries_it_and_runs_the_queue(live):
     nap = {"ops": {"nap": {"config": {"seconds": 40}}}}
     # Fill every slot of the queue with slow runs: one in the other code location, the rest in
     # the first (the first one may be retried once) ...
+    before = live.metrics()
     other = live.other.launch("slow_job", run_config=nap)
     slow = [stack.launch("slow_job", tags={"dagster/max_retries": "1"}, run_config=nap)]
     slow += [stack.launch("slow_job", run_config=nap) for _ in range(limit - 2)]
@@ -275,6 +290,15 @@ def test_pipes_killed_during_a_run_fails_it_retries_it_and_runs_the_queue(live):
     assert {r["status"] for r in live.wait_all(queued, timeout=300)} == {"SUCCESS"}
     assert live.wait_all([retry], timeout=240)[0]["status"] == "SUCCESS"
     stack.wait_loaded(timeout=60)
+    # The metrics endpoint counted each interrupted run as a failure of its job, once (the
+    # scrape after the first one that sees a new job and status shows it at 0: read twice).
+    live.metrics()
+    after = live.metrics()
+    failed = [
+        prom.total(m, "dagster_runs_finished_total", job="slow_job", status="FAILURE")
+        for m in (before, after)
+    ]
+    assert failed[1] - failed[0] == len(slow), (failed, len(slow))
     figure(
         live,
         "pipes SIGKILL",
@@ -312,6 +336,64 @@ def test_daemon_killed_with_runs_queued_comes_back_and_runs_them(live):
         " failed by run monitoring and retried to SUCCESS"
     )
     figure(live, "daemon SIGKILL", f"back in {back:.0f} s, {outcome}")
+
+
+def test_metrics_follow_a_stopped_daemon_and_its_queue(live):
+    """The daemon stopped (as `podman stop` would, or a crash loop): the runs launched meanwhile
+    wait, and the metrics say so; started again, they run and are counted with their wait."""
+    stack, daemon = live.stack, live.name("daemon")
+    before = live.metrics()
+    assert prom.value(before, "dagster_metrics_source_up", source="storage") == 1, before
+    assert prom.value(before, "dagster_metrics_source_up", source="webserver") == 1, before
+    assert prom.value(before, "dagster_run_queue_length") == 0, before
+    stopped = live.engine.run("stop", daemon, timeout=120)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    try:
+        runs = [stack.launch() for _ in range(2)]
+        time.sleep(3)
+        first = live.metrics()
+        time.sleep(5)
+        second = live.metrics()
+    finally:
+        started = live.engine.run("start", daemon, timeout=120)
+        assert started.returncode == 0, started.stdout + started.stderr
+    waited = time.monotonic()
+    for scrape in (first, second):
+        assert prom.value(scrape, "dagster_run_queue_length") == len(runs), scrape
+    ages = [prom.value(m, "dagster_run_queue_oldest_age_seconds") for m in (first, second)]
+    assert 2 <= ages[0] < ages[1], ages
+    beats = {
+        name[0][1]: (age, prom.value(second, "dagster_daemon_heartbeat_age_seconds", daemon=name[0][1]))
+        for name, age in first["dagster_daemon_heartbeat_age_seconds"].items()
+    }
+    assert "SCHEDULER" in beats and "QUEUED_RUN_COORDINATOR" in beats, beats
+    # No daemon beats while it is stopped: every age grew by the 5 s between the scrapes.
+    assert all(later - earlier >= 4 for earlier, later in beats.values()), beats
+    assert {r["status"] for r in live.wait_all(runs, timeout=300)} == {"SUCCESS"}
+    after = live.metrics()
+    assert prom.value(after, "dagster_run_queue_length") == 0, after
+    assert prom.value(after, "dagster_daemon_heartbeat_age_seconds", daemon="QUEUED_RUN_COORDINATOR") < 60, (
+        after
+    )
+    succeeded = [prom.total(m, "dagster_runs_finished_total", status="SUCCESS") for m in (before, after)]
+    assert succeeded[1] - succeeded[0] == len(runs), succeeded
+    # Each run's wait (queued while the daemon was stopped, at least 8 s) was observed once.
+    latencies = [
+        (
+            prom.value(m, "dagster_run_launch_latency_seconds_count"),
+            prom.value(m, "dagster_run_launch_latency_seconds_sum"),
+        )
+        for m in (before, after)
+    ]
+    assert latencies[1][0] - latencies[0][0] == len(runs), latencies
+    assert latencies[1][1] - latencies[0][1] >= 2 * 8, latencies
+    rss = prom.value(after, "process_resident_memory_bytes")
+    figure(
+        live,
+        "metrics",
+        f"daemon stopped: queue {len(runs)}, oldest {ages[1]:.0f} s, heartbeats aging; started: drained "
+        f"{time.monotonic() - waited:.0f} s later, waits observed; the exporter's RSS {rss / 2**20:.1f} MiB",
+    )
 
 
 def test_recycle_restarts_webserver_and_daemon_and_loses_no_run(live):
@@ -381,6 +463,13 @@ def test_syntax_error_in_mounted_code_is_reported_and_recovers(live):
         assert "SyntaxError" in reloaded.stdout + reloaded.stderr, reloaded.stdout + reloaded.stderr
         error = stack.location_error()
         assert error and "SyntaxError" in error, error
+        broken = live.metrics()
+        assert prom.value(broken, "dagster_code_location_loaded", location=live.package) == 0, broken
+        assert prom.value(broken, "dagster_code_location_loaded", location=SECOND) == 1, broken
+        failed_at = prom.value(
+            broken, "dagster_code_location_last_error_timestamp_seconds", location=live.package
+        )
+        assert failed_at and abs(time.time() - failed_at) < 900, failed_at
         # The other code location still serves, and runs its jobs.
         assert live.other.location_error() is None
         other = live.other.launch(SECOND_JOB)
@@ -395,6 +484,7 @@ def test_syntax_error_in_mounted_code_is_reported_and_recovers(live):
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     stack.wait_loaded(timeout=60)
     assert stack.location_error() is None
+    assert prom.value(live.metrics(), "dagster_code_location_loaded", location=live.package) == 1
     live.run_example()
     figure(
         live,

@@ -174,9 +174,10 @@ LOGIN = [name for name, answers in PROJECTS.items() if answers.get("ui_access") 
 
 
 def login_parts(values: dict) -> dict:
-    """The login proxy's objects (extraManifests) by kind, and its Caddyfile."""
-    parts = {m["kind"]: m for m in values["extraManifests"]}
-    assert len(parts) == len(values["extraManifests"]) == 4, list(parts)
+    """The login proxy's objects (extraManifests, the first four: the metrics service's come
+    last) by kind, and its Caddyfile."""
+    parts = {m["kind"]: m for m in values["extraManifests"][:4]}
+    assert list(parts) == ["ConfigMap", "Deployment", "Service", "Ingress"], list(parts)
     return {**parts, "Caddyfile": parts["ConfigMap"]["data"]["Caddyfile"]}
 
 

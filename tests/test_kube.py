@@ -32,10 +32,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launchpad_dev import matrix
+from launchpad_dev import matrix, prom
 from launchpad_dev.common import computed, note
 from launchpad_dev.dagster_api import Stack
-from launchpad_dev.engines import ENGINES, make, render
+from launchpad_dev.engines import ENGINES, env_value, make, render
 from launchpad_dev.local_registry import get_json, running_registry
 from launchpad_dev.tools import missing, require_tool
 
@@ -177,7 +177,7 @@ def test_kube_yaml_is_the_compose_stack(combo, podman_projects):
             assert container[probe]["exec"]["command"] == check["command"], (service, probe)
             assert container[probe]["periodSeconds"] == check["interval"], (service, probe)
         assert container["livenessProbe"]["initialDelaySeconds"] == check["start"], service
-        if service not in others:
+        if service not in others and described["health"] == facts["services"][built]["health"]:
             # The code locations' images: their one definition, pipes/launchpad_pipes/.
             platform = built in ("webserver", "daemon")
             folder = root / (f"platform/{built}" if platform else "pipes/launchpad_pipes")
@@ -203,6 +203,10 @@ def test_kube_yaml_is_the_compose_stack(combo, podman_projects):
             spec_ports = compose["services"][service]["ports"]
             defaults = [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", p) for p in spec_ports]
             assert defaults == [f"{bind}:{h}:{c}" for c, h in ports], service
+        elif service == "metrics":
+            # compose's empty host port (one the engine picks) has no kube equivalent: not published;
+            # this host reaches the pod at its fixed address.
+            assert published == [{"containerPort": facts["metrics_port"]}], published
         else:
             assert published == [], f"{service} is published"
             assert not compose["services"][service].get("ports"), service
@@ -527,12 +531,23 @@ def test_kube_play_end_to_end(template_snapshot, tmp_path_factory):
                 assert status["Uid"].split()[0] == uid, service
                 assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, service
                 assert status["NoNewPrivs"].strip() == "1", service
-                read_only = service in ("webserver", "daemon", "postgres")
+                read_only = service in ("webserver", "daemon", "postgres", "metrics")
                 probe = "/var/lib/postgresql/probe" if service == "postgres" else "/home/dagster/probe"
                 writes = engine.run("exec", container, "touch", probe).returncode == 0
                 assert writes != read_only, f"{service}: root filesystem writable={writes}"
             ports = engine.run("port", f"{SLUG}-webserver-webserver", check=True).stdout.split()
             assert ports and all(p.startswith("127.0.0.1:") for p in ports if ":" in p), ports
+            # The metrics pod, not published: this host reaches it at its fixed address. It read
+            # the storage and the webserver: each location loaded, the runs above counted.
+            prefix = env_value(root, "DAGSTER_NETWORK_PREFIX") or facts["network_prefix"]
+            metrics = f"http://{prefix}.{facts['network_hosts']['metrics']}:{facts['metrics_port']}/metrics"
+            samples = prom.scrape(metrics)
+            assert prom.value(samples, "dagster_metrics_source_up", source="storage") == 1, samples
+            assert prom.value(samples, "dagster_metrics_source_up", source="webserver") == 1, samples
+            for location in locations:
+                assert prom.value(samples, "dagster_code_location_loaded", location=location) == 1, samples
+            assert prom.total(samples, "dagster_runs_finished_total", status="SUCCESS") >= len(runs), samples
+            assert engine.run("port", f"{SLUG}-metrics-metrics").stdout.strip() == "", "metrics is published"
 
             # kube-down: no pod or container left, and no volume but the claims.
             down = make(root, "kube-down")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from launchpad_dev import prom
 from launchpad_dev.common import note
 from launchpad_dev.dagster_api import Stack
 from launchpad_dev.engines import ENGINES, make, remove_stack, render, set_env, tool_env
@@ -127,6 +128,14 @@ def test_prebuilt_stack_pulls_the_pinned_platform_and_runs_a_job(
         stack = Stack(port, slug.replace("-", "_"))
         run_id = stack.launch()
         assert stack.wait_run(run_id).value == "SUCCESS", stack.errors(run_id)
+        # The metrics service runs the pinned webserver image too, and reads the instance.
+        want = f"{registry}/launchpad-webserver@{pinned['webserver']}"
+        assert container_image(engine, f"{slug}-metrics") == want
+        found = make(root, "metrics-url")
+        assert found.returncode == 0, found.stdout + found.stderr
+        samples = prom.scrape(prom.url_in(found.stdout))
+        assert prom.value(samples, "dagster_metrics_source_up", source="storage") == 1, samples
+        assert prom.total(samples, "dagster_runs_finished_total", status="SUCCESS") >= 1, samples
 
         verified = make(root, "verify-images", timeout=120)
         assert verified.returncode == 0, verified.stderr

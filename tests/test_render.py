@@ -213,6 +213,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "ruff.toml",
         "config/dagster.yaml",
         "config/workspace.yaml",
+        "config/alerts.yml",
         "pyproject.toml",
         "uv.lock",
         "platform/pyproject.toml",
@@ -221,6 +222,7 @@ def file_set_is_exactly_the_expected_one(p: Project) -> None:
         "platform/requirements-uv.txt",
         "platform/install_locked.py",
         "platform/instance_ready.py",
+        "platform/metrics.py",
         *p.image_files().values(),
         *p.shared_files(),
         *(rel for loc in p.locations for rel in p.location_files(loc)),
@@ -715,7 +717,22 @@ def helm_values_match_the_project(p: Project) -> None:
     assert values.get("ingress", {"enabled": False})["enabled"] is False
     kinds = [m["kind"] for m in values.get("extraManifests", [])]
     purge = ["ConfigMap", "CronJob"] if p.answer("run_retention_days") > 0 else []
-    assert kinds == (["ConfigMap", "Deployment", "Service", "Ingress"] if login else []) + purge, kinds
+    # The metrics service, last: a Deployment and its Service (prometheus.io annotations).
+    metrics = ["Deployment", "Service"]
+    login_kinds = ["ConfigMap", "Deployment", "Service", "Ingress"] if login else []
+    assert kinds == login_kinds + purge + metrics, kinds
+    deployment, service = values["extraManifests"][-2:]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == [
+        "python3", "/opt/dagster/metrics.py", "--port", str(c["metrics_port"]),
+        "--webserver", f"http://@RELEASE@-dagster-webserver:{webserver['service']['port']}",
+    ]  # fmt: skip
+    image = webserver["image"]
+    assert container["image"] == f"{image['repository']}:{image['tag']}"
+    assert container["env"][1]["valueFrom"]["secretKeyRef"]["name"] == c["helm_postgres_secret"]
+    assert container["livenessProbe"]["exec"]["command"] == c["health_checks"]["metrics"]["command"]
+    assert service["metadata"]["annotations"]["prometheus.io/port"] == str(c["metrics_port"])
+    assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
     if login:
         (ingress,) = [m for m in values["extraManifests"] if m["kind"] == "Ingress"]
         assert ingress["spec"]["rules"][0]["host"] == (p.recorded.get("ui_domain") or "@UI_HOST@")
@@ -800,10 +817,25 @@ def compose_services_match_the_answers(p: Project) -> None:
     services = p.yaml("compose.yaml")["services"]
     pipes = p.pipes_services
     login = {"webserver-viewer", "proxy"} if c["ui_login"] else set()
-    assert set(services) == {"webserver", "daemon", *pipes} | login | (
+    assert set(services) == {"webserver", "daemon", "metrics", *pipes} | login | (
         {"postgres"} if c["bundled_postgres"] else set()
     )
     viewer = ["webserver-viewer"] if c["ui_login"] else []
+    # The metrics endpoint: the webserver's image, its own command and health check, the
+    # instance's storage (the data volume, dagster.yaml, PostgreSQL's connection) and no
+    # workspace; published on the loopback address, on a port the engine picks by default.
+    metrics = services["metrics"]
+    assert metrics["command"] == [
+        "python3", "/opt/dagster/metrics.py", "--port", str(c["metrics_port"]),
+        "--webserver", "http://webserver:3000",
+    ]  # fmt: skip
+    published_metrics = "${DAGSTER_METRICS_BIND:-127.0.0.1}:${DAGSTER_METRICS_PORT:-}"
+    assert metrics["ports"] == [f"{published_metrics}:{c['metrics_port']}"]
+    assert metrics["healthcheck"]["test"] == ["CMD", *c["health_checks"]["metrics"]["command"]]
+    assert metrics["read_only"] is True and "build" not in metrics
+    platform_mounts = [v for v in services["webserver"]["volumes"] if "workspace.yaml" not in v]
+    assert metrics["volumes"] == [v for v in platform_mounts if "docker.sock" not in v]
+    assert ("DAGSTER_PG_PASSWORD_FILE" in metrics.get("environment", {})) == c["uses_postgres"]
     for name in ("webserver", "daemon", *pipes, *viewer):
         volumes = services[name]["volumes"]
         assert services[name]["restart"] == "unless-stopped"
@@ -858,7 +890,7 @@ def compose_services_match_the_answers(p: Project) -> None:
         assert f"./{c['ui_users_dir']}:/etc/caddy-users:ro,z" in services["proxy"]["volumes"]
     else:
         assert services["webserver"]["ports"] == [f"{ui}:3000"]
-    assert all("ports" not in s for n, s in services.items() if n != published)
+    assert all("ports" not in s for n, s in services.items() if n not in (published, "metrics"))
     # The engine socket goes to the services that launch or stop runs, and nowhere else.
     socket = [n for n, s in services.items() if any(c["engine_socket"] in v for v in s.get("volumes", []))]
     assert sorted(socket) == (["daemon", "webserver"] if p.answer("run_launcher") == "container" else [])
@@ -1126,7 +1158,8 @@ def compose_lint_exceptions_are_few_scoped_and_explained(p: Project) -> None:
     assert set(rules.get("CL-0001", {}).get("exclude_services", {})) <= {"webserver", "daemon"}
     # Local builds: every image built here; writable root filesystems: the code servers only.
     viewer = {"webserver-viewer"} if login else set()
-    assert set(rules["CL-0004"]["exclude_services"]) == {"webserver", "daemon", *p.pipes_services} | viewer
+    built_here = {"webserver", "daemon", "metrics", *p.pipes_services} | viewer
+    assert set(rules["CL-0004"]["exclude_services"]) == built_here
     assert set(rules["CL-0007"]["exclude_services"]) == set(p.pipes_services)
     assert set(rules.get("CL-0019", {}).get("exclude_services", {})) <= {"postgres", "proxy"}
 

@@ -4,7 +4,8 @@ Each combination is rendered with Copier, started with the generated project's o
 `make up`, and driven from the host with Dagster's GraphQL client, one named step after
 the other (see test_stack_runs_end_to_end): the code location loads, the example job
 succeeds and records materializations, runs get their own container (container launcher),
-the containers are confined as compose.yaml promises, the project's own commands show the
+the containers are confined as compose.yaml promises, the metrics service (confined, on
+127.0.0.1, healthy) reads the storage and the webserver, the project's own commands show the
 stack, the daemon is alive and the sensor requests a run, code changes reload (volume
 delivery), and history survives `make down` / `make up`. Readiness is polled for real (UI
 and location status), never inferred from container health.
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launchpad_dev import matrix
+from launchpad_dev import matrix, prom
 from launchpad_dev.common import computed, note
 from launchpad_dev.dagster_api import NotReady, Stack
 from launchpad_dev.engines import (
@@ -343,6 +344,37 @@ def check_confinement(d: Deployment) -> None:
             assert password.group(1) not in engine.image_text(ref), f"the PostgreSQL password is in {ref}"
 
 
+def check_metrics(d: Deployment) -> None:
+    """The metrics service: confined as the others (the service user, no capability, a read-only
+    root filesystem), published on 127.0.0.1 only (`make metrics-url`), its own health check
+    passing, and a scrape that read the storage (SQLite, PostgreSQL, an external one over TLS)
+    and the webserver: every code location loaded, the example run counted."""
+    engine, container = d.engine, d.container("metrics")
+    status = proc_status(engine, container)
+    uid = str(d.facts["service_uid"])
+    assert status["Uid"].split()[0] == uid and int(status["CapEff"], 16) == 0, status
+    assert engine.run("exec", container, "touch", "/home/dagster/probe").returncode != 0, "metrics writes /"
+    found = make(d.root, "metrics-url")
+    assert found.returncode == 0, found.stdout + found.stderr
+    url = prom.url_in(found.stdout)
+    assert re.fullmatch(r"http://127\.0\.0\.1:[0-9]+/metrics", url), url
+    ports = engine.run("port", container, check=True).stdout.split()
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports if ":" in p), ports
+    check = d.facts["health_checks"]["metrics"]["command"]
+    done = engine.run("exec", container, *check, timeout=60)
+    assert done.returncode == 0, f"the metrics health check failed: {done.stdout}{done.stderr}"
+    started = time.monotonic()
+    samples = prom.scrape(url)
+    scraped = time.monotonic() - started
+    for source in ("storage", "webserver"):
+        assert prom.value(samples, "dagster_metrics_source_up", source=source) == 1, (source, samples)
+    for location in d.locations:
+        assert prom.value(samples, "dagster_code_location_loaded", location=location) == 1, samples
+    assert prom.total(samples, "dagster_runs_finished_total", status="SUCCESS") >= 1, samples
+    rss = prom.value(samples, "process_resident_memory_bytes") / 2**20
+    d.figures.append(f"metrics scrape {scraped * 1000:.0f} ms, exporter RSS {rss:.0f} MiB")
+
+
 def check_project_commands(d: Deployment) -> None:
     """The project's own status and log targets show the stack."""
     ps = make(d.root, "ps")
@@ -483,6 +515,7 @@ def test_stack_runs_end_to_end(answers, template_snapshot, tmp_path_factory):
         if SECOND in d.locations:
             check_second_location_runs_its_job(d)
         check_confinement(d)
+        check_metrics(d)
         check_project_commands(d)
         check_health_checks(d)
         check_daemon_alive(d)
