@@ -3,8 +3,12 @@ prometheus-client's own parser."""
 
 from __future__ import annotations
 
+import subprocess
+
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+from launchpad_dev.tools import require_tool
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
@@ -18,9 +22,16 @@ def url_in(output: str) -> str:
 
 
 def scrape(url: str, timeout: float = 30) -> Samples:
-    """{sample name: {sorted (label, value) pairs: value}} of one GET of `url`."""
+    """{sample name: {sorted (label, value) pairs: value}} of one GET of `url`. The text must
+    be what Prometheus accepts: `promtool check metrics` (its own parser and linter) reads it
+    first (bash .ci/run installs promtool)."""
     response = requests.get(url, timeout=timeout)
     response.raise_for_status()
+    checked = subprocess.run(
+        [require_tool("promtool"), "check", "metrics"],
+        input=response.text, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert checked.returncode == 0, f"promtool check metrics: {checked.stdout}{checked.stderr}"
     samples: Samples = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:

@@ -1,7 +1,7 @@
 """The metrics endpoint (template/platform/metrics.py, the metrics service) against a real Dagster
 instance, no engine: the template's own script run on this host (the images run the same file)
-over a SQLite instance that Dagster's own API fills, scraped over HTTP and read with
-prometheus-client's parser.
+over a SQLite instance that Dagster's own API fills, scraped over HTTP, checked by `promtool
+check metrics` and read with prometheus-client's parser (launchpad_dev/prom.py).
 
 - the first scrape gives the instance's totals: runs by job and status, the queue, its oldest
   run's age, a daemon's heartbeat age; a webserver that does not answer is

@@ -143,23 +143,22 @@ class DagsterCollector(Collector):
 
     def collect(self):
         with self.lock:
+            # One family per metric name: Prometheus refuses a second HELP or TYPE line.
             families = []
+            up = GaugeMetricFamily(
+                "dagster_metrics_source_up",
+                "1 if this scrape could read the source, else 0",
+                labels=["source"],
+            )
             sources = {"storage": self.read_storage, "webserver": self.read_locations}
             for source, read in sources.items():
                 try:
                     families += read()
-                    up = 1
+                    up.add_metric([source], 1)
                 except Exception as error:  # noqa: BLE001 - reported as the source being down
                     print(f"metrics: reading the {source} failed: {error}", file=sys.stderr)
-                    up = 0
-                gauge = GaugeMetricFamily(
-                    "dagster_metrics_source_up",
-                    "1 if this scrape could read the source, else 0",
-                    labels=["source"],
-                )
-                gauge.add_metric([source], up)
-                families.append(gauge)
-            yield from families
+                    up.add_metric([source], 0)
+            yield from [*families, up]
 
     # ------------------------------------------------------------------ storage
 
