@@ -141,6 +141,11 @@ class DagsterCollector(Collector):
         self.latency_sum = 0.0
         self.location_errors: dict[str, float] = {}
 
+    def describe(self):
+        """Nothing: without this method, registering the collector would call collect() once at
+        the start, and that first read (the history's totals) would come before any run."""
+        return []
+
     def collect(self):
         with self.lock:
             # One family per metric name: Prometheus refuses a second HELP or TYPE line.
